@@ -1,0 +1,1 @@
+"""The daemon: one per machine, owns tokenizer, FIM template, model and engine."""

@@ -1,0 +1,1 @@
+"""Fast generation engine: preallocated KV cache, continuous batching, CUDA graphs."""

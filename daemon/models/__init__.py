@@ -1,0 +1,1 @@
+"""Model registry, pulling, verification and conversion."""

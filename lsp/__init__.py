@@ -1,0 +1,1 @@
+"""The language server: one per editor, started by the editor over stdio."""

@@ -1,0 +1,1 @@
+"""lspilot: local, private AI code completion for every editor."""

@@ -1,0 +1,1 @@
+"""The only code that lspilot.lsp and lspilot.daemon share: messages, codec, service."""
