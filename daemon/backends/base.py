@@ -36,11 +36,18 @@ class Sequence:
     params: SamplingParams
     # A key under which consecutive prompts of one document may share KV (e.g. the URI).
     cache_key: str = ""
-    # Forced first tokens (token healing): generation must begin with one of these sequences.
+    # Token healing: restricts the first tokens so they reproduce text cut from the prompt.
+    constraint: TokenConstraint | None = None
     cancelled: bool = False
     steps_after_cancel: int = 0
     cached_tokens: int = 0  # prompt tokens whose KV was reused
     prefill_ms: float = 0.0
+
+
+class TokenConstraint(Protocol):
+    def allowed_ids(self, generated: list[int]) -> list[int] | None:
+        """Token ids allowed next, given the ids generated so far; None once unconstrained."""
+        ...
 
 
 @dataclass(frozen=True)
