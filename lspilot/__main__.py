@@ -1,0 +1,3 @@
+from lspilot.cli import main
+
+raise SystemExit(main())
