@@ -1,0 +1,106 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``EngineBackend``: the engine behind the daemon's Backend protocol.
+
+The daemon loads the model (on CPU or CUDA) and hands it over; the backend owns a KV cache for
+``max_batch`` sequences of up to ``max_len`` tokens and one worker thread that runs every step.
+``generate`` is an async generator: closing it, or cancelling the task that iterates it, or
+setting ``seq.cancelled``, or passing ``seq.deadline`` (an optional ``time.monotonic()`` value,
+read with getattr) removes the sequence at the next step boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import torch
+
+from ..backends.base import BackendInfo, Sequence, TokenStep
+from .model import EngineModel
+from .scheduler import END, EngineConfig, Request, Scheduler
+
+
+class EngineBackend:
+    def __init__(
+        self,
+        model,
+        *,
+        device: str,
+        max_batch: int = 8,
+        max_len: int = 4096,
+        prefill_chunk: int = 512,
+        prefill_token_budget: int = 2048,
+        cuda_graphs: bool = True,
+        decode_feed_max: int | None = None,
+    ) -> None:
+        model_device = next(model.parameters()).device
+        if torch.device(device).type != model_device.type:
+            raise ValueError(f"model is on {model_device}, backend asked for {device}")
+        model.eval()
+        self._em = EngineModel(model, max_len)
+        self.config = EngineConfig(
+            max_batch=max_batch,
+            max_len=max_len,
+            prefill_chunk=prefill_chunk,
+            prefill_token_budget=prefill_token_budget,
+            cuda_graphs=cuda_graphs,
+            decode_feed_max=decode_feed_max,
+        )
+        self._sched = Scheduler(self._em, self.config)
+        self.info = BackendInfo(
+            name="engine",
+            device=str(model_device),
+            dtype=str(self._em.dtype).removeprefix("torch."),
+            extra={
+                "max_batch": str(max_batch),
+                "max_len": str(max_len),
+                "cuda_graphs": str(self._sched.graphs is not None).lower(),
+                "kv_cache_mib": f"{self._sched.cache.nbytes / 2**20:.0f}",
+            },
+        )
+        self._sched.start()
+
+    async def generate(self, seq: Sequence) -> AsyncIterator[TokenStep]:
+        req = Request(seq, asyncio.get_running_loop(), asyncio.Queue(),
+                      deadline=getattr(seq, "deadline", None))
+        self._sched.submit(req)
+        finished = False
+        try:
+            while True:
+                item = await req.queue.get()
+                if item is END:
+                    finished = True
+                    return
+                if isinstance(item, BaseException):
+                    finished = True
+                    raise item
+                yield item
+        finally:
+            if not finished:
+                req.abandon()
+
+    async def warmup(self, max_keys: int | None = None) -> int:
+        """Capture the decode graphs now (batch buckets x length buckets up to ``max_keys``)."""
+        if self._sched.graphs is None:
+            return 0
+        fut = self._sched.call(lambda: self._sched.graphs.capture_all(max_keys))
+        return await asyncio.wrap_future(fut)
+
+    def active_sequences(self) -> int:
+        return self._sched.active_count()
+
+    def stats(self) -> dict[str, float]:
+        c = self._sched.counters
+        out = {k: float(c[k]) for k in (
+            "requests_total", "completed_total", "cancelled_total",
+            "prefix_cache_hits", "prefix_cache_misses", "cached_tokens_total",
+            "prefill_steps_total", "prefill_tokens_total",
+            "decode_steps_total", "decode_rows_total", "decode_steps_after_cancel_total",
+        )}
+        out["active_sequences"] = float(self.active_sequences())
+        out["cuda_graphs"] = float(len(self._sched.graphs.graphs) if self._sched.graphs else 0)
+        return out
+
+    async def close(self) -> None:
+        self._sched.stop()
+        await asyncio.to_thread(self._sched.join)
