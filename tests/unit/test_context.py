@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import pytest
-
 from lspilot.lsp.core.context import (
     DocumentSnapshot,
     Indent,
@@ -33,7 +32,9 @@ from lspilot.lsp.core.context import (
         pytest.param("ab\r\ncd", 1, 1, "ab\r\nc", "d", id="crlf-second-line"),
         pytest.param("ab\rcd", 1, 0, "ab\r", "cd", id="lone-cr-is-a-line-break"),
         pytest.param("a\fb\nc", 1, 0, "a\fb\n", "c", id="form-feed-is-not-a-line-break"),
-        pytest.param("a\u2028b\nc", 1, 1, "a\u2028b\nc", "", id="unicode-line-separator-not-a-break"),
+        pytest.param(
+            "a\u2028b\nc", 1, 1, "a\u2028b\nc", "", id="unicode-line-separator-not-a-break"
+        ),
         pytest.param("é😀x\n", 0, 2, "é😀", "x\n", id="code-points-not-utf16"),
         pytest.param("ab\n", 1, 0, "ab\n", "", id="last-empty-line"),
     ],
@@ -54,7 +55,9 @@ def test_negative_position_is_rejected() -> None:
         pytest.param("a\nb\n", "c\nd", 100, 100, "a\nb\n", "c\nd", id="fits-unchanged"),
         pytest.param("aaa\nbbb\nccc", "", 6, 10, "ccc", "", id="prefix-cut-at-next-line-start"),
         pytest.param("aaa\nbbb\nccc", "", 9, 10, "bbb\nccc", "", id="prefix-cut-mid-line-skips-it"),
-        pytest.param("aaa\nbbb\nccc", "", 7, 10, "bbb\nccc", "", id="prefix-cut-exactly-at-line-start"),
+        pytest.param(
+            "aaa\nbbb\nccc", "", 7, 10, "bbb\nccc", "", id="prefix-cut-exactly-at-line-start"
+        ),
         pytest.param("aaa\r\nbbb", "", 4, 10, "bbb", "", id="prefix-cut-inside-crlf"),
         pytest.param("aaa\r\nbbb", "", 3, 10, "bbb", "", id="prefix-cut-exact-after-crlf"),
         pytest.param("x" * 20, "", 5, 10, "x" * 5, "", id="prefix-one-long-line-hard-cut"),

@@ -1,0 +1,225 @@
+# SPDX-License-Identifier: Apache-2.0
+"""lsp/core/multiline.py: whether to complete, one line or a block, and where a block ends.
+
+Cases are written as one string with ``|`` for the cursor.
+"""
+
+from __future__ import annotations
+
+import pytest
+from lspilot.lsp.core.context import DocumentSnapshot
+from lspilot.lsp.core.multiline import (
+    Decision,
+    block_end_reached,
+    decide_stop_policy,
+    has_grammar,
+)
+
+
+def _decide(language_id: str, doc: str) -> Decision:
+    prefix, suffix = doc.split("|")
+    return decide_stop_policy(language_id, prefix, suffix)
+
+
+def _needs(language_id: str) -> None:
+    """Languages with a grammar package are decided by tree-sitter; without it, they skip."""
+    if language_id in TREE_SITTER_LANGUAGES and not has_grammar(language_id):
+        pytest.skip(f"tree-sitter grammar for {language_id} not installed")
+
+
+TREE_SITTER_LANGUAGES = {"python", "javascript", "typescript", "typescriptreact", "go", "rust"}
+
+# (language, document with | at the cursor, policy, reason)
+CASES = [
+    # Never complete.
+    pytest.param("python", "x = pri|nt(1)\n", "none", "mid_identifier", id="py-mid-identifier"),
+    pytest.param("rust", "let ab|c = 1;\n", "none", "mid_identifier", id="rs-mid-identifier"),
+    pytest.param("python", "    |return x\n", "none", "before_code", id="py-before-code"),
+    pytest.param("plaintext", "|hello\n", "none", "before_code", id="text-before-code"),
+    # Single line: something after the cursor on its line.
+    pytest.param("python", "x = foo(|a)\n", "single_line", "mid_line", id="py-mid-line"),
+    pytest.param("go", "x := |+ 1\n", "single_line", "mid_line", id="go-mid-line"),
+    pytest.param("python", "def f(|):\n", "single_line", "statement", id="py-closers-after"),
+    pytest.param("javascript", "foo(|);\n", "single_line", "statement", id="js-call-args-one-line"),
+    pytest.param("python", 'print("|")\n', "single_line", "statement", id="py-in-string"),
+    # Comments: one line of prose.
+    pytest.param("python", "x = 1  # the |\n", "single_line", "in_comment", id="py-comment"),
+    pytest.param("typescript", "// returns |\n", "single_line", "in_comment", id="ts-comment"),
+    pytest.param("go", "package a\n// Foo |\n", "single_line", "in_comment", id="go-comment"),
+    pytest.param("lua", "-- sum of |\n", "single_line", "in_comment", id="lua-fallback-comment"),
+    pytest.param(
+        "cpp", "int x; // why |\n", "single_line", "in_comment", id="cpp-fallback-comment"
+    ),
+    # Multi-line at the start of an empty block, by tree-sitter.
+    pytest.param("python", "def f(x):\n    |\n", "multi_line", "empty_block", id="py-def-body"),
+    pytest.param("python", "def f(x):|\n", "multi_line", "empty_block", id="py-end-of-def-line"),
+    pytest.param(
+        "python",
+        "class A:\n    def f(self):\n        |\n\n    def g(self):\n        pass\n",
+        "multi_line",
+        "empty_block",
+        id="py-method-body-before-next-method",
+    ),
+    pytest.param(
+        "python",
+        'def f():\n    """Doc."""\n    |\n',
+        "multi_line",
+        "empty_block",
+        id="py-body-with-docstring-only",
+    ),
+    pytest.param(
+        "python",
+        "def f(x):  # todo\n    |\n",
+        "multi_line",
+        "empty_block",
+        id="py-opener-with-trailing-comment",
+    ),
+    pytest.param(
+        "python", "if x:\n    a = 1\n    |\n", "single_line", "statement", id="py-nonempty-block"
+    ),
+    pytest.param(
+        "python",
+        "def f():\n    |\n    return 1\n",
+        "single_line",
+        "statement",
+        id="py-block-with-code-after",
+    ),
+    pytest.param("python", "x = 1\n|\ny = 2\n", "single_line", "statement", id="py-between-stmts"),
+    pytest.param("python", "x = [\n    |\n]\n", "multi_line", "empty_block", id="py-list-literal"),
+    pytest.param(
+        "python",
+        "for i in range(3):\n|\n",
+        "multi_line",
+        "after_opener",
+        id="py-unindented-cursor-under-opener",
+    ),
+    pytest.param(
+        "javascript",
+        "function f(x) {\n  |\n}\n",
+        "multi_line",
+        "empty_block",
+        id="js-function-body",
+    ),
+    pytest.param(
+        "javascript", "function f(x) {|}\n", "multi_line", "empty_block", id="js-braces-same-line"
+    ),
+    pytest.param(
+        "javascript",
+        "if (x) {\n  a();\n  |\n}\n",
+        "single_line",
+        "statement",
+        id="js-nonempty-block",
+    ),
+    pytest.param(
+        "javascript", "const o = {\n  |\n};\n", "multi_line", "empty_block", id="js-object"
+    ),
+    pytest.param(
+        "typescript", "interface A {\n  |\n}\n", "multi_line", "empty_block", id="ts-interface"
+    ),
+    pytest.param(
+        "typescriptreact",
+        "function C() {\n  |\n}\n",
+        "multi_line",
+        "empty_block",
+        id="tsx-function",
+    ),
+    pytest.param(
+        "go", "package a\n\nfunc f() {\n\t|\n}\n", "multi_line", "empty_block", id="go-func-body"
+    ),
+    pytest.param(
+        "go", "package a\n\ntype A struct {\n\t|\n}\n", "multi_line", "empty_block", id="go-struct"
+    ),
+    pytest.param(
+        "go",
+        "package a\n\nfunc f() {\n\tx := 1\n\t|\n}\n",
+        "single_line",
+        "statement",
+        id="go-nonempty-body",
+    ),
+    pytest.param("rust", "fn f() {\n    |\n}\n", "multi_line", "empty_block", id="rs-fn-body"),
+    pytest.param("rust", "impl A {\n    |\n}\n", "multi_line", "empty_block", id="rs-impl"),
+    pytest.param(
+        "rust",
+        "fn f() {\n    let x = 1;\n    |\n}\n",
+        "single_line",
+        "statement",
+        id="rs-nonempty-body",
+    ),
+    # Textual fallback for languages without a grammar package.
+    pytest.param(
+        "java", "void f() {\n    |\n}\n", "multi_line", "after_opener", id="java-fallback"
+    ),
+    pytest.param("java", "foo(|);\n", "single_line", "statement", id="java-call-one-line"),
+    pytest.param("java", "foo(\n    |\n);\n", "multi_line", "after_opener", id="java-args-lines"),
+    pytest.param("lua", "if x then\n  |\nend\n", "multi_line", "after_opener", id="lua-then"),
+    pytest.param(
+        "java",
+        "void f() {\n    |\n    g();\n}\n",
+        "single_line",
+        "statement",
+        id="java-fallback-nonempty",
+    ),
+    pytest.param("yaml", "a:\n  |\n", "multi_line", "after_opener", id="yaml-colon"),
+    pytest.param(
+        "plaintext", "hello:\n|\n", "single_line", "statement", id="text-colon-is-not-a-block"
+    ),
+    pytest.param("plaintext", "|", "single_line", "statement", id="empty-document"),
+]
+
+
+@pytest.mark.parametrize(("language_id", "doc", "policy", "reason"), CASES)
+def test_decide_stop_policy(language_id: str, doc: str, policy: str, reason: str) -> None:
+    _needs(language_id)
+    decision = _decide(language_id, doc)
+    assert (decision.policy, decision.reason) == (policy, reason)
+    assert decision.complete is (policy != "none")
+    assert (decision.block_indent is not None) is (policy == "multi_line")
+
+
+def test_block_indent_is_the_opener_lines_indentation() -> None:
+    decision = _decide("python", "class A:\n    def f(self):\n        |\n")
+    assert decision.block_indent == "    "
+
+
+def test_snapshot_form_equals_triple_form() -> None:
+    text = "def f(x):\n    \n"
+    snapshot = DocumentSnapshot.at("file:///a.py", 1, "python", text, 1, 4)
+    assert decide_stop_policy(snapshot) == decide_stop_policy("python", text[:14], text[14:])
+
+
+def test_missing_arguments_are_a_type_error() -> None:
+    with pytest.raises(TypeError):
+        decide_stop_policy("python")
+
+
+def test_long_prefix_parses_from_a_top_level_line() -> None:
+    filler = "".join(f"def g{i}(x):\n    return x + {i}\n\n" for i in range(600))
+    decision = _decide("python", filler + "def f(x):\n    |\n")
+    assert (decision.policy, decision.reason) == ("multi_line", "empty_block")
+
+
+def test_unknown_grammar_has_no_parser() -> None:
+    assert not has_grammar("cobol")
+
+
+@pytest.mark.parametrize(
+    ("indent", "text", "expected"),
+    [
+        pytest.param(
+            "", "\n    return 1\n\ndef g():\n    pass", "\n    return 1", id="py-next-def"
+        ),
+        pytest.param("", "\n    return 1", "\n    return 1", id="py-no-end"),
+        pytest.param("    ", "\n        a = 1\n    else:\n", "\n        a = 1", id="py-else-ends"),
+        pytest.param("", "\n  return 1;\n}\nfunction g() {}", "\n  return 1;", id="js-closer"),
+        pytest.param("\t", "\n\t\tx++\n\t}", "\n\t\tx++", id="tabs"),
+        pytest.param("", "return 1\nx = 2", "return 1", id="first-line-then-dedent"),
+        pytest.param("", "a = 1", "a = 1", id="single-line"),
+        pytest.param(
+            "", "\n    a = 1\n\n    b = 2\n", "\n    a = 1\n\n    b = 2\n", id="blank-lines-kept"
+        ),
+        pytest.param("", "\nx = 1", "", id="dedents-at-once"),
+        pytest.param("  ", "\r\n    a\r\n  }", "\r\n    a", id="crlf"),
+    ],
+)
+def test_block_end_reached(indent: str, text: str, expected: str) -> None:
+    assert text[: block_end_reached("python", indent, text)] == expected
