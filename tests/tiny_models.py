@@ -175,3 +175,31 @@ def build_tiny_model(family: str, out_dir: pathlib.Path, *, seed: int = 0) -> pa
         json.dumps({"family": family, "seed": seed}, indent=2) + "\n", encoding="utf-8"
     )
     return out_dir
+
+
+_TOKENIZERS: dict[str, Any] = {}
+
+
+def fixture_tokenizer(family: str) -> Any:
+    """The real tokenizer of ``family`` from the fixtures, loaded once per test session through
+    ``lspilot.daemon.families.load_tokenizer`` (the daemon's own loading path)."""
+    if family not in _TOKENIZERS:
+        from lspilot.daemon.families import load_tokenizer
+
+        _TOKENIZERS[family] = load_tokenizer(FIXTURES / FAMILIES[family].tokenizer_dir)
+    return _TOKENIZERS[family]
+
+
+def fake_tokenizer(tokens: list[str], *, eos: str | None = None, bos: str | None = None) -> Any:
+    """A word-level tokenizer whose vocabulary is ``tokens`` (plus ``<unk>`` and ``a``): enough to
+    test FIM detection for families whose real tokenizer files we do not have (SantaCoder,
+    CodeGemma, InCoder)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(["<unk>", "a", *tokens]))}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="<unk>", eos_token=eos, bos_token=bos
+    )
