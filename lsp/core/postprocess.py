@@ -1,0 +1,488 @@
+# SPDX-License-Identifier: Apache-2.0
+"""From what the model wrote to what the editor shows: a pipeline of small named filters.
+
+Every filter is ``(Context, text) -> text | None``: it returns the text it keeps, or None to drop
+the suggestion. The filters come in two stages, as in Tabby:
+
+* **pre-cache** filters look at the generated text alone (model sentinels, line endings,
+  repetition loops). Their result is what :mod:`lspilot.lsp.core.cache` stores, because it stays
+  true wherever the cursor goes next.
+* **post-cache** filters look at where the text lands: the rest of the line, the next line, the
+  brackets around the cursor, the editor's indentation. They run on every suggestion shown,
+  including one served from the cache or typed through, because by then the suffix may differ.
+
+The filters are deliberately conservative: each one that can cut a suggestion only does so on
+evidence that the text would duplicate or break the code around it. Names are stable, so the
+bench can switch each one off (``enabled=``) and measure what it is worth; see docs/quality.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
+
+from lspilot.lsp.core.context import Indent, current_line_prefix, current_line_suffix, indent_of
+from lspilot.lsp.core.multiline import Policy, block_end_reached
+
+__all__ = [
+    "FILTERS",
+    "FILTER_NAMES",
+    "POST_CACHE_FILTERS",
+    "PRE_CACHE_FILTERS",
+    "Context",
+    "Filter",
+    "NamedFilter",
+    "post_cache",
+    "postprocess",
+    "pre_cache",
+]
+
+_EOL = re.compile(r"\r\n|\r|\n")
+_WORD = re.compile(r"\w")
+_OPENERS = {"(": ")", "[": "]", "{": "}"}
+_CLOSERS = {")": "(", "]": "[", "}": "{"}
+_CLOSER_LINE = re.compile(r"[)\]}]+[;,]?")
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where a suggestion lands: the (clipped) text around the cursor and the editor's settings.
+
+    ``policy`` and ``block_indent`` come from :func:`lspilot.lsp.core.multiline.decide_stop_policy`;
+    ``indent`` from the client's FormattingOptions or :func:`~lspilot.lsp.core.context.infer_indent`.
+    """
+
+    prefix: str
+    suffix: str
+    language_id: str = ""
+    indent: Indent = Indent()
+    policy: Policy = "multi_line"
+    block_indent: str | None = None
+
+    @cached_property
+    def line_prefix(self) -> str:
+        return current_line_prefix(self.prefix)
+
+    @cached_property
+    def line_suffix(self) -> str:
+        return current_line_suffix(self.suffix)
+
+    @cached_property
+    def next_line(self) -> str:
+        """The first non-blank line after the cursor's line ("" if none), with its indentation."""
+        for line in _EOL.split(self.suffix[:4000])[1:]:
+            if line.strip():
+                return line
+        return ""
+
+    @cached_property
+    def previous_line(self) -> str:
+        """The last non-blank line before the cursor's line ("" if none)."""
+        for line in reversed(_EOL.split(self.prefix[-4000:])[:-1]):
+            if line.strip():
+                return line
+        return ""
+
+    @cached_property
+    def eol(self) -> str:
+        """The document's line ending, judged from the nearest line break to the cursor."""
+        match = _EOL.search(self.suffix[:2000]) or _EOL.search(self.prefix[-2000:])
+        return match.group() if match else "\n"
+
+
+Filter = Callable[[Context, str], "str | None"]
+Stage = Literal["pre_cache", "post_cache"]
+
+
+@dataclass(frozen=True)
+class NamedFilter:
+    name: str
+    stage: Stage
+    apply: Filter
+
+
+# --------------------------------------------------------------------------------------------
+# Pre-cache: the text alone.
+
+# Sentinels of the FIM families we serve (StarCoder, CodeLlama, DeepSeek, Qwen, CodeGemma).
+# The daemon stops on them; this is the belt to its braces, since a leaked one is never code.
+_SPECIAL_TOKEN = re.compile(
+    r"<\|[a-z_]+\|>|<fim_(?:prefix|suffix|middle|pad)>|<file_sep>|<filename>|<repo_name>"
+    r"|<EOT>|<PRE>|<SUF>|<MID>|</s>|<｜[^｜]{1,40}｜>"
+)
+
+
+def cut_special_tokens(ctx: Context, text: str) -> str | None:
+    """Cut at the first model sentinel that leaked into the text (``<|endoftext|>`` ...)."""
+    match = _SPECIAL_TOKEN.search(text)
+    return text[: match.start()] if match else text
+
+
+def normalize_newlines(ctx: Context, text: str) -> str | None:
+    """``\\r\\n`` and ``\\r`` to ``\\n``; the other filters count lines by ``\\n`` alone.
+    :func:`match_line_endings` puts the document's own line ending back at the end."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+_MAX_PERIOD = 10
+
+
+def drop_repetitive_tail(ctx: Context, text: str) -> str | None:
+    """Keep one copy of a block of lines that the model repeats until it runs out of tokens.
+
+    A line repeated three times, or a block of two or more lines repeated twice, at the end of
+    the text (the last copy may be cut short by the token limit) is a decoding loop, not code.
+    The repeated block must hold a word: ``}`` lines legitimately follow each other.
+    """
+    lines = text.split("\n")
+    # Compared without indentation: the first line continues the cursor's line, so its own
+    # indentation is in the prefix, not in the text.
+    bare = [line.strip() for line in lines]
+    best_keep = len(lines)
+    for period in range(1, min(_MAX_PERIOD, len(lines) // 2) + 1):
+        i = len(lines) - 1
+        if i - period >= 0 and bare[i] != bare[i - period]:
+            if not (bare[i] and bare[i - period].startswith(bare[i])):
+                continue
+            i -= 1  # a last copy cut short by the token limit
+        while i - period >= 0 and bare[i] == bare[i - period]:
+            i -= 1
+        start = i + 1 - period  # the first copy of the repeated block
+        copies = (len(lines) - start) / period
+        block = lines[start : start + period]
+        if copies >= (3 if period == 1 else 2) and any(_WORD.search(line) for line in block):
+            best_keep = min(best_keep, start + period)
+    if best_keep == len(lines):
+        return text
+    return "\n".join(lines[:best_keep])
+
+
+# --------------------------------------------------------------------------------------------
+# Post-cache: the text where it lands.
+
+
+def limit_scope(ctx: Context, text: str) -> str | None:
+    """One line for ``single_line``; for ``multi_line``, stop where the block ends.
+
+    A closing line (``}``) at the block's indentation is kept only when the document does not
+    already have it on the next line, so an editor without auto-closing still gets its brace.
+    """
+    if ctx.policy == "none":
+        return None
+    if ctx.policy == "single_line":
+        return text.split("\n", 1)[0]
+    if ctx.block_indent is None:
+        return text
+    cut = block_end_reached(ctx.language_id, ctx.block_indent, text, tab_size=ctx.indent.tab_size)
+    if cut >= len(text):
+        return text
+    rest = text[cut:].lstrip("\n")
+    closing = rest.split("\n", 1)[0]
+    already_there = closing.strip() in (ctx.next_line.strip(), ctx.line_suffix.strip())
+    if _CLOSER_LINE.fullmatch(closing.strip()) and not already_there:
+        return text[:cut] + "\n" + closing
+    return text[:cut]
+
+
+def drop_equal_to_next_line(ctx: Context, text: str) -> str | None:
+    """Drop a suggestion that is the line below the cursor (Copilot does the same)."""
+    if ctx.line_suffix.strip() or not ctx.next_line.strip():
+        return text
+    return None if text.strip() == ctx.next_line.strip() else text
+
+
+def drop_repeat_of_previous_line(ctx: Context, text: str) -> str | None:
+    """Drop a suggestion, on a fresh line, that begins by copying the line above the cursor.
+
+    Small models echo the last line when they have nothing better; it is never what the user
+    wants to accept.
+    """
+    if ctx.line_prefix.strip() or ctx.line_suffix.strip():
+        return text
+    first = text.split("\n", 1)[0].strip()
+    previous = ctx.previous_line.strip()
+    return None if first and _WORD.search(first) and first == previous else text
+
+
+def trim_suffix_lines(ctx: Context, text: str) -> str | None:
+    """Cut the suggestion where it starts repeating the code below the cursor.
+
+    The first line of the suggestion to match the next non-blank line of the document (same
+    content, same indentation) and everything after it go: the document has them already.
+    """
+    target = ctx.next_line
+    if not target.strip():
+        return text
+    lines = text.split("\n")
+    fresh_line = not ctx.line_prefix.strip() and not ctx.line_suffix.strip()
+    for index in range(0 if fresh_line else 1, len(lines)):
+        line = (ctx.line_prefix + lines[index]) if index == 0 else lines[index]
+        if line.strip() == target.strip() and _same_indent(ctx, line, target):
+            return "\n".join(lines[:index]).rstrip()
+    return text
+
+
+def _same_indent(ctx: Context, a: str, b: str) -> bool:
+    tab = ctx.indent.tab_size
+    return len(indent_of(a).expandtabs(tab)) == len(indent_of(b).expandtabs(tab))
+
+
+_MIN_PARTIAL_OVERLAP = 4
+
+
+def trim_line_suffix_overlap(ctx: Context, text: str) -> str | None:
+    """Never repeat the rest of the cursor's line.
+
+    If the suggestion's first line ends with the text after the cursor (``x = |foo(1)`` and the
+    model wrote ``bar + foo(1)``), that part goes. A partial overlap (the suggestion ends with
+    the start of the rest of the line) is trimmed from 4 characters on: shorter ones are as
+    likely to be coincidence (``a + b`` before ``b``... is the full-overlap case, kept exact).
+    Closers alone are :func:`trim_closing_overlap`'s business.
+    """
+    rest = ctx.line_suffix.strip()
+    if not rest or _is_closers(rest):
+        return text
+    first, newline, tail = text.partition("\n")
+    body = first.rstrip()
+    for k in range(len(rest), 0, -1):
+        if k != len(rest) and k < _MIN_PARTIAL_OVERLAP:
+            break
+        if body.endswith(rest[:k]):
+            kept = body[: len(body) - k]
+            return kept + newline + tail if newline else kept
+    return text
+
+
+_QUOTES_DEFAULT = "\"'"
+_QUOTES = {
+    "rust": '"',  # ' starts a lifetime as often as a char
+    "javascript": "\"'`",
+    "javascriptreact": "\"'`",
+    "typescript": "\"'`",
+    "typescriptreact": "\"'`",
+    "go": "\"'`",
+    "shellscript": "\"'`",
+    "markdown": '"`',
+}
+_LINE_COMMENTS = {
+    "python": "#",
+    "shellscript": "#",
+    "ruby": "#",
+    "yaml": "#",
+    "toml": "#",
+    "lua": "--",
+    "sql": "--",
+}
+
+
+@dataclass
+class _Scan:
+    """Bracket and string state while reading code left to right."""
+
+    quote: str | None = None  # the open string's delimiter
+    quote_from_prefix: bool = False  # the open string began before the cursor
+    stack: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.stack = [] if self.stack is None else self.stack
+
+
+def _scan(language_id: str, code: str, state: _Scan, unmatched: list[int] | None) -> _Scan:
+    """Advance ``state`` over ``code``; record in ``unmatched`` the index of every closer (bracket
+    or quote) that closes something opened *before* ``code``."""
+    quotes = _QUOTES.get(language_id, _QUOTES_DEFAULT)
+    comment = _LINE_COMMENTS.get(language_id, "//")
+    stack = state.stack if state.stack is not None else []
+    i = 0
+    while i < len(code):
+        ch = code[i]
+        if state.quote is not None:
+            if ch == "\\":
+                i += 2
+                continue
+            if code.startswith(state.quote, i):
+                if state.quote_from_prefix and unmatched is not None:
+                    unmatched.append(i)
+                i += len(state.quote)
+                state.quote, state.quote_from_prefix = None, False
+                continue
+            if ch == "\n" and len(state.quote) == 1 and state.quote != "`":
+                state.quote, state.quote_from_prefix = None, False  # unterminated: give up
+        elif code.startswith(comment, i):
+            end = code.find("\n", i)
+            i = len(code) if end < 0 else end
+            continue
+        elif ch in quotes:
+            triple = ch * 3
+            state.quote = triple if language_id == "python" and code.startswith(triple, i) else ch
+            state.quote_from_prefix = unmatched is None
+            i += len(state.quote)
+            continue
+        elif ch in _OPENERS:
+            stack.append(ch)
+        elif ch in _CLOSERS:
+            if stack and stack[-1] == _CLOSERS[ch]:
+                stack.pop()
+            elif unmatched is not None:
+                unmatched.append(i)
+        i += 1
+    state.stack = stack
+    return state
+
+
+def _is_closers(text: str) -> bool:
+    return all(ch in ")]}\"'` \t" for ch in text)
+
+
+def trim_closing_overlap(ctx: Context, text: str) -> str | None:
+    """Close only what the suggestion opened: drop closers the document already has.
+
+    A closer in the suggestion that does not match an opener *in the suggestion* closes a
+    bracket or quote from before the cursor. If the text after the cursor already starts with
+    those closers (the editor auto-closed them), the suggestion's copies go, aligned from its
+    end: ``foo(bar(|)`` + ``x))`` shows ``x)``. If such a closer sits mid-line followed by more
+    code (``foo(|)`` + ``a) + 1``), the suggestion is cut there too: what follows would land
+    outside the call. Brackets the suggestion opens and never closes are left alone: guessing
+    where they close is the model's job, not ours.
+    """
+    wanted = [ch for ch in ctx.line_suffix if not ch.isspace()]
+    closers: list[str] = []
+    for ch in wanted:
+        if ch not in ")]}\"'`":
+            break
+        closers.append(ch)
+    if not closers:
+        return text
+    first_line, newline, tail = text.partition("\n")
+    if newline:  # a multi-line suggestion does not end on the cursor's line
+        return text
+    state = _scan(ctx.language_id, ctx.line_prefix, _Scan(), None)
+    unmatched: list[int] = []
+    _scan(ctx.language_id, first_line, _Scan(state.quote, state.quote is not None, []), unmatched)
+    if not unmatched:
+        return text
+    # The run of unmatched closers (spaces between allowed) that starts at the first one.
+    run_end = unmatched[0]
+    position = unmatched[0]
+    members = []
+    for index in unmatched:
+        if first_line[position:index].strip():
+            break
+        members.append(index)
+        run_end = index + 1
+        position = run_end
+    if first_line[run_end:].strip() and first_line[members[0]] != closers[0]:
+        return text  # code after a closer the document does not provide: leave it be
+    run = [first_line[index] for index in members]
+    for k in range(min(len(run), len(closers)), 0, -1):
+        if run[len(run) - k :] == closers[:k]:
+            keep_until = members[len(run) - k]
+            return first_line[:keep_until].rstrip() or None
+    # The closers do not line up with the document's: cut before them if code follows them.
+    if first_line[run_end:].strip():
+        return first_line[: members[0]].rstrip() or None
+    return text
+
+
+def fix_indentation(ctx: Context, text: str) -> str | None:
+    """Indent new lines the way the editor does (``insertSpaces``/``tabSize``).
+
+    Only lines after the first are touched (the first continues the cursor's line). Columns are
+    preserved: a tab is ``tabSize`` columns, so a model that indents with 4 spaces in a tab file
+    with ``tabSize`` 4 gets one tab per level.
+    """
+    if "\n" not in text:
+        return text
+    tab = ctx.indent.tab_size
+    lines = text.split("\n")
+    for index in range(1, len(lines)):
+        line = lines[index]
+        ws = indent_of(line)
+        if not ws:
+            continue
+        if ctx.indent.insert_spaces:
+            if "\t" in ws:
+                lines[index] = ws.expandtabs(tab) + line[len(ws) :]
+        elif " " in ws:
+            width = len(ws.expandtabs(tab))
+            lines[index] = "\t" * (width // tab) + " " * (width % tab) + line[len(ws) :]
+    return "\n".join(lines)
+
+
+def trim_trailing_whitespace(ctx: Context, text: str) -> str | None:
+    """Strip trailing whitespace and trailing blank lines.
+
+    The one exception: the spaces ending a suggestion that is followed by a word on the same
+    line (``x = |foo`` + ``bar + `` must keep its space, or it would read ``bar +foo``).
+    """
+    lines = [line.rstrip() for line in text.split("\n")]
+    while len(lines) > 1 and not lines[-1]:
+        lines.pop()
+    result = "\n".join(lines)
+    last = text.rstrip("\n").split("\n")[-1]
+    if len(lines) == 1 and _WORD.match(ctx.line_suffix[:1]) and last != last.rstrip():
+        trailing = last[len(last.rstrip()) :]
+        result = result + trailing
+    return result
+
+
+def match_line_endings(ctx: Context, text: str) -> str | None:
+    """Write the document's own line ending (``\\r\\n`` in a Windows file)."""
+    return text if ctx.eol == "\n" else text.replace("\n", ctx.eol)
+
+
+PRE_CACHE_FILTERS: tuple[NamedFilter, ...] = (
+    NamedFilter("cut_special_tokens", "pre_cache", cut_special_tokens),
+    NamedFilter("normalize_newlines", "pre_cache", normalize_newlines),
+    NamedFilter("drop_repetitive_tail", "pre_cache", drop_repetitive_tail),
+)
+
+POST_CACHE_FILTERS: tuple[NamedFilter, ...] = (
+    NamedFilter("limit_scope", "post_cache", limit_scope),
+    NamedFilter("drop_equal_to_next_line", "post_cache", drop_equal_to_next_line),
+    NamedFilter("drop_repeat_of_previous_line", "post_cache", drop_repeat_of_previous_line),
+    NamedFilter("trim_suffix_lines", "post_cache", trim_suffix_lines),
+    NamedFilter("trim_line_suffix_overlap", "post_cache", trim_line_suffix_overlap),
+    NamedFilter("trim_closing_overlap", "post_cache", trim_closing_overlap),
+    NamedFilter("fix_indentation", "post_cache", fix_indentation),
+    NamedFilter("trim_trailing_whitespace", "post_cache", trim_trailing_whitespace),
+    NamedFilter("match_line_endings", "post_cache", match_line_endings),
+)
+
+FILTERS: tuple[NamedFilter, ...] = PRE_CACHE_FILTERS + POST_CACHE_FILTERS
+FILTER_NAMES: frozenset[str] = frozenset(f.name for f in FILTERS)
+
+
+def _run(
+    filters: Iterable[NamedFilter], ctx: Context, text: str | None, enabled: frozenset[str] | None
+) -> str | None:
+    if enabled is not None and not enabled <= FILTER_NAMES:
+        raise ValueError(f"unknown filters: {sorted(enabled - FILTER_NAMES)}")
+    for named in filters:
+        if text is None or not text.strip():
+            return None
+        if enabled is None or named.name in enabled:
+            text = named.apply(ctx, text)
+    return text if text is not None and text.strip() else None
+
+
+def pre_cache(ctx: Context, text: str, enabled: frozenset[str] | None = None) -> str | None:
+    """The context-free stage; its result is what the completion cache stores."""
+    return _run(PRE_CACHE_FILTERS, ctx, text, enabled)
+
+
+def post_cache(ctx: Context, text: str, enabled: frozenset[str] | None = None) -> str | None:
+    """The context-dependent stage; run on every suggestion shown, cached or fresh."""
+    return _run(POST_CACHE_FILTERS, ctx, text, enabled)
+
+
+def postprocess(ctx: Context, text: str, enabled: frozenset[str] | None = None) -> str | None:
+    """Both stages: the text to show, or None to show nothing.
+
+    ``enabled`` names the filters to run (None: all of them), so the bench can measure each.
+    """
+    kept = pre_cache(ctx, text, enabled)
+    return None if kept is None else post_cache(ctx, kept, enabled)

@@ -1,0 +1,145 @@
+# SPDX-License-Identifier: Apache-2.0
+"""lsp/core/postprocess.py: golden (document, raw model output) -> shown text, one row per rule.
+
+The golden table lives in tests/golden/postprocess.json so the quality bench can replay it. Each
+row names the rule it exercises; a row is checked twice: with every filter on it gives ``shown``,
+and with its rule (and the rules listed in ``overlaps``) switched off it gives something else (so the row really tests that rule), or
+the same (for ``control`` rows, which show the rule leaving good text alone).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lspilot.lsp.core.context import Indent
+from lspilot.lsp.core.multiline import decide_stop_policy
+from lspilot.lsp.core.postprocess import (
+    FILTER_NAMES,
+    FILTERS,
+    POST_CACHE_FILTERS,
+    PRE_CACHE_FILTERS,
+    Context,
+    drop_repetitive_tail,
+    post_cache,
+    postprocess,
+    pre_cache,
+    trim_closing_overlap,
+)
+
+GOLDEN = json.loads(
+    (Path(__file__).parent.parent / "golden" / "postprocess.json").read_text(encoding="utf-8")
+)
+
+
+def _context(row: dict[str, Any]) -> Context:
+    prefix, suffix = row["document"].split(GOLDEN["cursor"])
+    decision = decide_stop_policy(row["language"], prefix, suffix)
+    indent = Indent(**row["indent"]) if "indent" in row else Indent()
+    if "policy" in row:  # as for a manually invoked completion, which forces the policy
+        return Context(prefix, suffix, row["language"], indent, row["policy"], None)
+    return Context(prefix, suffix, row["language"], indent, decision.policy, decision.block_indent)
+
+
+ROWS = [pytest.param(row, id=f"{row['rule']}:{row['id']}") for row in GOLDEN["cases"]]
+
+
+@pytest.mark.parametrize("row", ROWS)
+def test_golden(row: dict[str, Any]) -> None:
+    assert postprocess(_context(row), row["raw"]) == row["shown"]
+
+
+@pytest.mark.parametrize("row", [r for r in ROWS if r.values[0]["rule"] in FILTER_NAMES])
+def test_golden_row_depends_on_its_rule(row: dict[str, Any]) -> None:
+    # `overlaps` names other rules that would catch the same row on their own.
+    off = {row["rule"], *row.get("overlaps", ())}
+    without = postprocess(_context(row), row["raw"], enabled=FILTER_NAMES - off)
+    if row.get("control"):
+        assert without == row["shown"]
+    else:
+        assert without != row["shown"]
+
+
+def test_every_filter_has_a_golden_row() -> None:
+    covered = {row["rule"] for row in GOLDEN["cases"] if not row.get("control")}
+    assert FILTER_NAMES <= covered
+
+
+def test_filter_names_are_unique_and_staged() -> None:
+    assert len(FILTER_NAMES) == len(FILTERS)
+    assert {f.stage for f in PRE_CACHE_FILTERS} == {"pre_cache"}
+    assert {f.stage for f in POST_CACHE_FILTERS} == {"post_cache"}
+
+
+def test_unknown_filter_name_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no_such_filter"):
+        postprocess(Context("", ""), "x", enabled=frozenset({"no_such_filter"}))
+
+
+def test_no_filters_still_drops_blank() -> None:
+    ctx = Context("x = ", "\n")
+    assert postprocess(ctx, "  \n", enabled=frozenset()) is None
+    assert postprocess(ctx, "1\n2", enabled=frozenset()) == "1\n2"
+
+
+def test_stages_compose_to_postprocess() -> None:
+    ctx = Context("def f():\n    ", "\n", "python", policy="multi_line", block_indent="")
+    raw = "a = 1\r\n    return a<|endoftext|>"
+    cached = pre_cache(ctx, raw)
+    assert cached == "a = 1\n    return a"
+    assert post_cache(ctx, cached) == postprocess(ctx, raw) == "a = 1\n    return a"
+
+
+def test_pre_cache_ignores_the_context() -> None:
+    raw = "x\nx\nx\nx<|endoftext|>"
+    assert pre_cache(Context("a", "b", "python"), raw) == pre_cache(Context("", "", "go"), raw)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("a\nb\nc", "a\nb\nc", id="no-repeat"),
+        pytest.param("a\na", "a\na", id="line-twice-kept"),
+        pytest.param("x\na\na\na", "x\na", id="line-thrice"),
+        pytest.param("a\nb\na\nb", "a\nb", id="block-twice"),
+        pytest.param("a\nb\na\nb\na\nb\na", "a\nb", id="block-with-partial-copy"),
+        pytest.param("f(x)\nf(x)\nf(x)\nf(", "f(x)", id="partial-last-line"),
+        pytest.param("}\n}\n}\n}", "}\n}\n}\n}", id="closers-are-not-a-loop"),
+        pytest.param("", "", id="empty"),
+    ],
+)
+def test_drop_repetitive_tail(text: str, expected: str) -> None:
+    assert drop_repetitive_tail(Context("", ""), text) == expected
+
+
+@pytest.mark.parametrize(
+    ("line_prefix", "line_suffix", "text", "expected"),
+    [
+        pytest.param("f(", ")", "a]", "a]", id="mismatched-closer-kept"),
+        pytest.param("f(", ")", "a] + 1", "a] + 1", id="mismatched-then-code-kept"),
+        pytest.param("f(g(", "))", "a)) + b", "a", id="run-then-code"),
+        pytest.param("f(", ") + 1", "a)", "a", id="closer-then-code-in-suffix"),
+        pytest.param("x = [", "]", "1, 2]", "1, 2", id="square"),
+        pytest.param("x = {", "}", "'a': 1}", "'a': 1", id="brace"),
+        pytest.param("s = '", "'", "it\\'s'", "it\\'s", id="escaped-quote"),
+        pytest.param("f(", ")", ")", None, id="only-the-closer"),
+        pytest.param("f(", ")", "a)\nb", "a)\nb", id="multi-line-untouched"),
+    ],
+)
+def test_trim_closing_overlap(
+    line_prefix: str, line_suffix: str, text: str, expected: str | None
+) -> None:
+    ctx = Context(line_prefix, line_suffix + "\n", "python", policy="single_line")
+    assert trim_closing_overlap(ctx, text) == expected
+
+
+def test_context_properties() -> None:
+    ctx = Context("a = 1\r\n\r\n  b = █".replace("█", ""), "x\r\n\r\n  c = 3\r\n", "python")
+    assert ctx.line_prefix == "  b = "
+    assert ctx.line_suffix == "x"
+    assert ctx.next_line == "  c = 3"
+    assert ctx.previous_line == "a = 1"
+    assert ctx.eol == "\r\n"
+    assert Context("", "").eol == "\n"
