@@ -51,8 +51,8 @@ _CLOSER_LINE = re.compile(r"[)\]}]+[;,]?")
 class Context:
     """Where a suggestion lands: the (clipped) text around the cursor and the editor's settings.
 
-    ``policy`` and ``block_indent`` come from :func:`lspilot.lsp.core.multiline.decide_stop_policy`;
-    ``indent`` from the client's FormattingOptions or :func:`~lspilot.lsp.core.context.infer_indent`.
+    ``policy`` and ``block_indent`` come from ``multiline.decide_stop_policy``; ``indent`` from
+    the client's FormattingOptions or ``context.infer_indent``.
     """
 
     prefix: str

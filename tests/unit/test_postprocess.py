@@ -2,9 +2,10 @@
 """lsp/core/postprocess.py: golden (document, raw model output) -> shown text, one row per rule.
 
 The golden table lives in tests/golden/postprocess.json so the quality bench can replay it. Each
-row names the rule it exercises; a row is checked twice: with every filter on it gives ``shown``,
-and with its rule (and the rules listed in ``overlaps``) switched off it gives something else (so the row really tests that rule), or
-the same (for ``control`` rows, which show the rule leaving good text alone).
+row names the rule it exercises; a row is checked twice: with every filter on it gives ``shown``;
+with its rule (and the rules in ``overlaps``) switched off it gives something else, so the row
+really tests that rule, or the same for ``control`` rows, which show a rule leaving good text
+alone.
 """
 
 from __future__ import annotations
