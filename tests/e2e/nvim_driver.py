@@ -119,8 +119,8 @@ class Nvim:
 
     def close(self) -> None:
         try:
-            self.sock.sendall(msgpack.packb([2, "nvim_command", ["qall!"]], use_bin_type=True))
-        except OSError:
+            self.request("nvim_command", "qall!")  # answered by closing the connection
+        except (OSError, NvimError):
             pass
         self.sock.close()
         try:
