@@ -199,6 +199,7 @@ class Scheduler:
         self._admit()
         self._prefill_step()
         self._flush()  # first tokens go out before the decode step runs
+        self._reap()  # cancels that arrived during the prefill chunk
         self._decode_step()
 
     # 1. reap ---------------------------------------------------------------------------------

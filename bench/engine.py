@@ -1,0 +1,544 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Engine benchmark on a CUDA GPU, side by side with stock transformers in the same run.
+
+Random weights of real architectures in bf16 (speed does not depend on the weights); every
+generation is forced to its full length (no stop ids; ``min_new_tokens`` for ``generate``).
+Per model it measures:
+
+- decode ms/token at batch 1 (prompt 512): stock ``generate``, ``generate`` with a static cache
+  (no compile), and the engine; the share of memory bandwidth that is (weight bytes read per
+  token over time, against 4.3 TB/s measured on this machine's copy);
+- greedy token match between engine and stock ``generate`` in bf16;
+- time to first token at 512, 2k and 8k prompt tokens: stock, engine cold, engine after a
+  one-token edit at the end of the prompt, and after a one-token edit 300 tokens before the end
+  (a FIM prompt, where the suffix follows the cursor);
+- 1, 8, 32, 64 concurrent clients of completion-like traffic (prompts 256-2047 tokens, 16-64 new
+  tokens, 30% closed early after a random number of tokens): completions/s, p50/p95 time to
+  first token, p95 inter-token gap, decode steps after cancel; against stock sequential
+  ``generate`` on the same kind of requests, and transformers' ``generate_batch`` (continuous
+  batching, paged attention) on 64 requests of 32 tokens.
+
+Run on the GPU machine: ``python3 bench/engine.py --out $OUT`` (``--models`` to pick,
+``--plot`` to draw the figure from JSON already written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEVICE = "cuda"
+BANDWIDTH = 4.3e12  # bytes/s, device-to-device copy measured on the H200 (KINDS.md)
+
+
+def _import_lspilot():
+    """Import lspilot.daemon from this checkout, installed or not (the GPU machine is bare)."""
+    try:
+        import lspilot.daemon.engine  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, str(ROOT))
+        import lspilot
+
+        lspilot.__path__.append(str(ROOT))  # lspilot.daemon -> ./daemon, as pyproject maps it
+
+
+def model_configs():
+    from transformers import GPTBigCodeConfig, LlamaConfig, Qwen2Config
+
+    return {
+        "starcoder-1b": GPTBigCodeConfig(
+            vocab_size=49152, n_positions=8192, n_embd=2048, n_layer=24, n_head=16,
+            n_inner=8192, multi_query=True, activation_function="gelu_pytorch_tanh",
+        ),
+        "qwen2.5-coder-0.5b": Qwen2Config(
+            vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+            num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
+            rope_theta=1000000.0, tie_word_embeddings=True,
+        ),
+        "qwen2.5-coder-1.5b": Qwen2Config(
+            vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+            num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=32768,
+            rope_theta=1000000.0, tie_word_embeddings=True,  # as the released checkpoint
+        ),
+        "deepseek-coder-1.3b": LlamaConfig(
+            vocab_size=32256, hidden_size=2048, intermediate_size=5504, num_hidden_layers=24,
+            num_attention_heads=16, num_key_value_heads=16, max_position_embeddings=16384,
+            rope_theta=100000.0, rope_scaling={"type": "linear", "factor": 4.0},
+        ),
+    }
+
+
+def tiny_configs():
+    from transformers import GPTBigCodeConfig, Qwen2Config
+
+    return {
+        "tiny-gpt_bigcode": GPTBigCodeConfig(vocab_size=1000, n_positions=8192, n_embd=64,
+                                             n_layer=2, n_head=4, multi_query=True),
+        "tiny-qwen2": Qwen2Config(vocab_size=1000, hidden_size=64, intermediate_size=128,
+                                  num_hidden_layers=2, num_attention_heads=4,
+                                  num_key_value_heads=2, tie_word_embeddings=True),
+    }
+
+
+def build(cfg):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    cfg.bos_token_id = cfg.eos_token_id = cfg.pad_token_id = None
+    torch.manual_seed(0)
+    with torch.device(DEVICE):
+        model = AutoModelForCausalLM.from_config(
+            cfg, torch_dtype=torch.bfloat16, attn_implementation="sdpa"
+        )
+    return model.eval()
+
+
+def weight_bytes(model) -> int:
+    """Bytes a decode step must read: every weight, less an untied input embedding table."""
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    emb, out = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    if emb.data_ptr() != out.data_ptr():
+        total -= emb.numel() * emb.element_size()
+    return total
+
+
+def now():
+    import torch
+
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def pct(xs, q):
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def rand_prompt(rng, n, vocab):
+    return [rng.randrange(10, vocab) for _ in range(n)]
+
+
+# -- stock transformers ------------------------------------------------------------------------
+
+
+def stock(model, prompt, n, **kw):
+    import torch
+
+    ids = torch.tensor([prompt], device=DEVICE)
+    t0 = now()
+    with torch.inference_mode():
+        out = model.generate(
+            ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+            do_sample=False, pad_token_id=0, **kw,
+        )
+    return now() - t0, out[0, len(prompt):].tolist()
+
+
+def stock_decode_ms(model, prompt, n=65, reps=3, **kw):
+    stock(model, prompt, n, **kw)  # warm-up
+    full = statistics.median(stock(model, prompt, n, **kw)[0] for _ in range(reps))
+    first = statistics.median(stock(model, prompt, 1, **kw)[0] for _ in range(reps))
+    return (full - first) / (n - 1) * 1000, first * 1000
+
+
+# -- the engine --------------------------------------------------------------------------------
+
+
+async def engine_run(be, prompt, n, key="", cancel_after=None, rid="r"):
+    from lspilot.daemon.backends.base import SamplingParams, Sequence
+
+    seq = Sequence(rid, prompt, SamplingParams(max_new_tokens=n), cache_key=key)
+    t0 = time.perf_counter()
+    times, toks = [], []
+    agen = be.generate(seq)
+    async for st in agen:
+        times.append(time.perf_counter())
+        toks.append(st.token_id)
+        if cancel_after is not None and len(toks) >= cancel_after:
+            break
+    await agen.aclose()
+    return t0, times, toks, seq
+
+
+async def engine_decode_ms(be, prompt, n=65, reps=3):
+    await engine_run(be, prompt, n)
+    runs = [await engine_run(be, prompt, n) for _ in range(reps)]
+    per = [(r[1][-1] - r[1][0]) / (n - 1) * 1000 for r in runs]
+    ttft = [(r[1][0] - r[0]) * 1000 for r in runs]
+    return statistics.median(per), statistics.median(ttft), runs[-1][2], per
+
+
+async def engine_ttft(be, rng, vocab, lengths, reps=3):
+    out = {}
+    for n in lengths:
+        cold, edit_end, edit_fim, cached = [], [], [], []
+        for i in range(reps + 1):
+            p = rand_prompt(rng, n, vocab)
+            key = f"doc-{n}-{i}"
+            t0, times, _, s = await engine_run(be, p, 1, key=key)
+            e1 = p[:-1] + [(p[-1] + 1) % vocab or 11]  # one token edited at the end
+            t1, times1, _, s1 = await engine_run(be, e1, 1, key=key)
+            e2 = list(e1)
+            e2[-300] = (e2[-300] + 1) % vocab or 11  # one token edited, 300-token suffix after it
+            t2, times2, _, s2 = await engine_run(be, e2, 1, key=key)
+            if i == 0:
+                continue  # warm-up for this length
+            cold.append((times[0] - t0) * 1000)
+            edit_end.append((times1[0] - t1) * 1000)
+            edit_fim.append((times2[0] - t2) * 1000)
+            cached.append((s1.cached_tokens, s2.cached_tokens))
+        out[str(n)] = {
+            "cold_ms": statistics.median(cold),
+            "edit_end_ms": statistics.median(edit_end),
+            "edit_300_before_end_ms": statistics.median(edit_fim),
+            "cold_runs": cold, "edit_end_runs": edit_end, "edit_fim_runs": edit_fim,
+            "cached_tokens": cached[-1],
+        }
+    return out
+
+
+def traffic(rng, n_requests, vocab, max_prompt=2048):
+    reqs = []
+    for _ in range(n_requests):
+        plen = rng.randrange(256, max_prompt)
+        new = rng.randrange(16, 65)
+        cancel = rng.randrange(1, new) if rng.random() < 0.3 else None
+        reqs.append((rand_prompt(rng, plen, vocab), new, cancel))
+    return reqs
+
+
+async def engine_concurrency(be, rng, vocab, clients, per_client):
+    work = [traffic(rng, per_client, vocab) for _ in range(clients)]
+    before = be.stats()
+    ttfts, gaps, after_cancel, done = [], [], [], 0
+    tokens = 0
+
+    async def client(ci):
+        nonlocal done, tokens
+        for ri, (p, n, cancel) in enumerate(work[ci]):
+            t0, times, toks, seq = await engine_run(
+                be, p, n, key=f"c{ci}r{ri}", cancel_after=cancel, rid=f"{ci}.{ri}"
+            )
+            if times:
+                ttfts.append((times[0] - t0) * 1000)
+                gaps.extend((b - a) * 1000 for a, b in zip(times, times[1:], strict=False))
+            tokens += len(toks)
+            done += 1
+            if cancel is not None:
+                after_cancel.append(seq)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    wall = time.perf_counter() - t0
+    await asyncio.sleep(0.05)  # let the last cancels be reaped
+    after = be.stats()
+    return {
+        "clients": clients, "requests": done, "wall_s": wall,
+        "completions_per_s": done / wall, "tokens_per_s": tokens / wall,
+        "ttft_p50_ms": pct(ttfts, 0.5), "ttft_p95_ms": pct(ttfts, 0.95),
+        "gap_p50_ms": pct(gaps, 0.5), "gap_p95_ms": pct(gaps, 0.95),
+        "cancelled": len(after_cancel),
+        "steps_after_cancel_max": max((s.steps_after_cancel for s in after_cancel), default=0),
+        "steps_after_cancel_total": after["decode_steps_after_cancel_total"]
+        - before["decode_steps_after_cancel_total"],
+    }
+
+
+def stock_sequential(model, rng, vocab, n_requests):
+    reqs = traffic(rng, n_requests, vocab)
+    t0 = time.perf_counter()
+    ttfts = []
+    for p, n, cancel in reqs:
+        # generate cannot be cancelled: give it only the tokens the client would have taken.
+        dt, _ = stock(model, p, cancel or n)
+        ttfts.append(dt)
+    wall = time.perf_counter() - t0
+    return {"requests": n_requests, "wall_s": wall, "completions_per_s": n_requests / wall}
+
+
+def generate_batch_run(model, rng, vocab, n=64, new=32):
+    import torch
+    from transformers import GenerationConfig
+
+    prompts = [p for p, _, _ in traffic(rng, n, vocab)]
+    gc_ = GenerationConfig(max_new_tokens=new, do_sample=False, eos_token_id=None,
+                           pad_token_id=0)
+    prev = model.config._attn_implementation
+    model.set_attn_implementation("paged|sdpa")
+    try:
+        with torch.inference_mode():
+            model.generate_batch(inputs=prompts[:4], generation_config=gc_)  # warm-up
+            t0 = now()
+            out = model.generate_batch(inputs=prompts, generation_config=gc_)
+            wall = now() - t0
+        toks = sum(len(o.generated_tokens) for o in out.values())
+    finally:
+        model.set_attn_implementation(prev)
+    return {"requests": n, "new_tokens": new, "wall_s": wall, "completions_per_s": n / wall,
+            "generated_tokens": toks}
+
+
+# -- one model ---------------------------------------------------------------------------------
+
+
+def bench_model(name, cfg, args, deadline):
+    import torch
+
+    from lspilot.daemon.engine import EngineBackend
+
+    rng = random.Random(0)
+    res = {"model": name, "arch": cfg.model_type}
+    t_build = time.perf_counter()
+    model = build(cfg)
+    res["build_s"] = time.perf_counter() - t_build
+    vocab = cfg.vocab_size
+    res["params"] = sum(p.numel() for p in model.parameters())
+    wb = weight_bytes(model)
+    res["weight_bytes"] = wb
+    res["floor_ms_per_token"] = wb / BANDWIDTH * 1000
+    p512 = rand_prompt(rng, 512, vocab)
+
+    def section(key, fn):
+        if time.perf_counter() > deadline:
+            res[key] = {"skipped": "time budget"}
+            return
+        t = time.perf_counter()
+        try:
+            res[key] = fn()
+        except Exception as e:  # noqa: BLE001 - recorded, the run goes on
+            import traceback
+
+            res[key] = {"error": f"{type(e).__name__}: {e}", "tb": traceback.format_exc()[-2000:]}
+        print(f"[{name}] {key}: {time.perf_counter() - t:.1f}s", flush=True)
+
+    def decode_stock():
+        ms, first = stock_decode_ms(model, p512)
+        return {"ms_per_token": ms, "ttft_512_ms": first, "bw_share": res["floor_ms_per_token"] / ms}
+
+    def decode_static():
+        ms, first = stock_decode_ms(model, p512, cache_implementation="static",
+                                       disable_compile=True)
+        return {"ms_per_token": ms, "ttft_512_ms": first, "bw_share": res["floor_ms_per_token"] / ms}
+
+    section("stock_decode", decode_stock)
+    section("stock_static_decode", decode_static)
+    if args.compile_static and name == args.compile_static:
+        def decode_static_compiled():
+            t = time.perf_counter()
+            stock(model, p512, 65, cache_implementation="static")
+            first_call = time.perf_counter() - t
+            ms, first = stock_decode_ms(model, p512, cache_implementation="static")
+            return {"ms_per_token": ms, "ttft_512_ms": first, "first_call_s": first_call,
+                    "bw_share": res["floor_ms_per_token"] / ms}
+        section("stock_static_compiled_decode", decode_static_compiled)
+
+    def ttft_stock():
+        out = {}
+        for n in (512, 2048, 8000):
+            p = rand_prompt(rng, n, vocab)
+            stock(model, p, 1)
+            out[str(n)] = statistics.median(stock(model, p, 1)[0] * 1000 for _ in range(3))
+        return out
+
+    section("stock_ttft_ms", ttft_stock)
+
+    # The latency engine: default batch, long context.
+    be = EngineBackend(model, device=DEVICE, max_batch=8, max_len=8192)
+    loop = asyncio.new_event_loop()
+    try:
+        def warm():
+            t = time.perf_counter()
+            n = loop.run_until_complete(be.warmup())
+            return {"graphs": n, "seconds": time.perf_counter() - t,
+                    "kv_cache_mib": float(be.info.extra["kv_cache_mib"])}
+
+        section("engine_warmup", warm)
+
+        def decode_engine():
+            ms, ttft, toks, per = loop.run_until_complete(engine_decode_ms(be, p512))
+            return {"ms_per_token": ms, "ttft_512_ms": ttft, "runs": per,
+                    "bw_share": res["floor_ms_per_token"] / ms}
+
+        section("engine_decode", decode_engine)
+
+        def match():
+            exact, prefix = 0, []
+            for i in range(args.match_prompts):
+                p = rand_prompt(random.Random(100 + i), 256, vocab)
+                _, ref = stock(model, p, 64)
+                _, _, got, _ = loop.run_until_complete(engine_run(be, p, 64))
+                exact += got == ref
+                k = next((j for j, (a, b) in enumerate(zip(got, ref, strict=True)) if a != b), 64)
+                prefix.append(k / 64)
+            return {"prompts": args.match_prompts, "new_tokens": 64,
+                    "exact_sequences": exact / args.match_prompts,
+                    "mean_prefix_agreement": statistics.mean(prefix)}
+
+        section("bf16_match", match)
+        section("engine_ttft", lambda: loop.run_until_complete(
+            engine_ttft(be, rng, vocab, (512, 2048, 8000))))
+        res["engine_stats_latency"] = be.stats()
+        loop.run_until_complete(be.close())
+        del be
+        gc.collect()
+        if DEVICE == "cuda":
+            torch.cuda.empty_cache()
+
+        # The throughput engine: 64 slots, completion-sized context.
+        be = EngineBackend(model, device=DEVICE, max_batch=64, max_len=2048 + 128)
+        section("engine_warmup_64", warm)
+        conc = {}
+        for clients in args.clients:
+            per = max(2, args.min_requests // clients)
+            section(f"_c{clients}", lambda c=clients, k=per: conc.__setitem__(
+                str(c), loop.run_until_complete(engine_concurrency(be, rng, vocab, c, k))))
+        res["engine_concurrency"] = conc
+
+        def same_as_generate_batch():
+            reqs = [(p, 32, None) for p, _, _ in traffic(random.Random(7), 64, vocab)]
+
+            async def go():
+                t0 = time.perf_counter()
+                await asyncio.gather(*(engine_run(be, p, n) for p, n, _ in reqs))
+                return time.perf_counter() - t0
+
+            wall = loop.run_until_complete(go())
+            return {"requests": 64, "new_tokens": 32, "wall_s": wall, "completions_per_s": 64 / wall}
+
+        section("engine_64x32", same_as_generate_batch)
+        res["engine_stats_throughput"] = be.stats()
+        loop.run_until_complete(be.close())
+        del be
+    finally:
+        loop.close()
+    section("stock_sequential", lambda: stock_sequential(model, rng, vocab, args.stock_requests))
+    section("generate_batch_64x32", lambda: generate_batch_run(model, rng, vocab))
+    del model
+    gc.collect()
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
+    return res
+
+
+def environment():
+    import torch
+    import transformers
+
+    env = {
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "torch": torch.__version__, "transformers": transformers.__version__,
+        "gpu": torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu",
+    }
+    try:
+        env["nvidia_smi"] = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm",
+             "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout.strip()
+    except Exception as e:  # noqa: BLE001
+        env["nvidia_smi"] = str(e)
+    return env
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    names = [r["model"] for r in results]
+    x = range(len(names))
+    w = 0.27
+    for i, (key, label) in enumerate([("stock_decode", "stock generate"),
+                                      ("stock_static_decode", "generate, static cache"),
+                                      ("engine_decode", "engine")]):
+        vals = [r.get(key, {}).get("ms_per_token", 0) or 0 for r in results]
+        a.bar([j + (i - 1) * w for j in x], vals, w, label=label)
+    a.scatter(list(x), [r["floor_ms_per_token"] for r in results], color="k", marker="_", s=400,
+              label="weights / 4.3 TB/s", zorder=3)
+    a.set_xticks(list(x), names, rotation=15, fontsize=8)
+    a.set_yscale("log")
+    a.set_ylabel("decode ms/token, batch 1 (log)")
+    a.legend(fontsize=8)
+    for r in results:
+        conc = r.get("engine_concurrency", {})
+        cs = sorted(int(c) for c in conc)
+        b.plot(cs, [conc[str(c)]["completions_per_s"] for c in cs], marker="o", label=r["model"])
+    b.set_xlabel("concurrent clients")
+    b.set_ylabel("engine completions/s")
+    b.set_xscale("log", base=2)
+    b.legend(fontsize=8)
+    fig.suptitle("lspilot engine on NVIDIA H200 (bf16, random weights)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.environ.get("OUT", "bench/out"))
+    ap.add_argument("--models", nargs="*", default=None)
+    ap.add_argument("--clients", nargs="*", type=int, default=[1, 8, 32, 64])
+    ap.add_argument("--min-requests", type=int, default=16, help="per concurrency level")
+    ap.add_argument("--stock-requests", type=int, default=6)
+    ap.add_argument("--match-prompts", type=int, default=8)
+    ap.add_argument("--compile-static", default="", help="model to also time compiled static")
+    ap.add_argument("--budget-s", type=float, default=520)
+    ap.add_argument("--tiny", action="store_true", help="smoke test: tiny models on the CPU")
+    ap.add_argument("--plot", action="store_true", help="only draw the figure from --out JSON")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.plot:
+        results = [json.loads(p.read_text()) for p in sorted(out.glob("engine_*.json"))]
+        plot([r for r in results if "model" in r], out / "performance.png")
+        return
+    _import_lspilot()
+    if args.tiny:
+        global DEVICE
+        DEVICE = "cpu"
+    deadline = time.perf_counter() + args.budget_s
+    (out / "env.json").write_text(json.dumps(environment(), indent=1))
+    configs = tiny_configs() if args.tiny else model_configs()
+    results = []
+    for name in args.models or list(configs):
+        res = bench_model(name, configs[name], args, deadline)
+        results.append(res)
+        (out / f"engine_{name}.json").write_text(json.dumps(res, indent=1))
+        summary(res)
+    try:
+        plot(results, out / "performance.png")
+    except Exception as e:  # noqa: BLE001
+        print("plot failed:", e)
+
+
+def summary(r: dict) -> None:
+    def g(k, f="ms_per_token"):
+        v = r.get(k, {})
+        return f"{v.get(f):.2f}" if isinstance(v.get(f), float) else str(v)[:60]
+
+    print(f"== {r['model']}: floor {r['floor_ms_per_token']:.3f} ms/tok | stock {g('stock_decode')}"
+          f" | static {g('stock_static_decode')} | engine {g('engine_decode')}", flush=True)
+    print("   ttft", json.dumps(r.get("engine_ttft", {}), default=str)[:600])
+    print("   stock ttft", r.get("stock_ttft_ms"), "| match", r.get("bf16_match"))
+    for c, v in r.get("engine_concurrency", {}).items():
+        print(f"   c={c}: {v['completions_per_s']:.1f}/s ttft p50 {v['ttft_p50_ms']:.1f} "
+              f"p95 {v['ttft_p95_ms']:.1f} gap p95 {v['gap_p95_ms']:.2f} "
+              f"after-cancel max {v['steps_after_cancel_max']}")
+    print("   stock seq", r.get("stock_sequential"), "| gen_batch",
+          {k: v for k, v in r.get("generate_batch_64x32", {}).items() if k != "tb"})
+
+
+if __name__ == "__main__":
+    main()
