@@ -30,6 +30,7 @@ import gc
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -316,12 +317,15 @@ def bench_model(name, cfg, args, deadline):
             res[key] = {"skipped": "time budget"}
             return
         t = time.perf_counter()
+        signal.alarm(args.section_timeout_s)  # a hung section fails alone, the run goes on
         try:
             res[key] = fn()
         except Exception as e:  # noqa: BLE001 - recorded, the run goes on
             import traceback
 
             res[key] = {"error": f"{type(e).__name__}: {e}", "tb": traceback.format_exc()[-2000:]}
+        finally:
+            signal.alarm(0)
         print(f"[{name}] {key}: {time.perf_counter() - t:.1f}s", flush=True)
 
     def decode_stock():
@@ -495,6 +499,7 @@ def main() -> None:
     ap.add_argument("--match-prompts", type=int, default=8)
     ap.add_argument("--compile-static", default="", help="model to also time compiled static")
     ap.add_argument("--budget-s", type=float, default=520)
+    ap.add_argument("--section-timeout-s", type=int, default=120)
     ap.add_argument("--tiny", action="store_true", help="smoke test: tiny models on the CPU")
     ap.add_argument("--plot", action="store_true", help="only draw the figure from --out JSON")
     args = ap.parse_args()
@@ -505,12 +510,18 @@ def main() -> None:
         plot([r for r in results if "model" in r], out / "performance.png")
         return
     _import_lspilot()
+
+    def on_alarm(*_):
+        raise TimeoutError("section timed out")
+
+    signal.signal(signal.SIGALRM, on_alarm)
     if args.tiny:
         global DEVICE
         DEVICE = "cpu"
     deadline = time.perf_counter() + args.budget_s
     (out / "env.json").write_text(json.dumps(environment(), indent=1))
     configs = tiny_configs() if args.tiny else model_configs()
+    print(json.dumps(environment()), flush=True)
     results = []
     for name in args.models or list(configs):
         res = bench_model(name, configs[name], args, deadline)
