@@ -100,11 +100,11 @@ def make_backend(kind: str, model):
 
 def _resolve_model(arg: str, state) -> tuple[Path, str]:
     """A local directory as is; a registry name (or the default) pulled into the cache."""
+    if arg and Path(arg).is_dir():
+        return Path(arg), Path(arg).name
     from .models.pull import ensure_model, resolve_model
     from .models.registry import load_registry
 
-    if arg and Path(arg).is_dir():
-        return Path(arg), Path(arg).name
     name = arg or load_registry().default_name
     local = resolve_model(name)
     if local is not None:

@@ -188,6 +188,7 @@ class Servicer:
             prefix_cache_hits=int(stats.get("prefix_cache_hits", 0)),
             prefix_cache_misses=int(stats.get("prefix_cache_misses", 0)),
             loading="" if svc else (self.state.error or self.state.loading),
+            pid=os.getpid(),
             extra={k: float(v) for k, v in stats.items()},
         )
 

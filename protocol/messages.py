@@ -140,4 +140,5 @@ class StatusReply:
     prefix_cache_hits: int = 0
     prefix_cache_misses: int = 0
     loading: str = ""
+    pid: int = 0
     extra: dict[str, float] = field(default_factory=dict)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import os
 import signal
@@ -44,7 +45,7 @@ class DaemonProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                info = asyncio.run(self._info())
+                info = _run_sync(self._info)
                 if not info.loading:
                     return
                 if "failed" in info.loading:
@@ -69,7 +70,7 @@ class DaemonProcess:
             finally:
                 await client.close()
 
-        return dataclasses.asdict(asyncio.run(fetch()))
+        return dataclasses.asdict(_run_sync(fetch))
 
     async def status_async(self) -> dict:
         client = DaemonClient(_parse(self.address))
@@ -97,6 +98,12 @@ class DaemonProcess:
             return self.log_path.read_text()[-4000:]
         except FileNotFoundError:
             return ""
+
+
+def _run_sync(make_coroutine):
+    """Run a coroutine to completion from sync code, even inside a running event loop."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(make_coroutine())).result()
 
 
 def _parse(address: str):

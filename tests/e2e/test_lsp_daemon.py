@@ -1,0 +1,201 @@
+# SPDX-License-Identifier: Apache-2.0
+"""End to end: the real ``lspilot lsp`` process, a real daemon process, a real (tiny) model.
+
+The tiny model has random weights and a real Qwen2.5-Coder tokenizer: its text is noise, but it
+is the model's, so each test checks the suggestion against the daemon's own answer for the same
+prefix and suffix rather than against fixed words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pytest_lsp import ClientServerConfig, LanguageClient
+
+from lspilot.protocol.messages import StopPolicy
+from tests.e2e.lsp_session import (
+    Partials,
+    direct_completion,
+    field,
+    inline_params,
+    open_document,
+    status,
+    type_text,
+)
+
+URI = "file:///work/example.py"
+TEXT = "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return \n"
+MAX_NEW = 24
+# At the top level of a file with nothing after the cursor, a multi-line completion has no block
+# to leave and no suffix to meet: the tiny model generates until max_new_tokens, long enough to
+# be cancelled mid-stream.
+LONG_URI = "file:///work/long.py"
+LONG_TEXT = "import os\n\n"
+
+
+@pytest_lsp.fixture(
+    config=ClientServerConfig(server_command=[sys.executable, "-m", "lspilot", "lsp"]),
+)
+async def client(lsp_client: LanguageClient, daemon):
+    lsp_client.partials = Partials(lsp_client)
+    lsp_client.init_result = await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=types.ClientCapabilities(),
+        initialization_options={
+            "daemonAddress": daemon.address,
+            "autostartDaemon": False,
+            "debounceMs": 0,
+            "maxNewTokens": MAX_NEW,
+            "choicesOnInvoke": 1,
+            "stop": "single_line",
+        },
+    ))
+    yield
+    await lsp_client.shutdown_session()
+
+
+def _configure(client, **settings) -> None:
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"lspilot": settings}))
+
+
+async def test_server_advertises_inline_completion(client: LanguageClient):
+    caps = client.init_result.capabilities
+    assert caps.inline_completion_provider is not None
+    assert caps.completion_provider is not None
+    assert caps.position_encoding == types.PositionEncodingKind.Utf16
+    assert caps.text_document_sync.change == types.TextDocumentSyncKind.Incremental
+
+
+async def test_inline_completion_comes_from_the_model(client: LanguageClient, daemon):
+    open_document(client, URI, TEXT)
+    result = await client.text_document_inline_completion_async(inline_params(URI, 5, 11))
+    assert isinstance(result, types.InlineCompletionList)
+    assert len(result.items) == 1
+    item = result.items[0]
+    expected = await direct_completion(
+        daemon.address, "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return ",
+        "\n", max_new_tokens=MAX_NEW, stop=StopPolicy.SINGLE_LINE)
+    assert expected.strip(), "the tiny model produced nothing to compare with"
+    assert item.insert_text == expected
+    assert item.range == types.Range(start=types.Position(line=5, character=11),
+                                     end=types.Position(line=5, character=11))
+    final = await client.partials.wait(lambda p: field(p, "done"))
+    assert field(final, "text") == expected
+    assert field(final, "finishReason") in ("stop", "length")
+
+
+async def test_typing_is_synced_incrementally(client: LanguageClient, daemon):
+    open_document(client, URI, TEXT)
+    type_text(client, URI, 2, 5, 11, "a")
+    type_text(client, URI, 3, 5, 12, " *")
+    result = await client.text_document_inline_completion_async(inline_params(URI, 5, 14))
+    expected = await direct_completion(
+        daemon.address, "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return a *",
+        "\n", max_new_tokens=MAX_NEW, stop=StopPolicy.SINGLE_LINE)
+    assert [i.insert_text for i in result.items] == ([expected] if expected.strip() else [])
+
+
+async def test_partial_suggestions_grow_to_the_final_answer(client: LanguageClient):
+    _configure(client, maxNewTokens=64, stop="multi_line")
+    open_document(client, URI, TEXT)
+    result = await client.text_document_inline_completion_async(inline_params(URI, 5, 11))
+    final_text = result.items[0].insert_text
+    texts = [field(p, "text") for p in client.partials.items]
+    assert len(texts) >= 2, "expected progressive notifications before the answer"
+    for earlier, later in zip(texts, texts[1:]):
+        assert later.startswith(earlier)  # grows, never retracts
+    assert texts[-1] == final_text
+
+
+async def test_superseded_request_is_cancelled_in_the_daemon(client: LanguageClient, daemon):
+    _configure(client, maxNewTokens=1500, stop="multi_line")
+    open_document(client, LONG_URI, LONG_TEXT)
+    before = await status(daemon.address)
+    first = asyncio.ensure_future(
+        client.text_document_inline_completion_async(inline_params(LONG_URI, 2, 0)))
+    await client.partials.wait(lambda p: not field(p, "done"))  # the model is generating
+    _configure(client, maxNewTokens=8, stop="single_line")
+    second = await client.text_document_inline_completion_async(inline_params(LONG_URI, 2, 0))
+    with pytest.raises(JsonRpcException) as err:
+        await first
+    assert err.value.code == types.LSPErrorCodes.RequestCancelled
+    assert isinstance(second, types.InlineCompletionList)
+    after = await status(daemon.address)
+    assert after["cancelled_total"] == before["cancelled_total"] + 1
+    assert after["decode_steps_after_cancel_total"] - before["decode_steps_after_cancel_total"] <= 1
+    assert after["active_sequences"] == 0
+
+
+async def test_cancel_request_from_the_editor_stops_the_model(client: LanguageClient, daemon):
+    _configure(client, maxNewTokens=1500, stop="multi_line")
+    open_document(client, LONG_URI, LONG_TEXT)
+    before = await status(daemon.address)
+    pending = asyncio.ensure_future(client.protocol.send_request_async(
+        types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(LONG_URI, 2, 0), msg_id="to-cancel"))
+    await client.partials.wait(lambda p: not field(p, "done"))
+    client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="to-cancel"))
+    with pytest.raises(JsonRpcException) as err:
+        await pending
+    assert err.value.code == types.LSPErrorCodes.RequestCancelled
+    for _ in range(50):
+        after = await status(daemon.address)
+        if after["cancelled_total"] > before["cancelled_total"]:
+            break
+        await asyncio.sleep(0.05)
+    assert after["cancelled_total"] == before["cancelled_total"] + 1
+    assert after["decode_steps_after_cancel_total"] - before["decode_steps_after_cancel_total"] <= 1
+    assert after["requests_total"] == before["requests_total"] + 1
+
+
+async def test_result_for_a_changed_document_is_dropped(client: LanguageClient):
+    _configure(client, maxNewTokens=200, stop="multi_line")
+    open_document(client, LONG_URI, LONG_TEXT)
+    pending = asyncio.ensure_future(
+        client.text_document_inline_completion_async(inline_params(LONG_URI, 2, 0)))
+    await client.partials.wait(lambda p: not field(p, "done"))
+    type_text(client, LONG_URI, 2, 0, 0, "# edited\n")
+    result = await pending
+    assert list(result.items) == []
+
+
+@pytest.mark.parametrize(
+    ("line", "character"),
+    [pytest.param(99, 0, id="line-beyond-end"), pytest.param(0, 500, id="column-beyond-end")],
+)
+async def test_invalid_position_is_a_clear_error(client: LanguageClient, line, character):
+    open_document(client, URI, TEXT)
+    with pytest.raises(JsonRpcException) as err:
+        await client.text_document_inline_completion_async(inline_params(URI, line, character))
+    assert err.value.code == types.ErrorCodes.InvalidParams
+    assert "outside" in str(err.value) or "beyond" in str(err.value)
+
+
+async def test_completion_fallback_offers_the_suggestion(client: LanguageClient, daemon):
+    open_document(client, URI, TEXT)
+    type_text(client, URI, 2, 5, 11, "ab")
+    result = await client.text_document_completion_async(types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=URI),
+        position=types.Position(line=5, character=13)))
+    expected = await direct_completion(
+        daemon.address, "def add(a, b):\n    return a + b\n\n\ndef mul(a, b):\n    return ab",
+        "\n", max_new_tokens=MAX_NEW, stop=StopPolicy.SINGLE_LINE)
+    if not expected.strip():
+        assert list(result.items) == []
+        return
+    (item,) = result.items
+    assert item.text_edit.new_text == "ab" + expected
+    assert item.text_edit.range.start == types.Position(line=5, character=11)
+    assert item.text_edit.range.end == types.Position(line=5, character=13)
+
+
+async def test_status_command_reports_the_daemon(client: LanguageClient, daemon):
+    result = await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="lspilot.status"))
+    assert field(result, "protocol_version") == 1
+    assert field(result, "model") == "tiny-qwen"
+    assert field(result, "address") == daemon.address
