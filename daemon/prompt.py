@@ -40,6 +40,8 @@ Why this shape:
 from __future__ import annotations
 
 import bisect
+import re
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -82,11 +84,28 @@ class PromptBudgetError(ValueError):
     """The budget cannot hold even the sentinels."""
 
 
-def _encode(tokenizer: Any, text: str, *, continuation: bool, dummy: bool) -> list[int]:
-    """Token ids of ``text``; with ``continuation`` and a dummy-prefix tokenizer, without the
-    leading "▁" a SentencePiece model adds at the start of every encoded text."""
-    if not text:
-        return []
+_GUARDS: weakref.WeakKeyDictionary[Any, re.Pattern[str] | None] = weakref.WeakKeyDictionary()
+
+
+def _guard_pattern(tokenizer: Any) -> re.Pattern[str] | None:
+    """A regex matching the text of the tokenizer's added tokens (sentinels, EOS, chat markers).
+
+    Tokenizers match added tokens in raw text even with ``special: false`` (Qwen's and DeepSeek's
+    FIM tokens), so user code containing ``<|fim_middle|>`` would otherwise smuggle a sentinel into
+    the prompt. Single characters (DeepSeek's added ``õ``...) and whitespace runs (CodeGen's) are
+    ordinary text and not guarded.
+    """
+    if tokenizer in _GUARDS:
+        return _GUARDS[tokenizer]
+    texts = sorted(
+        (t for t in tokenizer.get_added_vocab() if len(t) > 1 and t.strip()), key=len, reverse=True
+    )
+    pattern = re.compile("|".join(re.escape(t) for t in texts)) if texts else None
+    _GUARDS[tokenizer] = pattern
+    return pattern
+
+
+def _raw_encode(tokenizer: Any, text: str, *, continuation: bool, dummy: bool) -> list[int]:
     if not (continuation and dummy):
         return list(tokenizer.encode(text, add_special_tokens=False))
     anchor = tokenizer.encode(_ANCHOR, add_special_tokens=False)
@@ -94,6 +113,27 @@ def _encode(tokenizer: Any, text: str, *, continuation: bool, dummy: bool) -> li
     if ids[: len(anchor)] == anchor:
         return list(ids[len(anchor) :])
     return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def _encode(tokenizer: Any, text: str, *, continuation: bool, dummy: bool) -> list[int]:
+    """Token ids of ``text`` as plain text; with ``continuation`` and a dummy-prefix tokenizer,
+    without the leading "▁" a SentencePiece model adds at the start of every encoded text.
+
+    Text that spells an added token is split after its first character and the pieces encoded
+    apart, so it can never become the control token.
+    """
+    if not text:
+        return []
+    pattern = _guard_pattern(tokenizer)
+    if pattern is None or pattern.search(text) is None:
+        return _raw_encode(tokenizer, text, continuation=continuation, dummy=dummy)
+    cuts = [0] + [m.start() + 1 for m in pattern.finditer(text)] + [len(text)]
+    ids: list[int] = []
+    for k, (a, b) in enumerate(zip(cuts, cuts[1:])):
+        if a < b:
+            more = continuation or k > 0
+            ids += _raw_encode(tokenizer, text[a:b], continuation=more, dummy=dummy)
+    return ids
 
 
 def line_starts(text: str, lo: int = 0) -> list[int]:
