@@ -70,6 +70,15 @@ _IDENT_CHAR = re.compile(r"\w")
 # would cost more than the rest of the request path.
 _PARSE_PREFIX_CHARS = 8_000
 _PARSE_SUFFIX_CHARS = 2_000
+# How far back to look for a top-level line to start parsing at (a long class body).
+_PARSE_PREFIX_REACH = 64_000
+# Lines that can start a parse: top-level statements, by grammar module.
+_TOP_LEVEL = {
+    "tree_sitter_python": re.compile(
+        r"(?:async\s+def|def|class|import|from)\s|@|if __name__|[A-Za-z_][\w.]*\s*(?::[^=]*)?=[^=]"
+    ),
+}
+_TOP_LEVEL_DEFAULT = re.compile(r"[^\s})\]*/#\"'`]")
 _HOLE = "__lspilot_hole__"
 
 
@@ -186,6 +195,7 @@ _LINE_COMMENT = {
     "matlab": "%",
     "vim": '"',
 }
+_COMMENT_STARTS = ("#", "//", "/*", "* ", "--", ";")
 _WORD_OPENERS = re.compile(r"(?:^|\W)(?:do|then|else|begin|where|of)$")
 
 
@@ -240,7 +250,7 @@ def decide_stop_policy(
         and _IDENT_CHAR.match(suffix[0])
     ):
         return Decision("none", "mid_identifier")
-    rest_is_closers = CLOSERS_ONLY.fullmatch(line_suffix) is not None
+    rest_is_closers = CLOSERS_ONLY.fullmatch(_without_comment(language_id, line_suffix)) is not None
     if not line_prefix.strip() and line_suffix.strip() and not rest_is_closers:
         return Decision("none", "before_code")
     if not rest_is_closers:
@@ -248,11 +258,11 @@ def decide_stop_policy(
 
     parser = _parser(language_id)
     if parser is not None:
-        verdict = _tree_verdict(parser, _GRAMMARS[language_id], prefix, suffix)
+        verdict, opener_indent = _tree_verdict(parser, _GRAMMARS[language_id], prefix, suffix)
         if verdict == "comment":
             return Decision("single_line", "in_comment")
         if verdict == "empty_block":
-            return Decision("multi_line", "empty_block", _opener_indent(prefix))
+            return Decision("multi_line", "empty_block", opener_indent)
         if verdict == "in_block":
             return Decision("single_line", "statement")
     elif _in_line_comment(language_id, line_prefix):
@@ -263,20 +273,29 @@ def decide_stop_policy(
     return Decision("single_line", "statement")
 
 
+Verdict = Literal["comment", "empty_block", "in_block", "top_level"]
+
+
 def _tree_verdict(
     parser: tree_sitter.Parser, grammar: _Grammar, prefix: str, suffix: str
-) -> Literal["comment", "empty_block", "in_block", "top_level"]:
-    """Parse the code around the cursor with a hole at the cursor and classify the hole."""
-    before = _parse_window_prefix(prefix)
+) -> tuple[Verdict, str]:
+    """Parse the code around the cursor with a hole at the cursor and classify the hole.
+
+    Also returns, for an empty block, the indentation of the line that opened it: the first
+    ancestor of the block that starts above the cursor's line (the ``def``, the ``{`` line),
+    or the cursor's own line when the block opens there. Reading it off the tree matters:
+    the line just above the cursor may be a comment or the last line of a wrapped signature.
+    """
+    before = _parse_window_prefix(grammar.module, prefix)
     after = suffix[:_PARSE_SUFFIX_CHARS]
     source = (before + _HOLE + after).encode("utf-8")
     start = len(before.encode("utf-8"))
     tree = parser.parse(source)
     node = tree.root_node.named_descendant_for_byte_range(start, start + len(_HOLE.encode()))
     if node is None:
-        return "top_level"
+        return "top_level", ""
     if "comment" in node.type:
-        return "comment"
+        return "comment", ""
     if node.type in (
         "string_content",
         "string_fragment",
@@ -286,7 +305,7 @@ def _tree_verdict(
         "template_string",
         "string_literal",
     ):
-        return "in_block"  # inside a string: one line
+        return "in_block", ""  # inside a string: one line
     # Climb while the ancestor is nothing but the hole (identifier -> expression_statement,
     # ERROR, a shorthand property...): the first larger ancestor is what holds the hole.
     holders = grammar.blocks | grammar.literals
@@ -304,19 +323,27 @@ def _tree_verdict(
         or container.is_error
         and (container.parent is None or container.parent.type in grammar.roots)
     ):
-        return "top_level"
+        return "top_level", ""
     is_block = container.type in grammar.blocks
     is_literal = container.type in grammar.literals
     if not (is_block or is_literal):
-        return "in_block"
-    if is_literal and _line_of(source, container.start_byte) == _line_of(source, start):
-        return "in_block"
+        return "in_block", ""
+    hole_row = node.start_point.row
+    if is_literal and container.start_point.row == hole_row:
+        return "in_block", ""
     others = [
         child
         for child in container.named_children
         if child.id != item.id and "comment" not in child.type and not _is_docstring(child)
     ]
-    return "in_block" if others else "empty_block"
+    if others:
+        return "in_block", ""
+    opener: tree_sitter.Node | None = container
+    while opener is not None and opener.start_point.row == hole_row:
+        opener = opener.parent
+    row = opener.start_point.row if opener is not None else hole_row
+    line = source[_row_start(source, row) :].split(b"\n", 1)[0].decode("utf-8", "replace")
+    return "empty_block", indent_of(line)
 
 
 def _only_hole(node: tree_sitter.Node, hole_start: int) -> bool:
@@ -334,21 +361,50 @@ def _is_docstring(node: tree_sitter.Node) -> bool:
     )
 
 
-def _line_of(source: bytes, byte_offset: int) -> int:
-    return source.count(b"\n", 0, byte_offset)
+def _row_start(source: bytes, row: int) -> int:
+    """Byte offset where line ``row`` of ``source`` starts."""
+    offset = 0
+    for _ in range(row):
+        offset = source.index(b"\n", offset) + 1
+    return offset
 
 
-def _parse_window_prefix(prefix: str) -> str:
+def _without_comment(language_id: str, line_suffix: str) -> str:
+    """The rest of the line without a trailing line comment (``)  # noqa`` is still the end of
+    a line)."""
+    marker = _LINE_COMMENT.get(language_id, "//")
+    index = line_suffix.find(marker)
+    if index >= 0 and CLOSERS_ONLY.fullmatch(line_suffix[:index]):
+        return line_suffix[:index]
+    return line_suffix
+
+
+def _parse_window_prefix(grammar_module: str, prefix: str) -> str:
     """The end of the prefix, starting at a top-level line when one is in reach.
 
-    Starting mid-function is fine for braces but confuses an indentation grammar, so the window
-    begins at the first line that starts in column 0 (a top-level definition, usually).
+    Starting mid-function is fine for braces but confuses an indentation grammar, and starting
+    inside a string turns the rest of the file inside out. So the window begins at the last
+    line before its natural cut that starts in column 0 with something that begins a
+    top-level statement (for Python: ``def``, ``class``, ``@``, an import or an assignment,
+    which a docstring's prose rarely does).
     """
     if len(prefix) <= _PARSE_PREFIX_CHARS:
         return prefix
-    window = prefix[-_PARSE_PREFIX_CHARS:]
-    match = re.search(r"\n(?=\S)", window)
-    return window[match.end() :] if match else window[window.find("\n") + 1 :]
+    top_level = _TOP_LEVEL.get(grammar_module, _TOP_LEVEL_DEFAULT)
+    cut = len(prefix) - _PARSE_PREFIX_CHARS
+    floor = max(0, len(prefix) - _PARSE_PREFIX_REACH)
+    index = cut
+    while index > floor:
+        index = prefix.rfind("\n", floor, index)
+        if index < 0:
+            break
+        if top_level.match(prefix, index + 1):
+            return prefix[index + 1 :]
+    for match in re.finditer("\n", prefix[cut:]):
+        if top_level.match(prefix, cut + match.end()):
+            return prefix[cut + match.end() :]
+    start = prefix.find("\n", cut)
+    return prefix[start + 1 :] if start >= 0 else prefix[cut:]
 
 
 def _in_line_comment(language_id: str, line_prefix: str) -> bool:
@@ -374,7 +430,8 @@ def _opener_line(prefix: str) -> str:
     if lines[-1].strip():
         return lines[-1]
     for line in reversed(lines[:-1]):
-        if line.strip():
+        # A comment line says nothing about the block: look above it.
+        if line.strip() and not line.lstrip().startswith(_COMMENT_STARTS):
             return line.rstrip("\r")
     return ""
 

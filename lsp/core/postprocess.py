@@ -135,7 +135,9 @@ def drop_repetitive_tail(ctx: Context, text: str) -> str | None:
 
     A line repeated three times, or a block of two or more lines repeated twice, at the end of
     the text (the last copy may be cut short by the token limit) is a decoding loop, not code.
-    The repeated block must hold a word: ``}`` lines legitimately follow each other.
+    Lines without a word (``}``, ``)``, triple quotes) legitimately follow each other, one level of
+    indentation apart; they count as a loop only when repeated three times at the same
+    indentation.
     """
     lines = text.split("\n")
     # Compared without indentation: the first line continues the cursor's line, so its own
@@ -153,7 +155,18 @@ def drop_repetitive_tail(ctx: Context, text: str) -> str | None:
         start = i + 1 - period  # the first copy of the repeated block
         copies = (len(lines) - start) / period
         block = lines[start : start + period]
-        if copies >= (3 if period == 1 else 2) and any(_WORD.search(line) for line in block):
+        if any(_WORD.search(line) for line in block):
+            looping = copies >= (3 if period == 1 else 2)
+        else:
+            full_copies_end = start + period * int(copies)
+            looping = (
+                copies >= 3
+                and start > 0
+                and all(
+                    lines[j] == lines[j - period] for j in range(start + period, full_copies_end)
+                )
+            )
+        if looping:
             best_keep = min(best_keep, start + period)
     if best_keep == len(lines):
         return text

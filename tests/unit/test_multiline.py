@@ -181,6 +181,49 @@ def test_block_indent_is_the_opener_lines_indentation() -> None:
     assert decision.block_indent == "    "
 
 
+@pytest.mark.parametrize(
+    ("language_id", "doc", "block_indent"),
+    [
+        pytest.param("python", "if x:\n    def f():\n        |\n", "    ", id="py-nested"),
+        pytest.param(
+            "python", "def f():\n    # todo: write it\n    |\n", "", id="py-comment-above-cursor"
+        ),
+        pytest.param(
+            "python",
+            "class A:\n    def f(self,\n            x):\n        |\n",
+            "    ",
+            id="py-wrapped-signature",
+        ),
+        pytest.param("python", "    def f(x):|\n", "    ", id="py-cursor-on-opener-line"),
+        pytest.param("javascript", "  if (x) {\n    |\n  }\n", "  ", id="js-brace-line"),
+        pytest.param("go", "package a\n\nfunc f() {\n\t|\n}\n", "", id="go-func"),
+        pytest.param("java", "  void f() {\n    // later\n    |\n  }\n", "  ", id="java-comment"),
+    ],
+)
+def test_block_indent(language_id: str, doc: str, block_indent: str) -> None:
+    _needs(language_id)
+    decision = _decide(language_id, doc)
+    assert decision.policy == "multi_line"
+    assert decision.block_indent == block_indent
+
+
+@pytest.mark.parametrize(
+    ("doc", "policy", "reason"),
+    [
+        pytest.param(
+            "def f():\n    |  # pragma: no cover\n", "multi_line", "empty_block", id="body-comment"
+        ),
+        pytest.param("x = foo(|)  # noqa\n", "single_line", "statement", id="closers-then-comment"),
+        pytest.param("x = |y  # noqa\n", "single_line", "mid_line", id="code-then-comment"),
+        # Code may go before a trailing comment (`...  # pragma: no cover`).
+        pytest.param("    |# comment\n", "single_line", "statement", id="before-a-comment"),
+    ],
+)
+def test_trailing_comment_is_the_end_of_the_line(doc: str, policy: str, reason: str) -> None:
+    decision = _decide("python", doc)
+    assert (decision.policy, decision.reason) == (policy, reason)
+
+
 def test_snapshot_form_equals_triple_form() -> None:
     text = "def f(x):\n    \n"
     snapshot = DocumentSnapshot.at("file:///a.py", 1, "python", text, 1, 4)
@@ -192,9 +235,22 @@ def test_missing_arguments_are_a_type_error() -> None:
         decide_stop_policy("python")
 
 
-def test_long_prefix_parses_from_a_top_level_line() -> None:
-    filler = "".join(f"def g{i}(x):\n    return x + {i}\n\n" for i in range(600))
-    decision = _decide("python", filler + "def f(x):\n    |\n")
+@pytest.mark.parametrize(
+    "indent",
+    [pytest.param("", id="top-level-functions"), pytest.param("    ", id="long-class-body")],
+)
+def test_long_prefix_parses_from_a_top_level_line(indent: str) -> None:
+    header = "class A:\n" if indent else ""
+    filler = "".join(f"{indent}def g{i}(x):\n{indent}    return x + {i}\n\n" for i in range(600))
+    decision = _decide("python", header + filler + f"{indent}def f(x):\n{indent}    |\n")
+    assert (decision.policy, decision.reason) == ("multi_line", "empty_block")
+    assert decision.block_indent == indent
+
+
+def test_long_prefix_does_not_start_parsing_inside_a_docstring() -> None:
+    docstring = '"""Module doc.\n\n' + "Prose at column zero, x = not code.\n" * 300 + '"""\n'
+    filler = "".join(f"def g{i}(x):\n    return x + {i}\n\n" for i in range(150))
+    decision = _decide("python", docstring + filler + "def f(x):\n    |\n")
     assert (decision.policy, decision.reason) == ("multi_line", "empty_block")
 
 

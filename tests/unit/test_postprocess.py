@@ -108,6 +108,13 @@ def test_pre_cache_ignores_the_context() -> None:
         pytest.param("a\nb\na\nb\na\nb\na", "a\nb", id="block-with-partial-copy"),
         pytest.param("f(x)\nf(x)\nf(x)\nf(", "f(x)", id="partial-last-line"),
         pytest.param("}\n}\n}\n}", "}\n}\n}\n}", id="closers-are-not-a-loop"),
+        pytest.param(
+            "f(\n    x,\n    )\n  )\n)", "f(\n    x,\n    )\n  )\n)", id="closers-dedenting"
+        ),
+        pytest.param("f(\n    x\n)\n)\n)\n)", "f(\n    x\n)", id="closers-at-one-indent-loop"),
+        pytest.param(
+            '"""\n    doc\n    """\n    """\n    """', '"""\n    doc\n    """', id="quotes"
+        ),
         pytest.param("", "", id="empty"),
     ],
 )
