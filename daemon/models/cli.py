@@ -135,6 +135,7 @@ class _Bars:
         self.bar: Any = None
         self.first: dict[str, float] = {}
         self.last: dict[str, float] = {}
+        self.finished: set[str] = set()
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         now = time.monotonic()
@@ -143,6 +144,8 @@ class _Bars:
         if not self.enabled:
             return
         if stage != self.stage:
+            if stage in self.finished and total and done >= total:
+                return  # a repeated "done" report for a stage whose bar is already closed
             self._close_bar()
             from tqdm.auto import tqdm
 
@@ -162,6 +165,7 @@ class _Bars:
         self.bar.update(done - self.bar.n)
         if total and done >= total:
             self._close_bar()  # so its elapsed time is the stage's, not until the next starts
+            self.finished.add(stage)
             self.stage = None
 
     def durations(self) -> dict[str, float]:

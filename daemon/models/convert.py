@@ -19,9 +19,11 @@ bfloat16 matmuls are about 10x faster; the engine can still upcast at load time 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import ConversionError
@@ -29,7 +31,6 @@ from .errors import ConversionError
 logger = logging.getLogger(__name__)
 
 DEFAULT_DTYPE = "bfloat16"
-CONVERT_STEPS = 4  # tokenizer, dequantize, rebuild, save
 
 
 def convert_gguf(
@@ -39,17 +40,23 @@ def convert_gguf(
     dtype: str = DEFAULT_DTYPE,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> None:
-    """Write a safetensors model dir (config, weights, tokenizer) for ``gguf`` to ``out_dir``."""
+    """Write a safetensors model dir (config, weights, tokenizer) for ``gguf`` to ``out_dir``.
+
+    Progress is in steps: the tokenizer, one per GGUF tensor dequantized, the rebuild, the save.
+    """
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    gguf = gguf.resolve()
+    tensors = gguf_tensor_count(gguf)
+    total = tensors + 3
+
     def step(done: int) -> None:
         if progress:
-            progress("convert", done, CONVERT_STEPS)
+            progress("convert", done, total)
 
     torch_dtype = getattr(torch, dtype)
-    gguf = gguf.resolve()
     step(0)
     bars_were_on = transformers.utils.logging.is_progress_bar_enabled()
     transformers.utils.logging.disable_progress_bar()  # the caller draws its own progress
@@ -57,15 +64,16 @@ def convert_gguf(
         try:
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
             step(1)
-            loaded = AutoModelForCausalLM.from_pretrained(
-                gguf.parent, gguf_file=gguf.name, dtype=torch_dtype, **_dequantize_kwargs()
-            )
+            with _tensor_progress(lambda n: step(1 + min(n, tensors))):
+                loaded = AutoModelForCausalLM.from_pretrained(
+                    gguf.parent, gguf_file=gguf.name, dtype=torch_dtype, **_dequantize_kwargs()
+                )
         except Exception as error:  # transformers and gguf raise many types for one bad file
             raise ConversionError(f"{gguf.name}: transformers cannot load it: {error}") from error
-        step(2)
+        step(1 + tensors)
         dense = _dense_copy(loaded, torch_dtype)
         del loaded
-        step(3)
+        step(2 + tensors)
         out_dir.mkdir(parents=True, exist_ok=True)
         dense.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
@@ -74,7 +82,55 @@ def convert_gguf(
             transformers.utils.logging.enable_progress_bar()
     if not (out_dir / "config.json").is_file() or not list(out_dir.glob("*.safetensors")):
         raise ConversionError(f"{out_dir}: save_pretrained wrote no config.json or safetensors")
-    step(4)
+    step(total)
+
+
+def gguf_tensor_count(gguf: Path) -> int:
+    """Tensors in a GGUF file, from its fixed header; ConversionError if it is not GGUF v2+."""
+    with open(gguf, "rb") as handle:
+        header = handle.read(16)
+    if len(header) < 16 or header[:4] != b"GGUF":
+        raise ConversionError(f"{gguf.name}: not a GGUF file (bad magic)")
+    version, count = struct.unpack("<IQ", header[4:16])
+    if version < 2:
+        raise ConversionError(f"{gguf.name}: GGUF version {version} is too old")
+    return count
+
+
+@contextlib.contextmanager
+def _tensor_progress(report: Callable[[int], None]) -> Iterator[None]:
+    """Route transformers' per-tensor GGUF progress bar to ``report``, and keep it off stderr.
+
+    transformers draws that bar with its own module-level ``tqdm``, which neither its progress
+    switch nor ours reaches, and dequantizing is most of the conversion time. So, for the length
+    of one load, that name is swapped for a silent subclass. If a transformers version moves it,
+    the swap does nothing and progress simply jumps at the end of the load.
+    """
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    original = getattr(gguf_utils, "tqdm", None)
+    if not isinstance(original, type):
+        yield
+        return
+
+    class Reporting(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            for count, item in enumerate(self.iterable, start=1):
+                yield item
+                report(count)
+
+    gguf_utils.tqdm = Reporting
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
 
 
 def _dequantize_kwargs() -> dict[str, object]:

