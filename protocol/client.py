@@ -47,15 +47,16 @@ def _map(exc: grpc.aio.AioRpcError) -> DaemonError:
 
 
 class DaemonClient:
-    def __init__(self, address: Address, *, client_id: str = "") -> None:
+    def __init__(self, address: Address, *, client_id: str = "", token: str | None = None) -> None:
         self.address = address
         self.client_id = client_id
+        self.token = token  # for TCP; None: read the daemon's token file for this user
         self._channel: grpc.aio.Channel | None = None
 
     def _metadata(self, request_id: str = "") -> tuple[tuple[str, str], ...]:
         md = [(service.METADATA_VERSION, str(PROTOCOL_VERSION))]
         if self.address.kind == "tcp":
-            token = read_token()
+            token = self.token or read_token()
             if token:
                 md.append((service.METADATA_TOKEN, token))
         if request_id:

@@ -55,8 +55,13 @@ class DaemonProcess:
             time.sleep(0.2)
         raise TimeoutError(f"daemon not ready after {timeout}s:\n{self.log()}")
 
+    def client(self) -> DaemonClient:
+        token_file = self.workdir / "token"
+        token = token_file.read_text() if token_file.exists() else None
+        return DaemonClient(_parse(self.address), token=token)
+
     async def _info(self):
-        client = DaemonClient(_parse(self.address))
+        client = self.client()
         try:
             return await client.info(timeout=2)
         finally:
@@ -64,7 +69,7 @@ class DaemonProcess:
 
     def status(self) -> dict:
         async def fetch():
-            client = DaemonClient(_parse(self.address))
+            client = self.client()
             try:
                 return await client.status(timeout=5)
             finally:
@@ -73,7 +78,7 @@ class DaemonProcess:
         return dataclasses.asdict(_run_sync(fetch))
 
     async def status_async(self) -> dict:
-        client = DaemonClient(_parse(self.address))
+        client = self.client()
         try:
             return dataclasses.asdict(await client.status(timeout=5))
         finally:

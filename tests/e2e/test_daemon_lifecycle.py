@@ -1,0 +1,94 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The language server starts the daemon, survives its death, and starts it again."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pytest_lsp import ClientServerConfig, LanguageClient
+
+from tests.e2e.lsp_session import Partials, field, inline_params, open_document, status
+
+URI = "file:///work/long.py"
+TEXT = "import os\n\n"
+
+
+@pytest.fixture
+def runtime(tmp_path_factory):
+    # A short path: unix socket paths are limited to ~107 bytes.
+    return tmp_path_factory.mktemp("rt")
+
+
+@pytest_lsp.fixture(
+    config=ClientServerConfig(server_command=[sys.executable, "-m", "lspilot", "lsp"]),
+)
+async def client(lsp_client: LanguageClient, tiny_model_dir, runtime, monkeypatch):
+    lsp_client.partials = Partials(lsp_client)
+    lsp_client.address = f"unix:{runtime}/d.sock"
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=types.ClientCapabilities(),
+        initialization_options={
+            "daemonAddress": lsp_client.address,
+            "autostartDaemon": True,
+            "model": str(tiny_model_dir),
+            "debounceMs": 0,
+            "maxNewTokens": 1500,
+            "choicesOnInvoke": 1,
+            "stop": "multi_line",
+        },
+    ))
+    yield
+    await lsp_client.shutdown_session()
+    try:
+        os.kill((await status(lsp_client.address))["pid"], signal.SIGTERM)
+    except Exception:
+        pass
+
+
+async def _complete_when_ready(client, timeout: float = 90.0):
+    """The first request starts the daemon; while its model loads, requests fail politely."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await client.text_document_inline_completion_async(inline_params(URI, 2, 0))
+        except JsonRpcException as exc:
+            assert "not ready" in str(exc) or "did not start" in str(exc), str(exc)
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def test_daemon_killed_mid_request_then_restarted(client: LanguageClient):
+    open_document(client, URI, TEXT)
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"maxNewTokens": 8}))
+    first = await _complete_when_ready(client)  # autostarted by the language server
+    assert first.items, "the autostarted daemon served no completion"
+    pid = (await status(client.address))["pid"]
+
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"maxNewTokens": 1500}))
+    pending = asyncio.ensure_future(
+        client.text_document_inline_completion_async(inline_params(URI, 2, 0)))
+    await client.partials.wait(lambda p: not field(p, "done"))
+    os.kill(pid, signal.SIGKILL)  # a crash, mid-generation
+    with pytest.raises(JsonRpcException) as err:
+        await pending
+    assert err.value.code == -32803  # RequestFailed, with a message, not an empty success
+    assert "unavailable" in str(err.value)
+
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"maxNewTokens": 8}))
+    again = await _complete_when_ready(client)  # the language server starts a new daemon
+    assert again.items
+    new_pid = (await status(client.address))["pid"]
+    assert new_pid != pid
+    errors = [m.message for m in client.log_messages if m.type == types.MessageType.Error]
+    assert any("unavailable" in m for m in errors), "the editor was not told"
