@@ -151,7 +151,7 @@ def test_prefix_cut_stays_put_while_typing(family):
     assert len(set(cuts)) <= 4, set(cuts)
 
 
-def test_prefix_cut_moves_every_keystroke_without_the_grid_on_token_cuts():
+def test_a_one_line_grid_moves_the_cut_more_often():
     """Control for the test above: a one-line grid moves the cut far more often."""
     tok, fmt = _setup("qwen")
     typed = "".join(f"v{i} = f({i})\n" for i in range(20))
