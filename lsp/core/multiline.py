@@ -75,7 +75,8 @@ _PARSE_PREFIX_REACH = 64_000
 # Lines that can start a parse: top-level statements, by grammar module.
 _TOP_LEVEL = {
     "tree_sitter_python": re.compile(
-        r"(?:async\s+def|def|class|import|from)\s|@|if __name__|[A-Za-z_][\w.]*\s*(?::[^=]*)?=[^=]"
+        r"(?:async\s+def|def|class|import|from)\s|@|if __name__"
+        r"|[A-Za-z_][\w.]*\s*(?::\s*[\w.\[\], |]+)?=[^=]"
     ),
 }
 _TOP_LEVEL_DEFAULT = re.compile(r"[^\s})\]*/#\"'`]")

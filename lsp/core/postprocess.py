@@ -108,17 +108,28 @@ class NamedFilter:
 # Pre-cache: the text alone.
 
 # Sentinels of the FIM families we serve (StarCoder, CodeLlama, DeepSeek, Qwen, CodeGemma).
-# The daemon stops on them; this is the belt to its braces, since a leaked one is never code.
+# The daemon stops on the model's own special tokens; this is the belt to its braces. Only
+# sentinels that never occur in ordinary code are listed (not `</s>` or `<PRE>`: HTML has them).
 _SPECIAL_TOKEN = re.compile(
-    r"<\|[a-z_]+\|>|<fim_(?:prefix|suffix|middle|pad)>|<file_sep>|<filename>|<repo_name>"
-    r"|<EOT>|<PRE>|<SUF>|<MID>|</s>|<｜[^｜]{1,40}｜>"
+    r"<\|(?:endoftext|fim_(?:prefix|suffix|middle|pad)|file_sep|repo_name|im_end|im_start)\|>"
+    r"|<fim_(?:prefix|suffix|middle|pad)>|<file_sep>|<filename>|<reponame>|<EOT>"
+    r"|<｜(?:fim▁(?:begin|hole|end)|end▁of▁sentence)｜>"
 )
+_QUOTE_CHARS = "\"'`"
 
 
 def cut_special_tokens(ctx: Context, text: str) -> str | None:
-    """Cut at the first model sentinel that leaked into the text (``<|endoftext|>`` ...)."""
-    match = _SPECIAL_TOKEN.search(text)
-    return text[: match.start()] if match else text
+    """Cut at the first model sentinel that leaked into the text (``<|endoftext|>`` ...).
+
+    A sentinel between quotes is code about tokenizers (``eos = "<|endoftext|>"``), not a leak.
+    """
+    for match in _SPECIAL_TOKEN.finditer(text):
+        before = text[match.start() - 1 : match.start()]
+        after = text[match.end() : match.end() + 1]
+        if before and before in _QUOTE_CHARS or after and after in _QUOTE_CHARS:
+            continue
+        return text[: match.start()]
+    return text
 
 
 def normalize_newlines(ctx: Context, text: str) -> str | None:
