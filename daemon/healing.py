@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import json
 import weakref
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,13 +156,20 @@ class Healing:
         return bool(self.removed_text)
 
 
-def heal(tokenizer: Any, prefix_ids: Sequence[int], *, max_tokens: int = 1) -> Healing:
+def heal(
+    tokenizer: Any,
+    prefix_ids: Sequence[int],
+    *,
+    max_tokens: int = 1,
+    banned: Collection[int] = frozenset(),
+) -> Healing:
     """Back ``prefix_ids`` up over at most ``max_tokens`` trailing tokens that a longer token
     could replace.
 
     A token is removed only if its bytes (together with the tokens already removed) are a proper
     prefix of some vocabulary token, decode to whole characters, and it is not a special or
-    sentinel token. With nothing to heal, ``removed_text`` is "" and ``kept_ids`` is the input.
+    sentinel token (``banned``: pass the FIM sentinels and stop ids, which for CodeLlama are plain
+    vocabulary pieces the table cannot tell apart). With nothing to heal, ``removed_text`` is "" and ``kept_ids`` is the input.
     """
     table = token_table(tokenizer)
     ids = tuple(int(i) for i in prefix_ids)
@@ -170,7 +177,7 @@ def heal(tokenizer: Any, prefix_ids: Sequence[int], *, max_tokens: int = 1) -> H
     best = len(ids)
     for k in range(1, min(max_tokens, len(ids)) + 1):
         data = table.id_bytes.get(ids[-k])
-        if data is None:
+        if data is None or ids[-k] in banned:
             break
         candidate = data + removed
         if not table.is_extendable(candidate):
@@ -192,13 +199,16 @@ class HealingConstraint:
     ``removed_text`` first.
 
     Allowed next: tokens whose bytes start with the part of ``removed_text`` not yet reproduced,
-    or are a non-empty proper prefix of it. ``None`` (unconstrained) once it is reproduced, or if
+    or are a non-empty proper prefix of it, never one of ``banned``. ``None`` (unconstrained) once it is reproduced, or if
     the generated tokens somehow left it (a backend that ignored the constraint).
     """
 
-    def __init__(self, tokenizer: Any, removed_text: str) -> None:
+    def __init__(
+        self, tokenizer: Any, removed_text: str, *, banned: Collection[int] = frozenset()
+    ) -> None:
         self._table = token_table(tokenizer)
         self._target = removed_text.encode("utf-8")
+        self._banned = frozenset(banned)
 
     @property
     def removed_text(self) -> str:
@@ -208,4 +218,7 @@ class HealingConstraint:
         produced = b"".join(self._table.id_bytes.get(t, b"\x00") for t in generated)
         if len(produced) >= len(self._target) or not self._target.startswith(produced):
             return None
-        return self._table.consistent_with(self._target[len(produced) :])
+        allowed = self._table.consistent_with(self._target[len(produced) :])
+        if self._banned:
+            allowed = [t for t in allowed if t not in self._banned]
+        return allowed

@@ -97,9 +97,10 @@ def _guard_pattern(tokenizer: Any) -> re.Pattern[str] | None:
     """
     if tokenizer in _GUARDS:
         return _GUARDS[tokenizer]
-    texts = sorted(
-        (t for t in tokenizer.get_added_vocab() if len(t) > 1 and t.strip()), key=len, reverse=True
-    )
+    texts = [t for t in tokenizer.get_added_vocab() if len(t) > 1 and t.strip()]
+    if "▁<PRE>" in tokenizer.get_vocab():  # CodeLlama: sentinels are plain pieces, " <PRE>" hits
+        texts += ["<PRE>", "<SUF>", "<MID>", "<EOT>"]
+    texts.sort(key=len, reverse=True)
     pattern = re.compile("|".join(re.escape(t) for t in texts)) if texts else None
     _GUARDS[tokenizer] = pattern
     return pattern
@@ -354,10 +355,11 @@ def build_prompt(
     healing: Healing | None = None
     constraint: HealingConstraint | None = None
     if heal and prefix_ids:
-        healing = heal_ids(tokenizer, prefix_ids)
+        banned = fmt.stop_ids | set(fmt.prefix_ids + fmt.suffix_ids + fmt.middle_ids)
+        healing = heal_ids(tokenizer, prefix_ids, banned=banned)
         if healing.healed:
             prefix_ids = list(healing.kept_ids)
-            constraint = HealingConstraint(tokenizer, healing.removed_text)
+            constraint = HealingConstraint(tokenizer, healing.removed_text, banned=banned)
         else:
             healing = None
 

@@ -92,7 +92,7 @@ def test_codellama_suffix_has_no_dummy_space_and_prefix_has_one():
 @pytest.mark.parametrize("family", FIM_FAMILIES)
 def test_sentinel_text_in_user_code_stays_text(family):
     tok, fmt = _setup(family)
-    text = "s = '<fim_prefix><|fim_middle|><｜fim▁end｜><PRE> <MID>'\n"
+    text = "s = '<fim_prefix><|fim_middle|><｜fim▁end｜><PRE> <MID> <SUF>'\n"
     p = build_prompt(tok, fmt, text, text, budget=256)
     sentinels = set(fmt.prefix_ids + fmt.suffix_ids + fmt.middle_ids)
     assert sum(1 for i in p.ids if i in sentinels) == 3
