@@ -151,37 +151,36 @@ def drop_repetitive_tail(ctx: Context, text: str) -> str | None:
     indentation.
     """
     lines = text.split("\n")
-    # Compared without indentation: the first line continues the cursor's line, so its own
-    # indentation is in the prefix, not in the text.
+    # Lines with a word compare without indentation: the first line continues the cursor's
+    # line, so its own indentation is in the prefix, not in the text.
     bare = [line.strip() for line in lines]
     best_keep = len(lines)
     for period in range(1, min(_MAX_PERIOD, len(lines) // 2) + 1):
-        i = len(lines) - 1
-        if i - period >= 0 and bare[i] != bare[i - period]:
-            if not (bare[i] and bare[i - period].startswith(bare[i])):
-                continue
-            i -= 1  # a last copy cut short by the token limit
-        while i - period >= 0 and bare[i] == bare[i - period]:
-            i -= 1
-        start = i + 1 - period  # the first copy of the repeated block
-        copies = (len(lines) - start) / period
-        block = lines[start : start + period]
-        if any(_WORD.search(line) for line in block):
-            looping = copies >= (3 if period == 1 else 2)
-        else:
-            full_copies_end = start + period * int(copies)
-            looping = (
-                copies >= 3
-                and start > 0
-                and all(
-                    lines[j] == lines[j - period] for j in range(start + period, full_copies_end)
-                )
-            )
-        if looping:
+        start, copies = _repeated_tail(bare, period)
+        if any(_WORD.search(line) for line in bare[start : start + period]):
+            if copies >= (3 if period == 1 else 2):
+                best_keep = min(best_keep, start + period)
+            continue
+        start, copies = _repeated_tail(lines, period)
+        if copies >= 3 and start > 0:
             best_keep = min(best_keep, start + period)
     if best_keep == len(lines):
         return text
     return "\n".join(lines[:best_keep])
+
+
+def _repeated_tail(lines: list[str], period: int) -> tuple[int, float]:
+    """(index of the first copy, number of copies) of the block of ``period`` lines that repeats
+    at the end of ``lines``; the last copy may be cut short."""
+    i = len(lines) - 1
+    if i - period >= 0 and lines[i] != lines[i - period]:
+        if not (lines[i] and lines[i - period].startswith(lines[i])):
+            return len(lines), 0.0
+        i -= 1  # a last copy cut short by the token limit
+    while i - period >= 0 and lines[i] == lines[i - period]:
+        i -= 1
+    start = i + 1 - period
+    return start, (len(lines) - start) / period
 
 
 # --------------------------------------------------------------------------------------------

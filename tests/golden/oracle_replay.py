@@ -126,9 +126,11 @@ def _variants(hole: Hole) -> Iterator[tuple[str, str]]:
     below = hole.suffix.split("\n")
     yield "overrun", hole.middle + "\n".join(below[:4])
     if hole.kind == "block":
-        last = hole.middle.split("\n")[-1]
-        indent = hole.prefix.split("\n")[-1]
-        yield "loop", hole.middle + ("\n" + indent + last.strip()) * 3
+        middle_lines = hole.middle.split("\n")
+        last = (
+            middle_lines[-1] if len(middle_lines) > 1 else hole.prefix.split("\n")[-1] + hole.middle
+        )
+        yield "loop", hole.middle + ("\n" + last) * 3
     # An editor that auto-closed the brackets open on the cursor's line; a model that closes
     # them again. Only brackets the line before the cursor left open count.
     closers = _CLOSERS.match(hole.suffix)
