@@ -18,13 +18,17 @@ import sys
 import time
 from collections.abc import Callable
 
-from lspilot.protocol.client import DaemonClient, DaemonUnavailable
+from lspilot.protocol.client import DaemonClient, DaemonError, DaemonUnavailable
 from lspilot.protocol.endpoint import Address, default_address, parse_address, runtime_dir
 from lspilot.protocol.messages import InfoReply
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 30.0  # for the socket to answer; pulling a model can take longer, that's fine
+
+
+class ModelLoading(DaemonUnavailable):
+    """The daemon answers but its model is still being pulled or loaded."""
 
 
 class DaemonConnection:
@@ -52,7 +56,9 @@ class DaemonConnection:
                 return self.client
             info = await self._info_or_start()
             if info.loading:
-                raise DaemonUnavailable(None, f"lspilot daemon is not ready: {info.loading}")
+                if "failed" in info.loading:
+                    raise DaemonError(None, info.loading)
+                raise ModelLoading(None, f"lspilot daemon is not ready: {info.loading}")
             self.info = info
             return self.client
 

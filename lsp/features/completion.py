@@ -14,6 +14,7 @@ from lsprotocol import types
 
 from lspilot.protocol.client import DaemonError
 
+from ..connection import ModelLoading
 from ..documents import NotCompletable, take_snapshot
 from ..server import RequestFailed
 
@@ -31,6 +32,9 @@ def register(server) -> None:
             return types.CompletionList(is_incomplete=True, items=[])
         try:
             outcome = await ls.suggester.suggest(snap, debounce_ms=ls.settings.debounce_ms)
+        except ModelLoading as exc:
+            ls.log_to_editor(f"lspilot: {exc}")
+            return types.CompletionList(is_incomplete=True, items=[])
         except DaemonError as exc:
             ls.report_failure(f"lspilot: completion failed: {exc}")
             raise RequestFailed(f"lspilot completion failed: {exc}") from None

@@ -16,6 +16,8 @@ from lsprotocol import types
 
 from lspilot.protocol.client import DaemonError, DaemonUnavailable
 
+from ..connection import ModelLoading
+
 from ..documents import NotCompletable, take_snapshot
 from ..server import RequestFailed
 
@@ -45,6 +47,9 @@ def register(server) -> None:
             )
         except asyncio.CancelledError:
             raise  # pygls answers RequestCancelled; the daemon call is already cancelled
+        except ModelLoading as exc:
+            ls.log_to_editor(f"lspilot: {exc}")  # progress, not a failure: no pop-up
+            return types.InlineCompletionList(items=[])
         except DaemonUnavailable as exc:
             ls.report_failure(f"lspilot: daemon unavailable: {exc}")
             raise RequestFailed(f"lspilot daemon unavailable: {exc}") from None

@@ -18,7 +18,7 @@ from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
 from lspilot.lsp.connection import DaemonConnection
-from lspilot.protocol.client import DaemonUnavailable
+from lspilot.protocol.client import DaemonError, DaemonUnavailable
 
 LANGUAGES = {".py": "python", ".js": "javascript", ".ts": "typescript", ".rs": "rust",
              ".go": "go", ".c": "c", ".cpp": "cpp", ".java": "java", ".lua": "lua"}
@@ -33,7 +33,7 @@ def run(args) -> int:
         return 2
     try:
         return asyncio.run(_complete(args, path, text))
-    except DaemonUnavailable as exc:
+    except DaemonError as exc:
         print(f"lspilot complete: {exc}", file=sys.stderr)
         return 1
 
@@ -48,7 +48,7 @@ async def wait_until_ready(connection: DaemonConnection, wait_s: float) -> None:
             return
         except DaemonUnavailable as exc:
             message = str(exc)
-            if time.monotonic() > deadline or "failed to load" in message:
+            if time.monotonic() > deadline:
                 raise
             if message != last:
                 print(f"lspilot: {message}", file=sys.stderr, flush=True)
@@ -69,8 +69,9 @@ async def _complete(args, path: Path, text: str) -> int:
 
     @client.feature("lspilot/partialCompletion")
     def on_partial(params) -> None:
-        if getattr(params, "done", False) or (isinstance(params, dict) and params.get("done")):
-            final.update(params if isinstance(params, dict) else vars(params))
+        params = _plain(params)
+        if params.get("done"):
+            final.update(params)
 
     await client.start_io(sys.executable, "-m", "lspilot", "lsp")
     options = {"daemonAddress": str(connection.address), "choicesOnInvoke": 1,
@@ -108,14 +109,19 @@ async def _complete(args, path: Path, text: str) -> int:
     if args.json:
         print(json.dumps({
             "text": inserted,
-            "finish_reason": _get(final, "finishReason"),
-            "timings": _get(final, "timings"),
+            "finish_reason": final.get("finishReason"),
+            "timings": final.get("timings"),
             "round_trip_ms": round(elapsed, 1),
-        }, indent=2, default=str))
+        }, indent=2, ensure_ascii=False))
     else:
         print(inserted)
     return 0 if items else 1
 
 
-def _get(obj, key):
-    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+def _plain(obj):
+    """pygls hands unknown notifications over as nested namedtuples; make them dicts."""
+    if hasattr(obj, "_asdict"):
+        obj = obj._asdict()
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    return obj

@@ -199,3 +199,37 @@ async def test_status_command_reports_the_daemon(client: LanguageClient, daemon)
     assert field(result, "protocol_version") == 1
     assert field(result, "model") == "tiny-qwen"
     assert field(result, "address") == daemon.address
+
+
+@pytest_lsp.fixture(
+    config=ClientServerConfig(server_command=[sys.executable, "-m", "lspilot", "lsp"]),
+    params=["utf-8", "utf-16", "utf-32"],
+)
+async def encoded_client(lsp_client: LanguageClient, daemon, request):
+    lsp_client.encoding = request.param
+    lsp_client.init_result = await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=types.ClientCapabilities(
+            general=types.GeneralClientCapabilities(position_encodings=[request.param])),
+        initialization_options={"daemonAddress": daemon.address, "autostartDaemon": False,
+                                "debounceMs": 0, "maxNewTokens": MAX_NEW,
+                                "choicesOnInvoke": 1, "stop": "single_line"},
+    ))
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def test_positions_after_emoji_and_cjk_follow_the_negotiated_encoding(
+    encoded_client: LanguageClient, daemon
+):
+    client = encoded_client
+    assert client.init_result.capabilities.position_encoding == client.encoding
+    before_cursor = 's = "😀 漢字 ok" + '
+    width = {"utf-8": len(before_cursor.encode()),
+             "utf-16": len(before_cursor.encode("utf-16-le")) // 2,
+             "utf-32": len(before_cursor)}[client.encoding]
+    open_document(client, URI, f"{before_cursor}\nprint(s)\n")
+    result = await client.text_document_inline_completion_async(inline_params(URI, 0, width))
+    expected = await direct_completion(daemon.address, before_cursor, "\nprint(s)\n",
+                                       max_new_tokens=MAX_NEW, stop=StopPolicy.SINGLE_LINE)
+    assert [i.insert_text for i in result.items] == ([expected] if expected.strip() else [])
+    assert result.items[0].range.start.character == width
