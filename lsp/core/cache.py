@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 __all__ = ["CacheStats", "CompletionCache", "ContextVersions"]
 
 ContextVersions = Mapping[str, int] | Iterable[tuple[str, int]]
+
+_END_CHARS = 32
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class _Entry:
     text: str
     uri: str | None
     stored_at: float
+    # The last characters of the prefix, in clear: a cheap filter before hashing the tail.
+    prefix_end: str
 
 
 def _digest(text: str) -> bytes:
@@ -99,6 +103,10 @@ class CompletionCache:
         self._max_typed = max_typed_through
         self._clock = clock
         self._entries: OrderedDict[_Key, _Entry] = OrderedDict()
+        # How many entries end their prefix with each string of _END_CHARS characters: a
+        # typed-through probe is only worth a hash when some entry's prefix ends like it.
+        self._prefix_ends: Counter[str] = Counter()
+        self._end_chars = min(_END_CHARS, prefix_tail_chars)
         self._stats = CacheStats()
 
     def __len__(self) -> int:
@@ -141,11 +149,20 @@ class CompletionCache:
         if not text:
             return
         key = self._key(prefix, suffix, _normalize(ctx_versions), model_id, policy)
-        self._entries[key] = _Entry(text, uri, self._clock())
-        self._entries.move_to_end(key)
+        self._remove(key)
+        end = prefix[len(prefix) - self._end_chars :]
+        self._entries[key] = _Entry(text, uri, self._clock(), end)
+        self._prefix_ends[end] += 1
         while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+            self._remove(next(iter(self._entries)))
             self._bump(evictions=1)
+
+    def _remove(self, key: _Key) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._prefix_ends[entry.prefix_end] -= 1
+            if not self._prefix_ends[entry.prefix_end]:
+                del self._prefix_ends[entry.prefix_end]
 
     def lookup(
         self,
@@ -161,6 +178,8 @@ class CompletionCache:
         limit = min(self._max_typed, len(prefix))
         for typed_len in range(limit + 1):
             base = prefix[: len(prefix) - typed_len]
+            if base[len(base) - self._end_chars :] not in self._prefix_ends:
+                continue
             entry = self._get(self._key(base, suffix, versions, model_id, policy))
             if entry is None:
                 continue
@@ -179,7 +198,7 @@ class CompletionCache:
         if entry is None:
             return None
         if self._clock() - entry.stored_at > self._ttl_s:
-            del self._entries[key]
+            self._remove(key)
             self._bump(expirations=1)
             return None
         self._entries.move_to_end(key)
@@ -197,13 +216,14 @@ class CompletionCache:
             if entry.uri == uri or any(ctx_uri == uri for ctx_uri, _ in key.ctx_versions)
         ]
         for key in doomed:
-            del self._entries[key]
+            self._remove(key)
         self._bump(invalidations=len(doomed))
         return len(doomed)
 
     def clear(self) -> None:
         """Forget everything (the model changed)."""
         self._entries.clear()
+        self._prefix_ends.clear()
 
     def _bump(self, **deltas: int) -> None:
         current = self._stats

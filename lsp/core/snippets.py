@@ -203,10 +203,8 @@ def select_snippets(
     for order, chunk in enumerate(store.chunks()):
         if chunk.source == "document" and chunk.path == exclude_path:
             continue
-        if chunk.text.strip() in cursor_window_text:
-            continue
         score = jaccard(query, chunk.tokens)
-        if score >= min_score and score > 0:
+        if score >= min_score and score > 0 and chunk.text.strip() not in cursor_window_text:
             # Ties go to recent chunks, then to the order of chunks() (newest first).
             scored.append((-score, chunk.source != "recent", order, chunk))
     scored.sort(key=lambda item: item[:3])
