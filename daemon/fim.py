@@ -13,7 +13,8 @@ Layouts each family was trained with (what ``supports_spm`` records):
   FIM paper's "variant 2": ``<fim_prefix><fim_suffix>suffix<fim_middle>prefix``). StarCoder2 was
   trained with repo-level FIM in PSM; we keep SPM available but default to PSM.
 - CodeLlama 7B/13B: PSM and SPM with equal probability (Code Llama paper, sec. 2.3); Meta's
-  reference ``infilling_prompt_tokens(suffix_first=True)`` gives ``<s>▁<PRE>▁<SUF>suffix▁<MID>prefix``.
+  reference ``infilling_prompt_tokens(suffix_first=True)`` gives
+  ``<s>▁<PRE>▁<SUF>suffix▁<MID>prefix``.
 - DeepSeek-Coder, Qwen2.5-Coder: PSM only (their papers and model cards show no SPM form).
 - CodeGemma: its report mentions both modes but not the SPM token order; unverified, so PSM only.
 - InCoder: its own causal-masking format, prefix first.
@@ -118,9 +119,7 @@ def _format(name: str, tokenizer: Any, vocab: dict[str, int]) -> FimFormat | Non
         pre, suf, mid = ids
         if name == "qwen":
             file_sep = vocab.get("<|file_sep|>")
-            extra = _present(
-                vocab, "<|endoftext|>", "<|im_end|>", "<|fim_pad|>", "<|repo_name|>"
-            )
+            extra = _present(vocab, "<|endoftext|>", "<|im_end|>", "<|fim_pad|>", "<|repo_name|>")
             stops = base_stops | extra | {pre, suf, mid} | _present(vocab, "<|file_sep|>")
             return FimFormat(
                 name, (pre,), (suf,), (mid,), None, vocab.get("<|endoftext|>", eos), stops,
@@ -193,12 +192,22 @@ def _format(name: str, tokenizer: Any, vocab: dict[str, int]) -> FimFormat | Non
             "none", bos_id=_auto_bos(tokenizer), eos_id=eos, stop_ids=base_stops,
             dummy_prefix_space=dummy,
         )  # fmt: skip
-    raise FimFormatError(f"unknown FIM format {name!r}; choose one of {', '.join(FIM_FORMAT_NAMES)}")
+    raise FimFormatError(
+        f"unknown FIM format {name!r}; choose one of {', '.join(FIM_FORMAT_NAMES)}"
+    )
 
 
 # Detection order matters: CodeGemma shares Qwen's sentinel strings, so it is tried first and
 # only matches with Gemma's own tokens present.
-_DETECTION_ORDER = ("codegemma", "qwen", "starcoder", "santacoder", "deepseek", "codellama", "incoder")
+_DETECTION_ORDER = (
+    "codegemma",
+    "qwen",
+    "starcoder",
+    "santacoder",
+    "deepseek",
+    "codellama",
+    "incoder",
+)
 _GEMMA_MARKERS = ("<|file_separator|>", "<start_of_turn>")
 
 

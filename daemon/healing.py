@@ -36,7 +36,7 @@ def _gpt2_byte_decoder() -> dict[str, int]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
 
 
 def _decoder_kinds(tokenizer: Any) -> set[str]:
@@ -167,9 +167,10 @@ def heal(
     could replace.
 
     A token is removed only if its bytes (together with the tokens already removed) are a proper
-    prefix of some vocabulary token, decode to whole characters, and it is not a special or
-    sentinel token (``banned``: pass the FIM sentinels and stop ids, which for CodeLlama are plain
-    vocabulary pieces the table cannot tell apart). With nothing to heal, ``removed_text`` is "" and ``kept_ids`` is the input.
+    prefix of some vocabulary token, decode to whole characters, and it is not a special token
+    or one of ``banned`` (pass the FIM sentinels and stop ids: CodeLlama's are plain vocabulary
+    pieces the table cannot tell apart). With nothing to heal, ``removed_text`` is "" and
+    ``kept_ids`` is the input.
     """
     table = token_table(tokenizer)
     ids = tuple(int(i) for i in prefix_ids)
@@ -199,8 +200,9 @@ class HealingConstraint:
     ``removed_text`` first.
 
     Allowed next: tokens whose bytes start with the part of ``removed_text`` not yet reproduced,
-    or are a non-empty proper prefix of it, never one of ``banned``. ``None`` (unconstrained) once it is reproduced, or if
-    the generated tokens somehow left it (a backend that ignored the constraint).
+    or are a non-empty proper prefix of it, never one of ``banned``. ``None`` (unconstrained) once
+    it is reproduced, or if the generated tokens somehow left it (a backend that ignored the
+    constraint).
     """
 
     def __init__(

@@ -59,7 +59,10 @@ _ANCHOR = "\n"
 
 @dataclass(frozen=True)
 class Prompt:
-    """A ready prompt and how it was cut. Counts are tokens; ``*_start``/``*_end`` are characters."""
+    """A ready prompt and how it was cut.
+
+    Counts are tokens; ``prefix_start``/``suffix_end`` are character offsets into the arguments.
+    """
 
     ids: tuple[int, ...]
     prefix_tokens: int
@@ -130,7 +133,7 @@ def _encode(tokenizer: Any, text: str, *, continuation: bool, dummy: bool) -> li
         return _raw_encode(tokenizer, text, continuation=continuation, dummy=dummy)
     cuts = [0] + [m.start() + 1 for m in pattern.finditer(text)] + [len(text)]
     ids: list[int] = []
-    for k, (a, b) in enumerate(zip(cuts, cuts[1:])):
+    for k, (a, b) in enumerate(zip(cuts, cuts[1:], strict=False)):
         if a < b:
             more = continuation or k > 0
             ids += _raw_encode(tokenizer, text[a:b], continuation=more, dummy=dummy)

@@ -6,11 +6,11 @@ generate a few greedy tokens (with token healing for Qwen) to prove the loading 
 from __future__ import annotations
 
 import pytest
-
 from lspilot.daemon.detok import IncrementalDetokenizer
 from lspilot.daemon.families import load_tokenizer
 from lspilot.daemon.fim import detect_fim_format
 from lspilot.daemon.prompt import build_prompt
+
 from tests.tiny_models import FAMILIES, build_tiny_model
 
 torch = pytest.importorskip("torch")
@@ -47,7 +47,9 @@ EXPECTED = {
     "qwen": ("qwen", [151659], ["<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"]),
     "starcoder": ("starcoder", [1], ["<fim_prefix>", "<fim_suffix>", "<fim_middle>"]),
     "deepseek": (
-        "deepseek", [32013, 32016], ["<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"]
+        "deepseek",
+        [32013, 32016],
+        ["<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"],
     ),
     "codellama": ("codellama", [1, 32007], ["▁<PRE>", "▁<SUF>", "▁<MID>"]),
     "codegen": ("none", [], []),
