@@ -289,10 +289,11 @@ def _tree_verdict(
     """
     before = _parse_window_prefix(grammar.module, prefix)
     after = suffix[:_PARSE_SUFFIX_CHARS]
-    source = (before + _HOLE + after).encode("utf-8")
-    start = len(before.encode("utf-8"))
+    # surrogatepass: a lone surrogate (legal in JSON, so in LSP text) must not raise here.
+    source = (before + _HOLE + after).encode("utf-8", "surrogatepass")
+    start = len(before.encode("utf-8", "surrogatepass"))
     tree = parser.parse(source)
-    node = tree.root_node.named_descendant_for_byte_range(start, start + len(_HOLE.encode()))
+    node = tree.root_node.named_descendant_for_byte_range(start, start + len(_HOLE))
     if node is None:
         return "top_level", ""
     if "comment" in node.type:
@@ -427,7 +428,7 @@ def _in_line_comment(language_id: str, line_prefix: str) -> bool:
 def _opener_line(prefix: str) -> str:
     """The line that would open a block at the cursor: the cursor's own line if it has code
     before the cursor, else the nearest non-blank line above."""
-    lines = prefix.split("\n")
+    lines = prefix[-_PARSE_PREFIX_CHARS:].split("\n")
     if lines[-1].strip():
         return lines[-1]
     for line in reversed(lines[:-1]):
@@ -456,7 +457,7 @@ def _after_opener(language_id: str, prefix: str, suffix: str) -> bool:
     if not ends_with_opener:
         return False
     opener_width = len(indent_of(opener).expandtabs(4))
-    for line in suffix.split("\n")[1:]:
+    for line in suffix[:_PARSE_SUFFIX_CHARS].split("\n")[1:]:
         if line.strip():
             body_width = len(indent_of(line).expandtabs(4))
             return body_width <= opener_width

@@ -382,7 +382,8 @@ def trim_closing_overlap(ctx: Context, text: str) -> str | None:
     first_line, newline, tail = text.partition("\n")
     if newline:  # a multi-line suggestion does not end on the cursor's line
         return text
-    state = _scan(ctx.language_id, ctx.line_prefix, _Scan(), None)
+    # The end of the line is enough to know the open string; a minified line is not scanned whole.
+    state = _scan(ctx.language_id, ctx.line_prefix[-4000:], _Scan(), None)
     unmatched: list[int] = []
     _scan(ctx.language_id, first_line, _Scan(state.quote, state.quote is not None, []), unmatched)
     if not unmatched:

@@ -254,6 +254,14 @@ def test_long_prefix_does_not_start_parsing_inside_a_docstring() -> None:
     assert (decision.policy, decision.reason) == ("multi_line", "empty_block")
 
 
+@pytest.mark.parametrize(
+    "language_id", [pytest.param("python", id="tree-sitter"), pytest.param("java", id="textual")]
+)
+def test_lone_surrogate_does_not_raise(language_id: str) -> None:
+    decision = _decide(language_id, "s = '\ud800'\ndef f():\n    |\n")
+    assert decision.policy in ("single_line", "multi_line")
+
+
 def test_unknown_grammar_has_no_parser() -> None:
     assert not has_grammar("cobol")
 
