@@ -335,15 +335,17 @@ def _tree_verdict(
         return "in_block", ""
     others = [
         child
-        for child in container.named_children
-        if child.id != item.id and "comment" not in child.type and not _is_docstring(child)
+        for index, child in enumerate(container.children)
+        if child.is_named
+        and child.id != item.id
+        and "comment" not in child.type
+        and not _is_docstring(child)
+        # The `1` of `case 1:` is the case's header, not a statement in it.
+        and container.field_name_for_child(index) not in ("value", "pattern")
     ]
     if others:
         return "in_block", ""
-    opener: tree_sitter.Node | None = container
-    while opener is not None and opener.start_point.row == hole_row:
-        opener = opener.parent
-    row = opener.start_point.row if opener is not None else hole_row
+    row = _opener_row(container, hole_row)
     line = source[_row_start(source, row) :].split(b"\n", 1)[0].decode("utf-8", "replace")
     return "empty_block", indent_of(line)
 
@@ -361,6 +363,25 @@ def _is_docstring(node: tree_sitter.Node) -> bool:
         and node.named_child_count == 1
         and node.named_children[0].type == "string"
     )
+
+
+def _opener_row(container: tree_sitter.Node, hole_row: int) -> int:
+    """The row of the line that opened ``container``.
+
+    A bracketed block (``{``, ``[``) opens on the row of its bracket. A Python ``block`` starts
+    at its first statement, so its opener is the compound statement around it (the ``def``,
+    ``if``, ``else:`` line). Other unbracketed holders (``case x:``, Go's statement list) open
+    on their own first row when that is above the cursor, else on their parent's.
+    """
+    text = container.text or b""
+    if text[:1] in (b"{", b"[", b"("):
+        return container.start_point.row
+    parent = container.parent
+    if container.type == "block" and parent is not None and not text.startswith(b"{"):
+        return parent.start_point.row
+    if container.start_point.row < hole_row or parent is None:
+        return container.start_point.row
+    return parent.start_point.row
 
 
 def _row_start(source: bytes, row: int) -> int:

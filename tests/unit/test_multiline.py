@@ -195,6 +195,13 @@ def test_block_indent_is_the_opener_lines_indentation() -> None:
             id="py-wrapped-signature",
         ),
         pytest.param("python", "    def f(x):|\n", "    ", id="py-cursor-on-opener-line"),
+        pytest.param("python", "class A:\n    def f(x):|\n", "    ", id="py-nested-opener-line"),
+        pytest.param("python", 'def f():\n    """Doc."""\n    |\n', "", id="py-after-docstring"),
+        pytest.param("python", "if a:\n    pass\nelse:\n    |\n", "", id="py-else"),
+        pytest.param(
+            "javascript", "class A {\n  constructor() {|}\n}\n", "  ", id="js-braces-on-cursor-line"
+        ),
+        pytest.param("javascript", "switch (x) {\n  case 1:\n    |\n}\n", "  ", id="js-case"),
         pytest.param("javascript", "  if (x) {\n    |\n  }\n", "  ", id="js-brace-line"),
         pytest.param("go", "package a\n\nfunc f() {\n\t|\n}\n", "", id="go-func"),
         pytest.param("java", "  void f() {\n    // later\n    |\n  }\n", "  ", id="java-comment"),
