@@ -19,7 +19,8 @@ Why this shape:
   computed for them, stay reusable from one keystroke to the next. The price is up to
   ``cut_grid_lines`` lines of unused budget. A single line longer than the budget is cut by
   tokens as a last resort.
-- **Snippet budget is quantised** (``SNIPPET_GRID`` tokens of prefix growth) for the same reason:
+- **Snippet budget is quantised** (``SNIPPET_GRID`` tokens of prefix growth, or an eighth of the
+  budget if smaller) for the same reason:
   snippets sit at the front of the prompt, so re-truncating them invalidates the whole cache.
 - **Layouts.** PSM: ``[bos] PRE prefix SUF suffix MID``. SPM (the FIM paper's variant 2, as
   BigCode and Meta's CodeLlama reference build it): ``[bos] PRE SUF suffix MID prefix``. In SPM
@@ -51,7 +52,8 @@ from .healing import Healing, HealingConstraint
 from .healing import heal as heal_ids
 
 LAYOUTS = ("psm", "spm")
-# Tokens of prefix growth between changes of the snippet budget.
+# Tokens of prefix growth between changes of the snippet budget: at most this, and at most an
+# eighth of the budget so small budgets still leave snippets some room.
 SNIPPET_GRID = 256
 # Encoded with a dummy prefix, "\n" is two pieces that no BPE merge crosses ("▁", "<0x0A>").
 _ANCHOR = "\n"
@@ -285,6 +287,45 @@ def _snippet_segments(
     return out, used
 
 
+def _file_headers(tokenizer: Any, fmt: FimFormat, path: str) -> tuple[list[int], list[int]]:
+    """Ids naming the current file in repo-level formats: (before the FIM block, before the
+    prefix text). Qwen2.5-Coder: ``<|file_sep|>path\n<|fim_prefix|>...``; StarCoder2:
+    ``<file_sep><fim_prefix>path\n...``."""
+    if fmt.file_sep_id is None or not fmt.is_fim:
+        return [], []
+    named = _encode(tokenizer, f"{path}\n", continuation=False, dummy=fmt.dummy_prefix_space)
+    if fmt.name == "qwen":
+        return [fmt.file_sep_id, *named], []
+    return [fmt.file_sep_id], (named if path else [])
+
+
+def _healed(
+    tokenizer: Any, fmt: FimFormat, prefix_ids: list[int]
+) -> tuple[list[int], Healing | None, HealingConstraint | None]:
+    """The prefix ids after token healing, with what the first generated tokens must redo."""
+    banned = fmt.stop_ids | set(fmt.prefix_ids + fmt.suffix_ids + fmt.middle_ids)
+    healing = heal_ids(tokenizer, prefix_ids, banned=banned)
+    if not healing.healed:
+        return prefix_ids, None, None
+    constraint = HealingConstraint(tokenizer, healing.removed_text, banned=banned)
+    return list(healing.kept_ids), healing, constraint
+
+
+def _assemble(
+    fmt: FimFormat, layout: str, front: list[int], lead: list[int], prefix: list[int],
+    suffix: list[int],
+) -> list[int]:  # fmt: skip
+    """Join the segments in ``layout`` order. ``front``: repo-level context before the FIM block;
+    ``lead``: text that starts the prefix segment (comment-block snippets, StarCoder2's path)."""
+    bos = [fmt.bos_id] if fmt.bos_id is not None else []
+    pre, suf, mid = list(fmt.prefix_ids), list(fmt.suffix_ids), list(fmt.middle_ids)
+    if layout == "l2r":
+        return bos + lead + prefix
+    if layout == "spm":
+        return bos + front + pre + suf + suffix + mid + lead + prefix
+    return bos + front + pre + lead + prefix + suf + suffix + mid
+
+
 def build_prompt(
     tokenizer: Any,
     fmt: FimFormat,
@@ -308,39 +349,27 @@ def build_prompt(
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     dummy = fmt.dummy_prefix_space
-    bos = [fmt.bos_id] if fmt.bos_id is not None else []
     used_layout = "l2r" if not fmt.is_fim else (layout if fmt.supports_spm else "psm")
-    repo_level = fmt.file_sep_id is not None and bool(snippets) and fmt.is_fim
-    # Repo-level formats name the current file: Qwen before <|fim_prefix|>, StarCoder2 inside it.
-    file_header: list[int] = []
-    prefix_header: list[int] = []
-    if repo_level and fmt.name == "qwen":
-        file_header = [fmt.file_sep_id] + _encode(  # type: ignore[list-item]
-            tokenizer, f"{path}\n", continuation=False, dummy=dummy
-        )
-    elif repo_level:
-        file_header = [fmt.file_sep_id]  # type: ignore[list-item]
-        if path:
-            prefix_header = _encode(tokenizer, f"{path}\n", continuation=False, dummy=dummy)
-    sentinels = len(fmt.prefix_ids) + len(fmt.suffix_ids) + len(fmt.middle_ids)
-    overhead = len(bos) + sentinels
+    overhead = (fmt.bos_id is not None) + len(fmt.prefix_ids + fmt.suffix_ids + fmt.middle_ids)
     if budget < overhead + 1:
         raise PromptBudgetError(f"budget {budget} cannot hold the {overhead} sentinel tokens")
 
-    suffix_cut = (
-        cut_suffix(tokenizer, suffix, budget // 4, dummy=dummy)
-        if fmt.is_fim
-        else _Cut((), 0, bool(suffix))
-    )
+    # 1. The suffix takes at most a quarter, the prefix the rest.
+    suffix_cut = _Cut((), 0, bool(suffix))
+    if fmt.is_fim:
+        suffix_cut = cut_suffix(tokenizer, suffix, budget // 4, dummy=dummy)
     prefix_room = budget - overhead - len(suffix_cut.ids)
     prefix_cut = cut_prefix(
         tokenizer, prefix, prefix_room, grid=cut_grid_lines, continuation=False, dummy=dummy
     )
 
+    # 2. Snippets get what an untruncated prefix leaves, in steps of SNIPPET_GRID tokens.
     snippet_ids: list[int] = []
     used = 0
+    file_header, prefix_header = _file_headers(tokenizer, fmt, path) if snippets else ([], [])
     if snippets and not prefix_cut.truncated:
-        reserved = -(-len(prefix_cut.ids) // SNIPPET_GRID) * SNIPPET_GRID
+        step = max(1, min(SNIPPET_GRID, budget // 8))
+        reserved = -(-len(prefix_cut.ids) // step) * step
         room = prefix_room - reserved - len(file_header) - len(prefix_header)
         if fmt.file_sep_id is None and dummy:
             room -= 1  # the prefix is re-encoded without its dummy space: allow for a token
@@ -351,31 +380,21 @@ def build_prompt(
     elif fmt.file_sep_id is None and dummy and prefix:
         # The prefix now continues the comment block, so it loses its dummy space.
         prefix_cut = _Cut(
-            tuple(_encode(tokenizer, prefix, continuation=True, dummy=dummy)), 0, False
+            tuple(_encode(tokenizer, prefix, continuation=True, dummy=True)), 0, False
         )
-    prefix_ids = list(prefix_cut.ids)
 
+    # 3. Token healing backs the prefix up over its last token.
+    prefix_ids = list(prefix_cut.ids)
     healing: Healing | None = None
     constraint: HealingConstraint | None = None
     if heal and prefix_ids:
-        banned = fmt.stop_ids | set(fmt.prefix_ids + fmt.suffix_ids + fmt.middle_ids)
-        healing = heal_ids(tokenizer, prefix_ids, banned=banned)
-        if healing.healed:
-            prefix_ids = list(healing.kept_ids)
-            constraint = HealingConstraint(tokenizer, healing.removed_text, banned=banned)
-        else:
-            healing = None
+        prefix_ids, healing, constraint = _healed(tokenizer, fmt, prefix_ids)
 
-    # Repo-level snippets precede the FIM block; comment-block snippets start the prefix text.
-    front = snippet_ids + file_header if fmt.file_sep_id is not None else []
-    lead = prefix_header + (snippet_ids if fmt.file_sep_id is None else [])
-    pre, suf, mid = list(fmt.prefix_ids), list(fmt.suffix_ids), list(fmt.middle_ids)
-    if used_layout == "l2r":
-        ids = bos + lead + prefix_ids
-    elif used_layout == "spm":
-        ids = bos + front + pre + suf + list(suffix_cut.ids) + mid + lead + prefix_ids
-    else:
-        ids = bos + front + pre + lead + prefix_ids + suf + list(suffix_cut.ids) + mid
+    # 4. Repo-level snippets precede the FIM block; comment-block snippets start the prefix.
+    repo_level = fmt.file_sep_id is not None
+    front = snippet_ids + file_header if repo_level else []
+    lead = prefix_header + ([] if repo_level else snippet_ids)
+    ids = _assemble(fmt, used_layout, front, lead, prefix_ids, list(suffix_cut.ids))
     assert len(ids) <= budget, (len(ids), budget)
     return Prompt(
         ids=tuple(ids),

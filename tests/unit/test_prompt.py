@@ -283,3 +283,30 @@ def test_huge_prefix_is_cut_from_a_window_with_the_same_result():
     room = 800 - 3  # budget minus the three sentinels; the suffix is empty
     assert len(_enc(tok, fmt, big[grid_points[k] :])) <= room
     assert len(_enc(tok, fmt, big[grid_points[k - 1] :])) > room
+
+
+def test_starcoder2_repo_level_layout():
+    """StarCoder2: ``<file_sep>path\\ncode<file_sep><fim_prefix>path\\nprefix<fim_suffix>...``.
+    No StarCoder2 tokenizer.json is vendored, so a word-level vocabulary with its ids stands in."""
+    from tests.tiny_models import fake_tokenizer
+
+    names = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>"]
+    tok = fake_tokenizer([*names, "<repo_name>", "<file_sep>", "lib.py", "main.py", "A", "B"])
+    fmt = detect_fim_format(tok)
+    assert (fmt.name, fmt.file_sep_id, fmt.repo_name_id) == ("starcoder", 8, 7)
+    p = build_prompt(tok, fmt, "B", "", [("lib.py", "A")], budget=64, path="main.py")
+    assert tok.convert_ids_to_tokens(list(p.ids)) == [
+        "<file_sep>", "lib.py", "A", "<file_sep>", "<fim_prefix>", "main.py", "B",
+        "<fim_suffix>", "<fim_middle>",
+    ]  # fmt: skip
+    assert p.snippet_tokens == 5
+
+
+def test_snippet_budget_moves_in_steps_while_typing():
+    tok, fmt = _setup("qwen")
+    snippet = [("lib/long.py", "".join(f"CONST_{i} = {i}\n" for i in range(400)))]
+    sizes = {
+        build_prompt(tok, fmt, SOURCE[:n], "", snippet, budget=2048).snippet_tokens
+        for n in range(0, 600, 10)
+    }
+    assert 1 < len(sizes) <= 4
