@@ -30,7 +30,12 @@ local function set_keymaps()
   end
   -- <Tab> only takes the suggestion when one is shown; otherwise it stays <Tab>.
   map(keys.accept, function()
-    if M.is_visible() then
+    if use_builtin() then
+      -- get() applies the candidate on the next tick, so it is safe in an <expr> mapping.
+      if vim.lsp.inline_completion.get() then
+        return ""
+      end
+    elseif M.is_visible() then
       return "<Cmd>lua require('lspilot').accept()<CR>"
     end
     return vim.api.nvim_replace_termcodes(keys.accept, true, true, true)
