@@ -73,8 +73,9 @@ class CompletionService:
         received = time.perf_counter()
         self.counters.requests_total += 1
         policy = stops.make_context(req.stop, req.prefix, req.suffix)
-        prompt = self.model.build_prompt(req.prefix, req.suffix, req.snippets, req.max_new_tokens)
-        sequences = [self._sequence(req, prompt.ids, i) for i in range(req.n)]
+        prompt = self.model.build_prompt(req.prefix, req.suffix, req.snippets, req.max_new_tokens,
+                                         path=_path_of(req.uri), heal=req.token_healing)
+        sequences = [self._sequence(req, prompt, i) for i in range(req.n)]
         active = _Active(sequences)
         self._active[req.request_id] = active
         queue: asyncio.Queue[CompleteChunk | None] = asyncio.Queue()
@@ -111,7 +112,7 @@ class CompletionService:
                 s.steps_after_cancel for s in sequences
             )
 
-    def _sequence(self, req: CompleteRequest, ids, index: int) -> Sequence:
+    def _sequence(self, req: CompleteRequest, prompt, index: int) -> Sequence:
         temperature = req.temperature
         if index > 0 and temperature == 0.0:
             temperature = CHOICE_TEMPERATURE
@@ -125,10 +126,16 @@ class CompletionService:
         )
         return Sequence(
             request_id=f"{req.request_id}/{index}",
-            prompt_ids=list(ids),
+            prompt_ids=list(prompt.ids),
             params=params,
             cache_key=req.uri,
+            constraint=prompt.constraint,  # stateless: it reads the sequence's own tokens
         )
+
+
+def _path_of(uri: str) -> str:
+    """The file path shown to repo-level prompts: the URI without its scheme."""
+    return uri.split("://", 1)[-1] if "://" in uri else uri
 
 
 class _ChoiceRunner:
@@ -161,7 +168,7 @@ class _ChoiceRunner:
         self.queue.put_nowait(None)
 
     async def _stream(self) -> tuple[FinishReason, int, int]:
-        detok = self.service.model.detokenizer(self.prompt.ids)
+        detok = self.service.model.detokenizer(self.prompt.ids, self.prompt.removed_text)
         text = ""
         emitted = 0
         tokens = 0

@@ -33,19 +33,19 @@ class LoadedModel:
     device: str
     layout: str = "psm"
 
-    def build_prompt(self, prefix: str, suffix: str, snippets: Seq, max_new_tokens: int):
+    def build_prompt(self, prefix: str, suffix: str, snippets: Seq, max_new_tokens: int, *,
+                     path: str = "", heal: bool = False):
         from .prompt import build_prompt
 
         budget = max(16, self.context_window - max_new_tokens)
         pairs = [(s.path, s.text) for s in snippets]
-        return build_prompt(
-            self.tokenizer, self.fim, prefix, suffix, pairs, budget=budget, layout=self.layout
-        )
+        return build_prompt(self.tokenizer, self.fim, prefix, suffix, pairs, budget=budget,
+                            layout=self.layout, heal=heal, path=path)
 
-    def detokenizer(self, prompt_ids):
+    def detokenizer(self, prompt_ids, strip_prefix: str = ""):
         from .detok import IncrementalDetokenizer
 
-        return IncrementalDetokenizer(self.tokenizer, prompt_ids)
+        return IncrementalDetokenizer(self.tokenizer, prompt_ids, strip_prefix=strip_prefix)
 
 
 def pick_device(requested: str) -> str:

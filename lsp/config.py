@@ -34,8 +34,10 @@ class Settings:
     request_timeout_ms: int = 30_000
     partial_updates: bool = True  # send lspilot/partialCompletion while generating
     temperature: float = 0.0
-    extra_context: bool = True
-    token_healing: bool = False
+    extra_context: bool = True  # snippets of other open documents and recent edits
+    token_healing: bool = False  # off until bench/quality.py shows it helps (docs/quality.md)
+    postprocess: bool = True
+    cache: bool = True
 
 
 def _camel(name: str) -> str:

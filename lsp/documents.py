@@ -14,17 +14,37 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 from pygls.workspace import TextDocument
 
+from .core.context import DocumentSnapshot
+
 MAX_DOCUMENT_CHARS = 4_000_000
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    uri: str
-    version: int | None
-    language_id: str
-    prefix: str
-    suffix: str
-    position: types.Position  # in the client's units, echoed back in ranges
+    """The core's ``DocumentSnapshot`` plus the cursor in the client's own units."""
+
+    core: DocumentSnapshot
+    position: types.Position  # in the negotiated encoding, echoed back in ranges
+
+    @property
+    def uri(self) -> str:
+        return self.core.uri
+
+    @property
+    def version(self) -> int:
+        return self.core.version
+
+    @property
+    def language_id(self) -> str:
+        return self.core.language_id
+
+    @property
+    def prefix(self) -> str:
+        return self.core.prefix
+
+    @property
+    def suffix(self) -> str:
+        return self.core.suffix
 
 
 class NotCompletable(Exception):
@@ -55,11 +75,25 @@ def take_snapshot(doc: TextDocument, position: types.Position) -> Snapshot:
     if "\x00" in source:
         raise NotCompletable(f"{doc.uri} looks binary (NUL bytes)")
     offset = doc.offset_at_position(position)
-    return Snapshot(
-        uri=doc.uri,
-        version=doc.version,
-        language_id=doc.language_id or "",
-        prefix=source[:offset],
-        suffix=source[offset:],
-        position=position,
-    )
+    line_start = source.rfind("\n", 0, offset) + 1
+    core = DocumentSnapshot(uri=doc.uri, version=doc.version or 0,
+                            language_id=doc.language_id or "", text=source,
+                            line=position.line, character=offset - line_start, offset=offset)
+    return Snapshot(core=core, position=position)
+
+
+def cursor_after_change(doc: TextDocument, change) -> DocumentSnapshot | None:
+    """Where the cursor is after an incremental edit: at the end of the inserted text.
+
+    LSP does not send the cursor with ``didChange``; for typing, the end of the change is it.
+    """
+    rng = getattr(change, "range", None)
+    if rng is None:
+        return None
+    source = doc.source
+    offset = min(len(source), doc.offset_at_position(rng.start) + len(change.text))
+    line = source.count("\n", 0, offset)
+    line_start = source.rfind("\n", 0, offset) + 1
+    return DocumentSnapshot(uri=doc.uri, version=doc.version or 0,
+                            language_id=doc.language_id or "", text=source, line=line,
+                            character=offset - line_start, offset=offset)

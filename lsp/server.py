@@ -56,6 +56,9 @@ class LspilotServer(LanguageServer):
     def suggester(self) -> Suggester:
         if self._suggester is None:
             self._suggester = Suggester(self.connection, lambda: self.settings)
+            self._suggester.versions = lambda: {
+                uri: doc.version or 0 for uri, doc in self.workspace.text_documents.items()
+            }
         return self._suggester
 
     def log_to_editor(self, message: str, kind=types.MessageType.Info) -> None:

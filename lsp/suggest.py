@@ -1,10 +1,17 @@
 # SPDX-License-Identifier: Apache-2.0
-"""From a snapshot to suggestion texts: debounce, supersede, stream, post-process.
+"""From a snapshot to suggestion texts: decide, reuse, debounce, stream, post-process.
 
-Shared by the inline-completion and completion features. Per document, only the newest request
-lives: starting one cancels the previous task, whose ``CancelledError`` cancels its gRPC call,
-which stops the sequence in the daemon. Streaming text is reported through ``on_partial`` so the
-editor can draw ghost text while the model is still generating.
+Shared by the inline-completion and completion features. In order:
+
+1. decide the stop policy at the cursor (tree-sitter where a grammar exists) or not to complete;
+2. if the document's in-flight generation still fits (the user typed along it), attach to it;
+   if it diverged, cancel it (the cancel reaches the daemon);
+3. else serve from the completion cache (including typed-through hits);
+4. else wait the (adaptive) debounce and start a new generation, with snippets of other
+   documents chosen by similarity as extra context;
+5. post-process what the model wrote against the text around the cursor.
+
+Per document only the newest LSP request waits: a newer one cancels the older request's task.
 """
 
 from __future__ import annotations
@@ -17,16 +24,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lspilot.protocol.client import DaemonError, DaemonUnavailable
-from lspilot.protocol.messages import CompleteRequest, FinishReason, StopPolicy
+from lspilot.protocol.messages import CompleteRequest, StopPolicy
 
 from .config import Settings
 from .connection import DaemonConnection
+from .core import postprocess as post
+from .core.cache import CompletionCache
+from .core.context import cursor_window, infer_indent
+from .core.debounce import AdaptiveDebounce, DebounceConfig
+from .core.multiline import decide_stop_policy
+from .core.snippets import SnippetStore, select_snippets
+from .core.typethrough import track
 from .documents import Snapshot
+from .generation import Generation
 
 log = logging.getLogger(__name__)
 
 _ids = itertools.count(1)
+SNIPPET_CHARS = 2_000  # extra context per request, before the daemon's token budget
 
 
 @dataclass
@@ -35,86 +50,199 @@ class Outcome:
     texts: list[str]
     finish_reason: str = ""
     timings: dict = field(default_factory=dict)
+    source: str = "model"  # "model", "type-through", "cache" or "skipped"
 
 
-PartialFn = Callable[[str, int, str, bool], None]  # (request_id, choice, text so far, done)
+PartialFn = Callable[[str, str], None]  # (request_id, suggestion so far)
 
 
 class Suggester:
     def __init__(self, connection: DaemonConnection, settings: Callable[[], Settings]) -> None:
         self.connection = connection
         self.settings = settings
-        self._inflight: dict[str, asyncio.Task] = {}
+        self.cache = CompletionCache()
+        self.snippets = SnippetStore()
+        self.debounce = AdaptiveDebounce()
+        self.versions: Callable[[], dict[str, int]] = dict
+        self._generations: dict[str, Generation] = {}
+        self._waiting: dict[str, asyncio.Task] = {}
         self._client_tag = f"{os.getpid()}"
+        self.requests_started = 0
 
-    def supersede(self, uri: str) -> None:
-        """Cancel the in-flight request of ``uri``, if any (a newer one replaces it)."""
-        task = self._inflight.pop(uri, None)
+    # --- events from text sync ----------------------------------------------------------
+
+    def on_change(self, core_snapshot, now: float) -> None:
+        """A keystroke: feed the debounce, and cancel a generation the edit diverged from."""
+        self.debounce.observe_keystroke(now)
+        gen = self._generations.get(core_snapshot.uri)
+        if gen is None or gen.done:
+            return
+        verdict = track(gen.shown(), core_snapshot)
+        if verdict.state == "diverged":
+            gen.cancel()
+        elif verdict.typed:
+            gen.typed_through = True
+
+    def forget(self, uri: str) -> None:
+        task = self._waiting.pop(uri, None)
+        if task is not None and not task.done():
+            task.cancel()
+        gen = self._generations.pop(uri, None)
+        if gen is not None:
+            gen.cancel()
+        self.cache.invalidate_uri(uri)
+        self.snippets.remove_document(uri)
+
+    # --- a request ----------------------------------------------------------------------
+
+    async def suggest(self, snap: Snapshot, *, n: int = 1, invoked: bool = False,
+                      on_partial: PartialFn | None = None) -> Outcome:
+        s = self.settings()
+        request_id = f"{self._client_tag}-{next(_ids)}"
+        policy = self._policy(snap, s)
+        if policy is None:
+            self._supersede(snap.uri)
+            return Outcome(request_id, [], source="skipped")
+        ctx = post.Context(prefix=snap.prefix[-s.max_prefix_chars:],
+                           suffix=snap.suffix[: s.max_suffix_chars],
+                           language_id=snap.language_id,
+                           indent=infer_indent(snap.core.text[:50_000]),
+                           policy=policy.value)
+        gen, typed = self._reusable(snap, n)
+        snippets = self._snippets(snap, s) if gen is None else ()
+        versions = self._versions_of(snippets)
+        if gen is None and n == 1 and s.cache:
+            cached = self.cache.lookup(snap.prefix, snap.suffix, versions, policy=policy.value)
+            if cached is not None:
+                self._supersede(snap.uri)
+                return Outcome(request_id, self._finish(ctx, [cached], s), source="cache")
+        task = asyncio.current_task()
+        if gen is None:
+            self._supersede(snap.uri)
+            self._waiting[snap.uri] = task
+            delay = self._delay(snap, s, invoked)
+            if delay > 0:
+                await asyncio.sleep(delay / 1000)
+            gen = await self._start(snap, s, n, policy, request_id, snippets)
+        source = "model" if not typed and gen.request.request_id == request_id else "type-through"
+        gen.attach()
+        self._supersede(snap.uri)  # after attaching: the older request may share this stream
+        self._waiting[snap.uri] = task
+        try:
+            started = time.perf_counter()
+            async for text in gen.updates():
+                if on_partial is not None and text.startswith(typed) and len(text) > len(typed):
+                    on_partial(request_id, text[len(typed):])
+            await gen.wait()
+        finally:
+            gen.detach()
+            if self._waiting.get(snap.uri) is task:
+                del self._waiting[snap.uri]
+        if source == "model":
+            self.debounce.observe_latency(gen.timings.get("first_token_ms", 0.0)
+                                          or (time.perf_counter() - started) * 1000)
+            self._remember(gen, s)
+        raw = [t[len(typed):] for t in gen.texts if t.startswith(typed)]
+        timings = dict(gen.timings, total_ms=(time.perf_counter() - started) * 1000)
+        return Outcome(gen.request.request_id if source == "model" else request_id,
+                       self._finish(ctx, raw, s), gen.finish_reason, timings, source)
+
+    # --- steps --------------------------------------------------------------------------
+
+    def _policy(self, snap: Snapshot, s: Settings) -> StopPolicy | None:
+        if s.stop != "auto":
+            return StopPolicy(s.stop)
+        decision = decide_stop_policy(snap.core)
+        log.debug("stop policy %s (%s)", decision.policy, decision.reason)
+        if not decision.complete:
+            return None
+        return StopPolicy(decision.policy)
+
+    def _reusable(self, snap: Snapshot, n: int) -> tuple[Generation | None, str]:
+        gen = self._generations.get(snap.uri)
+        if gen is None:
+            return None, ""
+        verdict = track(gen.shown(), snap.core)
+        usable = verdict.state == "continue" and gen.request.n >= n and gen.error is None \
+            and not (gen.done and gen.finish_reason == "cancelled")
+        if usable and not verdict.exhausted:
+            return gen, verdict.typed
+        gen.cancel()
+        del self._generations[snap.uri]
+        return None, ""
+
+    def _supersede(self, uri: str) -> None:
+        task = self._waiting.pop(uri, None)
         if task is not None and task is not asyncio.current_task() and not task.done():
             task.cancel()
 
-    async def suggest(
-        self,
-        snap: Snapshot,
-        *,
-        n: int = 1,
-        debounce_ms: float = 0.0,
-        on_partial: PartialFn | None = None,
-    ) -> Outcome:
-        self.supersede(snap.uri)
-        task = asyncio.current_task()
-        self._inflight[snap.uri] = task
-        request_id = f"{self._client_tag}-{next(_ids)}"
-        try:
-            if debounce_ms > 0:
-                await asyncio.sleep(debounce_ms / 1000)
-            return await self._run(snap, request_id, n, on_partial)
-        finally:
-            if self._inflight.get(snap.uri) is task:
-                del self._inflight[snap.uri]
+    def _delay(self, snap: Snapshot, s: Settings, invoked: bool) -> float:
+        if invoked:
+            return 0.0
+        if not s.adaptive_debounce:
+            return float(s.debounce_ms)
+        if self.debounce.config.base_ms != s.debounce_ms:
+            self.debounce.config = DebounceConfig(base_ms=float(s.debounce_ms),
+                                                  min_ms=min(20.0, float(s.debounce_ms)))
+        line_rest = snap.suffix.split("\n", 1)[0]
+        return self.debounce.delay_ms(
+            last_char=snap.prefix[-1:],
+            at_line_end=not line_rest.strip(")]}\"'`;, \t"),
+            at_document_end=not snap.suffix.strip(),
+        )
 
-    async def _run(self, snap: Snapshot, request_id: str, n: int, on_partial) -> Outcome:
-        s = self.settings()
-        prefix = snap.prefix[-s.max_prefix_chars :]
-        suffix = snap.suffix[: s.max_suffix_chars]
+    def _snippets(self, snap: Snapshot, s: Settings) -> tuple:
+        if not s.extra_context:
+            return ()
+        window = cursor_window(snap.prefix, snap.suffix)
+        return tuple(select_snippets(self.snippets, window, SNIPPET_CHARS, exclude_path=snap.uri))
+
+    def _versions_of(self, snippets) -> dict[str, int] | None:
+        """Versions of the documents whose text goes into the prompt: part of the cache key."""
+        if not snippets:
+            return None
+        versions = self.versions()
+        return {sn.path: versions.get(sn.path, 0) for sn in snippets}
+
+    async def _start(self, snap: Snapshot, s: Settings, n: int, policy: StopPolicy,
+                     request_id: str, snippets: tuple) -> Generation:
         request = CompleteRequest(
             request_id=request_id,
             client_id=self._client_tag,
             uri=snap.uri,
             language_id=snap.language_id,
-            prefix=prefix,
-            suffix=suffix,
+            prefix=snap.prefix[-s.max_prefix_chars:],
+            suffix=snap.suffix[: s.max_suffix_chars],
+            snippets=snippets,
             max_new_tokens=s.max_new_tokens,
-            stop=StopPolicy(s.stop),
+            stop=policy,
             temperature=s.temperature,
             n=n,
             deadline_ms=s.request_timeout_ms,
+            token_healing=s.token_healing,
         )
         client = await self.connection.ready_client()
-        texts = [""] * n
-        outcome = Outcome(request_id, texts)
-        started = time.perf_counter()
-        try:
-            async for chunk in client.complete(request, timeout=s.request_timeout_ms / 1000 + 5):
-                if chunk.error:
-                    raise DaemonError(None, chunk.error)
-                texts[chunk.index] += chunk.text
-                if chunk.finish_reason is not None:
-                    outcome.finish_reason = chunk.finish_reason.value
-                    if chunk.timings is not None:
-                        outcome.timings = {
-                            "queued_ms": chunk.timings.queued_ms,
-                            "prefill_ms": chunk.timings.prefill_ms,
-                            "first_token_ms": chunk.timings.first_token_ms,
-                            "prompt_tokens": chunk.timings.prompt_tokens,
-                            "cached_tokens": chunk.timings.cached_tokens,
-                        }
-                if chunk.text and on_partial is not None:
-                    on_partial(request_id, chunk.index, texts[chunk.index], False)
-        except DaemonUnavailable:
-            self.connection.forget()
-            raise
-        outcome.timings["total_ms"] = (time.perf_counter() - started) * 1000
-        if outcome.finish_reason == FinishReason.ERROR.value:
-            raise DaemonError(None, "generation failed in the daemon")
-        return outcome
+        self.requests_started += 1
+        gen = Generation(snap, request, client, context_versions=self._versions_of(snippets))
+        self._generations[snap.uri] = gen
+        log.info("[%s] %s, %d snippets", request_id, policy.value, len(snippets))
+        return gen
+
+    def _remember(self, gen: Generation, s: Settings) -> None:
+        if not s.cache or gen.error is not None or gen.finish_reason == "cancelled":
+            return
+        ctx = post.Context(prefix=gen.snap.prefix, suffix=gen.snap.suffix,
+                           language_id=gen.snap.language_id, policy=gen.request.stop.value)
+        kept = post.pre_cache(ctx, gen.texts[0]) if s.postprocess else gen.texts[0]
+        if kept:
+            self.cache.store(gen.snap.prefix, gen.snap.suffix, gen.context_versions, kept,
+                             policy=gen.request.stop.value, uri=gen.snap.uri)
+
+    @staticmethod
+    def _finish(ctx: post.Context, texts: list[str], s: Settings) -> list[str]:
+        shown: dict[str, None] = {}
+        for text in texts:
+            out = post.postprocess(ctx, text) if s.postprocess else text
+            if out and out.strip():
+                shown.setdefault(out, None)
+        return list(shown)

@@ -63,6 +63,8 @@ class CompleteRequest:
     deadline_ms: int = 0
     # Top-K log-probabilities per generated token (0 = none); the roadmap's confidence gating.
     logprobs: int = 0
+    # Back the prompt up to a clean token boundary and make generation reproduce the cut text.
+    token_healing: bool = False
 
 
 @dataclass(frozen=True)

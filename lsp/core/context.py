@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "DEFAULT_MAX_PREFIX_CHARS",
     "DEFAULT_MAX_SUFFIX_CHARS",
+    "BracketState",
     "DocumentSnapshot",
     "Indent",
     "clip_context",
@@ -33,6 +34,7 @@ __all__ = [
     "infer_indent",
     "is_binary_or_huge",
     "offset_at",
+    "scan_brackets",
     "split_at_cursor",
 ]
 
@@ -255,3 +257,136 @@ class DocumentSnapshot:
     ) -> tuple[str, str]:
         """(prefix, suffix) bounded by :func:`clip_context`: what goes to the daemon."""
         return clip_context(self.prefix, self.suffix, max_prefix_chars, max_suffix_chars)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading brackets and strings: enough lexing to tell which closer closes what.
+
+OPENERS = {"(": ")", "[": "]", "{": "}"}
+CLOSERS = {")": "(", "]": "[", "}": "{"}
+_QUOTES_DEFAULT = "\"'"
+_QUOTES = {
+    "rust": '"',  # ' starts a lifetime as often as a char
+    "javascript": "\"'`",
+    "javascriptreact": "\"'`",
+    "typescript": "\"'`",
+    "typescriptreact": "\"'`",
+    "go": "\"'`",
+    "shellscript": "\"'`",
+    "markdown": '"`',
+}
+_HASH_COMMENTS = frozenset({"python", "shellscript", "ruby", "yaml", "toml", "perl", "r"})
+_DASH_COMMENTS = frozenset({"lua", "sql", "haskell"})
+_TEMPLATE_LANGUAGES = frozenset({"javascript", "javascriptreact", "typescript", "typescriptreact"})
+# A `${` inside a template literal, on the bracket stack; the caret marks a template string
+# that began before the scanned text.
+_SUBST, _SUBST_OUTER = "${", "${^"
+
+
+@dataclass
+class BracketState:
+    """Where a left-to-right reading of code stands.
+
+    ``quote`` is the delimiter of the string the reading is in (None: in code), and
+    ``quote_from_before`` says that string was opened before the scanned text. ``stack`` holds
+    the brackets opened by the scanned text; ``outer`` those left open before it, which the
+    scanned text's unmatched closers close. Mutable on purpose: it is a cursor, used within one
+    call.
+    """
+
+    quote: str | None = None
+    quote_from_before: bool = False
+    stack: list[str] = field(default_factory=list)
+    outer: list[str] = field(default_factory=list)
+
+    def continued(self) -> BracketState:
+        """The state for the text that comes next: what is open now is "before" for it."""
+        return BracketState(self.quote, self.quote is not None, [], self.outer + self.stack)
+
+
+def scan_brackets(
+    language_id: str,
+    code: str,
+    state: BracketState | None = None,
+    unmatched: list[int] | None = None,
+) -> BracketState:
+    """Read ``code`` from ``state``, skipping strings and comments, and return the new state.
+
+    Every closer in ``code`` that closes something opened before it (a bracket in
+    ``state.outer``, a string with ``quote_from_before``, or nothing at all) has its index
+    appended to ``unmatched``. Heuristic lexing, not a parser: escapes, Python triple quotes,
+    ``//``/``#``/``--`` line comments, ``/* */`` and JavaScript template substitutions are
+    understood; raw strings, regex literals and heredocs are not.
+    """
+    state = state if state is not None else BracketState()
+    unmatched = unmatched if unmatched is not None else []
+    quotes = _QUOTES.get(language_id, _QUOTES_DEFAULT)
+    if language_id in _HASH_COMMENTS:
+        comment = "#"
+    elif language_id in _DASH_COMMENTS:
+        comment = "--"
+    else:
+        comment = "//"
+    block_comments = comment == "//"
+    templates = language_id in _TEMPLATE_LANGUAGES
+    i = 0
+    while i < len(code):
+        ch = code[i]
+        if state.quote is not None:
+            if ch == "\\":
+                i += 2
+                continue
+            if templates and state.quote == "`" and code.startswith("${", i):
+                state.stack.append(_SUBST_OUTER if state.quote_from_before else _SUBST)
+                state.quote, state.quote_from_before = None, False
+                i += 2
+                continue
+            if code.startswith(state.quote, i):
+                if state.quote_from_before:
+                    unmatched.append(i)
+                i += len(state.quote)
+                state.quote, state.quote_from_before = None, False
+                continue
+            if ch == "\n" and len(state.quote) == 1 and state.quote != "`":
+                state.quote, state.quote_from_before = None, False  # unterminated: give up
+        elif code.startswith(comment, i):
+            end = code.find("\n", i)
+            i = len(code) if end < 0 else end
+            continue
+        elif block_comments and code.startswith("/*", i):
+            end = code.find("*/", i + 2)
+            i = len(code) if end < 0 else end + 2
+            continue
+        elif ch in quotes:
+            triple = ch * 3
+            python_triple = language_id == "python" and code.startswith(triple, i)
+            state.quote = triple if python_triple else ch
+            state.quote_from_before = False
+            i += len(state.quote)
+            continue
+        elif ch in OPENERS:
+            state.stack.append(ch)
+        elif ch in CLOSERS:
+            _close(state, ch, i, unmatched)
+        i += 1
+    return state
+
+
+def _close(state: BracketState, ch: str, index: int, unmatched: list[int]) -> None:
+    """Apply the closer ``ch`` at ``index``: pop what it closes, note it if that was "before"."""
+    top = state.stack[-1] if state.stack else None
+    if top is not None:
+        if top == CLOSERS[ch] or (ch == "}" and top in (_SUBST, _SUBST_OUTER)):
+            state.stack.pop()
+            if top in (_SUBST, _SUBST_OUTER):  # back into the template literal
+                state.quote, state.quote_from_before = "`", top == _SUBST_OUTER
+            return
+        unmatched.append(index)  # a mismatched closer: never ours
+        return
+    unmatched.append(index)
+    outer = state.outer[-1] if state.outer else None
+    if outer == CLOSERS[ch]:
+        state.outer.pop()
+    elif ch == "}" and outer in (_SUBST, _SUBST_OUTER):
+        state.outer.pop()
+        state.quote, state.quote_from_before = "`", True

@@ -26,7 +26,8 @@ Asked before every request, so it must be cheap and must never raise. The rules,
   and what users accept most.
 
 :func:`block_end_reached` is the other half of ``multi_line``: the completion stops where the
-block it fills ends (the first line indented no deeper than the line that opened it).
+block it fills ends (its closing bracket, or the first line indented no deeper than the line
+that opened it).
 """
 
 from __future__ import annotations
@@ -40,10 +41,12 @@ from functools import cache
 from typing import TYPE_CHECKING, Literal
 
 from lspilot.lsp.core.context import (
+    BracketState,
     DocumentSnapshot,
     current_line_prefix,
     current_line_suffix,
     indent_of,
+    scan_brackets,
 )
 
 if TYPE_CHECKING:  # tree_sitter is imported lazily: no parser is built at import time.
@@ -486,20 +489,51 @@ def _after_opener(language_id: str, prefix: str, suffix: str) -> bool:
 
 
 def block_end_reached(
-    language_id: str, indent_of_block: str, completion_text: str, *, tab_size: int = 4
+    language_id: str,
+    indent_of_block: str,
+    completion_text: str,
+    *,
+    tab_size: int = 4,
+    body_indent: str | None = None,
 ) -> int:
     """Index at which ``completion_text`` leaves the block it was asked to fill.
 
     ``indent_of_block`` is the leading whitespace of the line that opened the block
-    (:attr:`Decision.block_indent`). The block ends at the first non-blank line, after the
-    cursor's own line, indented no deeper than that: the ``}`` of a C-like block (which the
-    editor has usually inserted already), or the next statement after a Python body. The cut
-    also drops the blank lines before that line. Returns ``len(completion_text)`` if the block
-    does not end. ``language_id`` is accepted for languages whose blocks do not follow
-    indentation; none needs it yet.
+    (:attr:`Decision.block_indent`). Two signs end a block:
+
+    * a closer that the completion did not open (``}``, ``)``, ``]``, outside strings and
+      comments): the block's own closer, usually already in the document. Not used for
+      indentation languages (Python, YAML...), where brackets do not delimit blocks;
+    * the first non-blank line, after the cursor's own line, indented no deeper than the
+      opener: the next statement after a Python body, or code after a C-like block. Skipped
+      when ``body_indent`` (the cursor line's indentation, when it is blank) is no deeper than
+      the opener: in flat-formatted code (compiled JavaScript) indentation says nothing.
+
+    The earlier sign wins. The cut drops the blank lines before it. Returns
+    ``len(completion_text)`` if the block does not end.
     """
-    del language_id  # every supported language indents its blocks
     block_width = len(indent_of_block.expandtabs(tab_size))
+    flat = body_indent is not None and len(body_indent.expandtabs(tab_size)) <= block_width
+    cut = len(completion_text) if flat else _dedent_cut(completion_text, block_width, tab_size)
+    if language_id not in _COLON_BLOCK_LANGUAGES:
+        unmatched: list[int] = []
+        scan_brackets(language_id, completion_text, BracketState(), unmatched)
+        if unmatched:
+            cut = min(cut, _cut_before(completion_text, unmatched[0]))
+    return cut
+
+
+def _cut_before(text: str, index: int) -> int:
+    """Where to cut so that the closer at ``index`` goes: before its line if it starts the
+    line, else just before it; trailing blank lines and spaces go too."""
+    line_start = max(text.rfind("\n", 0, index), text.rfind("\r", 0, index)) + 1
+    cut = line_start if not text[line_start:index].strip() else index
+    return len(text[:cut].rstrip())
+
+
+def _dedent_cut(completion_text: str, block_width: int, tab_size: int) -> int:
+    """The end of the last line before the first line (after the first) that is indented no
+    deeper than ``block_width`` columns; ``len(completion_text)`` if there is none."""
     position = completion_text.find("\n")
     if position < 0:
         return len(completion_text)

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
 
-from lspilot.lsp.core.context import Indent, current_line_prefix, current_line_suffix, indent_of
+from lspilot.lsp.core.context import (
+    Indent,
+    current_line_prefix,
+    current_line_suffix,
+    indent_of,
+    scan_brackets,
+)
 from lspilot.lsp.core.multiline import Policy, block_end_reached
 
 __all__ = [
@@ -42,8 +48,6 @@ __all__ = [
 
 _EOL = re.compile(r"\r\n|\r|\n")
 _WORD = re.compile(r"\w")
-_OPENERS = {"(": ")", "[": "]", "{": "}"}
-_CLOSERS = {")": "(", "]": "[", "}": "{"}
 _CLOSER_LINE = re.compile(r"[)\]}]+[;,]?")
 
 
@@ -199,22 +203,35 @@ def limit_scope(ctx: Context, text: str) -> str | None:
         return text.split("\n", 1)[0]
     if ctx.block_indent is None:
         return text
-    cut = block_end_reached(ctx.language_id, ctx.block_indent, text, tab_size=ctx.indent.tab_size)
+    blank_line = not ctx.line_prefix.strip()
+    cut = block_end_reached(
+        ctx.language_id,
+        ctx.block_indent,
+        text,
+        tab_size=ctx.indent.tab_size,
+        body_indent=ctx.line_prefix if blank_line else None,
+    )
     if cut >= len(text):
         return text
-    rest = text[cut:].lstrip("\n")
-    closing = rest.split("\n", 1)[0]
-    already_there = closing.strip() in (ctx.next_line.strip(), ctx.line_suffix.strip())
-    if _CLOSER_LINE.fullmatch(closing.strip()) and not already_there:
-        return text[:cut] + "\n" + closing
+    rest = text[cut:]
+    if rest[:1] in ("\n", "\r"):
+        closing = rest.lstrip("\r\n").split("\n", 1)[0].rstrip("\r")
+        already_there = closing.strip() in (ctx.next_line.strip(), ctx.line_suffix.strip())
+        if _CLOSER_LINE.fullmatch(closing.strip()) and not already_there:
+            return text[:cut] + "\n" + closing
     return text[:cut]
 
 
 def drop_equal_to_next_line(ctx: Context, text: str) -> str | None:
-    """Drop a suggestion that is the line below the cursor (Copilot does the same)."""
-    if ctx.line_suffix.strip() or not ctx.next_line.strip():
+    """Drop a suggestion that is the line below the cursor (Copilot does the same).
+
+    Same text at the same indentation: a ``}`` above another ``}`` one level out is code.
+    """
+    if ctx.line_suffix.strip() or not ctx.next_line.strip() or "\n" in text.strip():
         return text
-    return None if text.strip() == ctx.next_line.strip() else text
+    line = ctx.line_prefix + text.strip("\n")
+    same = line.strip() == ctx.next_line.strip() and _same_indent(ctx, line, ctx.next_line)
+    return None if same else text
 
 
 def drop_repeat_of_previous_line(ctx: Context, text: str) -> str | None:
@@ -279,83 +296,6 @@ def trim_line_suffix_overlap(ctx: Context, text: str) -> str | None:
     return text
 
 
-_QUOTES_DEFAULT = "\"'"
-_QUOTES = {
-    "rust": '"',  # ' starts a lifetime as often as a char
-    "javascript": "\"'`",
-    "javascriptreact": "\"'`",
-    "typescript": "\"'`",
-    "typescriptreact": "\"'`",
-    "go": "\"'`",
-    "shellscript": "\"'`",
-    "markdown": '"`',
-}
-_LINE_COMMENTS = {
-    "python": "#",
-    "shellscript": "#",
-    "ruby": "#",
-    "yaml": "#",
-    "toml": "#",
-    "lua": "--",
-    "sql": "--",
-}
-
-
-@dataclass
-class _Scan:
-    """Bracket and string state while reading code left to right."""
-
-    quote: str | None = None  # the open string's delimiter
-    quote_from_prefix: bool = False  # the open string began before the cursor
-    stack: list[str] | None = None
-
-    def __post_init__(self) -> None:
-        self.stack = [] if self.stack is None else self.stack
-
-
-def _scan(language_id: str, code: str, state: _Scan, unmatched: list[int] | None) -> _Scan:
-    """Advance ``state`` over ``code``; record in ``unmatched`` the index of every closer (bracket
-    or quote) that closes something opened *before* ``code``."""
-    quotes = _QUOTES.get(language_id, _QUOTES_DEFAULT)
-    comment = _LINE_COMMENTS.get(language_id, "//")
-    stack = state.stack if state.stack is not None else []
-    i = 0
-    while i < len(code):
-        ch = code[i]
-        if state.quote is not None:
-            if ch == "\\":
-                i += 2
-                continue
-            if code.startswith(state.quote, i):
-                if state.quote_from_prefix and unmatched is not None:
-                    unmatched.append(i)
-                i += len(state.quote)
-                state.quote, state.quote_from_prefix = None, False
-                continue
-            if ch == "\n" and len(state.quote) == 1 and state.quote != "`":
-                state.quote, state.quote_from_prefix = None, False  # unterminated: give up
-        elif code.startswith(comment, i):
-            end = code.find("\n", i)
-            i = len(code) if end < 0 else end
-            continue
-        elif ch in quotes:
-            triple = ch * 3
-            state.quote = triple if language_id == "python" and code.startswith(triple, i) else ch
-            state.quote_from_prefix = unmatched is None
-            i += len(state.quote)
-            continue
-        elif ch in _OPENERS:
-            stack.append(ch)
-        elif ch in _CLOSERS:
-            if stack and stack[-1] == _CLOSERS[ch]:
-                stack.pop()
-            elif unmatched is not None:
-                unmatched.append(i)
-        i += 1
-    state.stack = stack
-    return state
-
-
 def _is_closers(text: str) -> bool:
     return all(ch in ")]}\"'` \t" for ch in text)
 
@@ -383,9 +323,9 @@ def trim_closing_overlap(ctx: Context, text: str) -> str | None:
     if newline:  # a multi-line suggestion does not end on the cursor's line
         return text
     # The end of the line is enough to know the open string; a minified line is not scanned whole.
-    state = _scan(ctx.language_id, ctx.line_prefix[-4000:], _Scan(), None)
+    before = scan_brackets(ctx.language_id, ctx.line_prefix[-4000:])
     unmatched: list[int] = []
-    _scan(ctx.language_id, first_line, _Scan(state.quote, state.quote is not None, []), unmatched)
+    scan_brackets(ctx.language_id, first_line, before.continued(), unmatched)
     if not unmatched:
         return text
     # The run of unmatched closers (spaces between allowed) that starts at the first one.

@@ -31,7 +31,7 @@ def register(server) -> None:
         except NotCompletable:
             return types.CompletionList(is_incomplete=True, items=[])
         try:
-            outcome = await ls.suggester.suggest(snap, debounce_ms=ls.settings.debounce_ms)
+            outcome = await ls.suggester.suggest(snap)
         except ModelLoading as exc:
             ls.log_to_editor(f"lspilot: {exc}")
             return types.CompletionList(is_incomplete=True, items=[])

@@ -35,16 +35,13 @@ def register(server) -> None:
         invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
         settings = ls.settings
         n = max(1, settings.choices_on_invoke) if invoked else 1
-        debounce = 0.0 if invoked else settings.debounce_ms
 
-        def on_partial(request_id: str, index: int, text: str, done: bool) -> None:
-            if index == 0 and settings.partial_updates:
-                ls.protocol.notify(PARTIAL_NOTIFICATION, _partial(snap, request_id, text, done))
+        def on_partial(request_id: str, text: str) -> None:
+            if settings.partial_updates:
+                ls.protocol.notify(PARTIAL_NOTIFICATION, _partial(snap, request_id, text, False))
 
         try:
-            outcome = await ls.suggester.suggest(
-                snap, n=n, debounce_ms=debounce, on_partial=on_partial
-            )
+            outcome = await ls.suggester.suggest(snap, n=n, invoked=invoked, on_partial=on_partial)
         except asyncio.CancelledError:
             raise  # pygls answers RequestCancelled; the daemon call is already cancelled
         except ModelLoading as exc:
@@ -59,10 +56,11 @@ def register(server) -> None:
 
         current = ls.workspace.get_text_document(snap.uri)
         stale = current.version != snap.version
-        texts = [] if stale else _unique(t for t in outcome.texts if t.strip())
+        texts = [] if stale else outcome.texts
         if settings.partial_updates:
             final = _partial(snap, outcome.request_id, texts[0] if texts else "", True)
-            final.update(finishReason=outcome.finish_reason, timings=outcome.timings, stale=stale)
+            final.update(finishReason=outcome.finish_reason, timings=outcome.timings, stale=stale,
+                         source=outcome.source)
             ls.protocol.notify(PARTIAL_NOTIFICATION, final)
         cursor = types.Range(start=snap.position, end=snap.position)
         return types.InlineCompletionList(
@@ -78,10 +76,3 @@ def _partial(snap, request_id: str, text: str, done: bool) -> dict:
         "text": text,
         "done": done,
     }
-
-
-def _unique(texts) -> list[str]:
-    seen: dict[str, None] = {}
-    for t in texts:
-        seen.setdefault(t, None)
-    return list(seen)

@@ -42,6 +42,7 @@ async def client(lsp_client: LanguageClient, tiny_model_dir, runtime, monkeypatc
             "maxNewTokens": 1500,
             "choicesOnInvoke": 1,
             "stop": "multi_line",
+            "cache": False,
         },
     ))
     yield

@@ -52,6 +52,10 @@ async def client(lsp_client: LanguageClient, daemon):
             "maxNewTokens": MAX_NEW,
             "choicesOnInvoke": 1,
             "stop": "single_line",
+            # These tests check the plumbing against the daemon's raw text; post-processing
+            # has its own test below and golden tables in tests/unit.
+            "postprocess": False,
+            "cache": False,
         },
     ))
     yield
@@ -105,11 +109,12 @@ async def test_partial_suggestions_grow_to_the_final_answer(client: LanguageClie
     open_document(client, URI, TEXT)
     result = await client.text_document_inline_completion_async(inline_params(URI, 5, 11))
     final_text = result.items[0].insert_text
-    texts = [field(p, "text") for p in client.partials.items]
-    assert len(texts) >= 2, "expected progressive notifications before the answer"
-    for earlier, later in zip(texts, texts[1:]):
+    growing = [field(p, "text") for p in client.partials.items if not field(p, "done")]
+    assert len(growing) >= 2, "expected progressive notifications before the answer"
+    for earlier, later in zip(growing, growing[1:]):
         assert later.startswith(earlier)  # grows, never retracts
-    assert texts[-1] == final_text
+    (final,) = [p for p in client.partials.items if field(p, "done")]
+    assert field(final, "text") == final_text == growing[-1]
 
 
 async def test_superseded_request_is_cancelled_in_the_daemon(client: LanguageClient, daemon):
@@ -120,7 +125,8 @@ async def test_superseded_request_is_cancelled_in_the_daemon(client: LanguageCli
         client.text_document_inline_completion_async(inline_params(LONG_URI, 2, 0)))
     await client.partials.wait(lambda p: not field(p, "done"))  # the model is generating
     _configure(client, maxNewTokens=8, stop="single_line")
-    second = await client.text_document_inline_completion_async(inline_params(LONG_URI, 2, 0))
+    # The cursor moved (to the end of line 0): the in-flight suggestion no longer applies.
+    second = await client.text_document_inline_completion_async(inline_params(LONG_URI, 0, 9))
     with pytest.raises(JsonRpcException) as err:
         await first
     assert err.value.code == types.LSPErrorCodes.RequestCancelled
@@ -233,3 +239,79 @@ async def test_positions_after_emoji_and_cjk_follow_the_negotiated_encoding(
                                        max_new_tokens=MAX_NEW, stop=StopPolicy.SINGLE_LINE)
     assert [i.insert_text for i in result.items] == ([expected] if expected.strip() else [])
     assert result.items[0].range.start.character == width
+
+
+async def test_post_processing_shapes_the_models_text(client: LanguageClient, daemon):
+    from lspilot.lsp.core import postprocess as post
+    from lspilot.lsp.core.context import infer_indent
+
+    _configure(client, postprocess=True)
+    open_document(client, URI, TEXT)
+    result = await client.text_document_inline_completion_async(inline_params(URI, 5, 11))
+    prefix, suffix = TEXT[: TEXT.rindex("return ") + 7], "\n"
+    raw = await direct_completion(daemon.address, prefix, suffix, max_new_tokens=MAX_NEW,
+                                  stop=StopPolicy.SINGLE_LINE)
+    ctx = post.Context(prefix=prefix, suffix=suffix, language_id="python",
+                       indent=infer_indent(TEXT), policy="single_line")
+    shown = post.postprocess(ctx, raw)
+    assert [i.insert_text for i in result.items] == ([shown] if shown else [])
+
+
+def _utf16(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+async def test_typing_through_a_suggestion_asks_the_daemon_nothing(client, daemon):
+    open_document(client, URI, TEXT)
+    first = await client.text_document_inline_completion_async(inline_params(URI, 5, 11))
+    suggestion = first.items[0].insert_text
+    assert len(suggestion) > 3
+    before = await status(daemon.address)
+    typed = suggestion[:3]
+    type_text(client, URI, 2, 5, 11, typed)
+    second = await client.text_document_inline_completion_async(
+        inline_params(URI, 5, 11 + _utf16(typed), invoked=False))
+    assert [i.insert_text for i in second.items] == [suggestion[3:]]
+    after = await status(daemon.address)
+    assert after["requests_total"] == before["requests_total"], "a new model request was made"
+
+
+async def test_typing_through_a_streaming_suggestion_keeps_the_stream(client, daemon):
+    _configure(client, maxNewTokens=300, stop="multi_line")
+    open_document(client, LONG_URI, LONG_TEXT)
+    before = await status(daemon.address)
+    first = asyncio.ensure_future(
+        client.text_document_inline_completion_async(inline_params(LONG_URI, 2, 0)))
+    partial = await client.partials.wait(lambda p: len(field(p, "text")) >= 3)
+    typed = field(partial, "text")[:3]
+    type_text(client, LONG_URI, 2, 2, 0, typed)
+    second = await client.text_document_inline_completion_async(
+        inline_params(LONG_URI, 2, _utf16(typed), invoked=False))
+    with pytest.raises(JsonRpcException):
+        await first  # superseded by the second request, which took over its stream
+    after = await status(daemon.address)
+    assert after["requests_total"] == before["requests_total"] + 1  # one stream for both
+    assert after["cancelled_total"] == before["cancelled_total"]
+    full = await direct_completion(daemon.address, LONG_TEXT, "", max_new_tokens=300,
+                                   stop=StopPolicy.MULTI_LINE)
+    assert [i.insert_text for i in second.items] == [full[3:]]
+
+
+async def test_a_divergent_keystroke_cancels_the_stream(client, daemon):
+    _configure(client, maxNewTokens=1500, stop="multi_line")
+    open_document(client, LONG_URI, LONG_TEXT)
+    before = await status(daemon.address)
+    pending = asyncio.ensure_future(
+        client.text_document_inline_completion_async(inline_params(LONG_URI, 2, 0)))
+    partial = await client.partials.wait(lambda p: not field(p, "done"))
+    other = "#" if not field(partial, "text").startswith("#") else "@"
+    type_text(client, LONG_URI, 2, 2, 0, other)
+    result = await pending
+    assert list(result.items) == []  # the document changed under it
+    for _ in range(50):
+        after = await status(daemon.address)
+        if after["active_sequences"] == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert after["cancelled_total"] == before["cancelled_total"] + 1
+    assert after["decode_steps_after_cancel_total"] - before["decode_steps_after_cancel_total"] <= 1
