@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """``lspilot model pull NAME`` and ``lspilot model list``.
 
-The top-level CLI owns the parser; it calls ``add_subcommands(subparsers)`` to get the ``model``
-command and ``run(args)`` to execute it. Errors from the model layer become one line on stderr
+The top-level CLI owns the parser and the ``model`` command; it calls
+``add_subcommands(subparsers)`` with that command's subparsers to get ``pull`` and ``list``, and
+``run(args)`` to execute them. Errors from the model layer become one line on stderr
 and exit status 1; progress goes to stderr as tqdm bars, so stdout stays parseable.
 """
 
@@ -23,27 +24,25 @@ logger = logging.getLogger(__name__)
 _STAGES = ("download", "join", "verify", "convert")
 
 
-def add_subcommands(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``model {pull,list}`` to an argparse subparsers object; returns the ``model`` parser.
+def add_subcommands(subparsers: Any) -> None:
+    """Add ``pull`` and ``list`` to the ``model`` command's subparsers object.
 
-    The parser's default ``func`` is ``run``, for CLIs that dispatch with ``args.func(args)``.
+    The top-level CLI creates ``model`` and its subparsers (``dest="model_command"``), calls
+    this, and hands the parsed arguments to ``run``. Each parser's default ``func`` is ``run``,
+    for CLIs that dispatch with ``args.func(args)``.
     """
-    model = subparsers.add_parser(
-        "model", help="pull and list models", description="Pull and list lspilot's models."
-    )
-    commands = model.add_subparsers(dest="model_command", metavar="{pull,list}")
-    commands.required = True
-    pull = commands.add_parser(
+    pull = subparsers.add_parser(
         "pull",
         help="download, verify and convert a model into the cache",
         description="Download, verify and convert a model into the cache. NAME is a registry "
-        "name (see `model list`) or a path to a .gguf file; without NAME, the default model.",
+        "name (see `lspilot model list`) or a path to a .gguf file; without NAME, the default "
+        "model.",
     )
     pull.add_argument("name", nargs="?", default=None, metavar="NAME")
     pull.add_argument("--quiet", action="store_true", help="no progress bars")
-    commands.add_parser("list", help="models in the registry and in the cache")
-    model.set_defaults(func=run)
-    return model
+    pull.set_defaults(func=run)
+    listing = subparsers.add_parser("list", help="models in the registry and in the cache")
+    listing.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -183,10 +182,10 @@ class _Bars:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m lspilot.daemon.models.cli pull|list``: the same commands without the top CLI."""
-    parser = argparse.ArgumentParser(prog="lspilot")
-    add_subcommands(parser.add_subparsers(dest="command", required=True))
+    parser = argparse.ArgumentParser(prog="lspilot model")
+    add_subcommands(parser.add_subparsers(dest="model_command", required=True))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return run(parser.parse_args(["model", *(sys.argv[1:] if argv is None else argv)]))
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
