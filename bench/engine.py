@@ -277,6 +277,18 @@ def generate_batch_run(model, rng, vocab, n=64, new=32):
     prompts = [p for p, _, _ in traffic(rng, n, vocab)]
     gc_ = GenerationConfig(max_new_tokens=new, do_sample=False, eos_token_id=None,
                            pad_token_id=0)
+    import logging
+
+    errors = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            if record.levelno >= logging.ERROR:
+                errors.append(self.format(record)[-1500:])
+
+    catch = Catch()
+    catch.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger("ContinuousBatchingLogger").addHandler(catch)
     prev = model.config._attn_implementation
     model.set_attn_implementation("paged|sdpa")
     try:
@@ -288,8 +300,9 @@ def generate_batch_run(model, rng, vocab, n=64, new=32):
         toks = sum(len(o.generated_tokens) for o in out.values())
     finally:
         model.set_attn_implementation(prev)
+        logging.getLogger("ContinuousBatchingLogger").removeHandler(catch)
     return {"requests": n, "new_tokens": new, "wall_s": wall, "completions_per_s": n / wall,
-            "generated_tokens": toks}
+            "generated_tokens": toks, "errors": errors[:3]}
 
 
 # -- one model ---------------------------------------------------------------------------------
@@ -337,8 +350,9 @@ def bench_model(name, cfg, args, deadline):
                                        disable_compile=True)
         return {"ms_per_token": ms, "ttft_512_ms": first, "bw_share": res["floor_ms_per_token"] / ms}
 
-    section("stock_decode", decode_stock)
-    section("stock_static_decode", decode_static)
+    if not args.skip_stock:
+        section("stock_decode", decode_stock)
+        section("stock_static_decode", decode_static)
     if args.compile_static and name == args.compile_static:
         def decode_static_compiled():
             t = time.perf_counter()
@@ -357,10 +371,12 @@ def bench_model(name, cfg, args, deadline):
             out[str(n)] = statistics.median(stock(model, p, 1)[0] * 1000 for _ in range(3))
         return out
 
-    section("stock_ttft_ms", ttft_stock)
+    if not args.skip_stock:
+        section("stock_ttft_ms", ttft_stock)
 
-    # The latency engine: default batch, long context.
-    be = EngineBackend(model, device=DEVICE, max_batch=8, max_len=8192)
+    # One engine for everything: 64 slots of 8k (the latency tests use one slot at a time).
+    be = EngineBackend(model, device=DEVICE, max_batch=64, max_len=8192,
+                       compile=not args.no_compile)
     loop = asyncio.new_event_loop()
     try:
         def warm():
@@ -395,15 +411,6 @@ def bench_model(name, cfg, args, deadline):
         section("engine_ttft", lambda: loop.run_until_complete(
             engine_ttft(be, rng, vocab, (512, 2048, 8000))))
         res["engine_stats_latency"] = be.stats()
-        loop.run_until_complete(be.close())
-        del be
-        gc.collect()
-        if DEVICE == "cuda":
-            torch.cuda.empty_cache()
-
-        # The throughput engine: 64 slots, completion-sized context.
-        be = EngineBackend(model, device=DEVICE, max_batch=64, max_len=2048 + 128)
-        section("engine_warmup_64", warm)
         conc = {}
         for clients in args.clients:
             per = max(2, args.min_requests // clients)
@@ -428,8 +435,35 @@ def bench_model(name, cfg, args, deadline):
         del be
     finally:
         loop.close()
-    section("stock_sequential", lambda: stock_sequential(model, rng, vocab, args.stock_requests))
+    torch._dynamo.reset()  # compiled code holds the engine, and with it the KV cache
+    gc.collect()
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
+    if not args.skip_stock:
+        section("stock_sequential",
+                lambda: stock_sequential(model, rng, vocab, args.stock_requests))
     section("generate_batch_64x32", lambda: generate_batch_run(model, rng, vocab))
+    if name in args.fp32_match:
+        def match_fp32():
+            m32 = model.float()
+            be32 = EngineBackend(m32, device=DEVICE, max_batch=2, max_len=512, compile=False)
+            loop32 = asyncio.new_event_loop()
+            exact, prefix = 0, []
+            try:
+                for i in range(args.match_prompts):
+                    p = rand_prompt(random.Random(100 + i), 256, vocab)
+                    _, ref = stock(m32, p, 64)
+                    _, _, got, _ = loop32.run_until_complete(engine_run(be32, p, 64))
+                    exact += got == ref
+                    k = next((j for j, (a, b) in enumerate(zip(got, ref, strict=True))
+                              if a != b), 64)
+                    prefix.append(k / 64)
+                loop32.run_until_complete(be32.close())
+            finally:
+                loop32.close()
+            return {"prompts": args.match_prompts, "exact_sequences": exact / args.match_prompts,
+                    "mean_prefix_agreement": statistics.mean(prefix)}
+        section("fp32_match", match_fp32)
     del model
     gc.collect()
     if DEVICE == "cuda":
@@ -499,6 +533,9 @@ def main() -> None:
     ap.add_argument("--match-prompts", type=int, default=8)
     ap.add_argument("--compile-static", default="", help="model to also time compiled static")
     ap.add_argument("--budget-s", type=float, default=520)
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--skip-stock", action="store_true", help="engine sections only")
+    ap.add_argument("--fp32-match", nargs="*", default=[], help="models to also match in fp32")
     ap.add_argument("--section-timeout-s", type=int, default=120)
     ap.add_argument("--tiny", action="store_true", help="smoke test: tiny models on the CPU")
     ap.add_argument("--plot", action="store_true", help="only draw the figure from --out JSON")

@@ -38,7 +38,9 @@ def bucket_for(value: int, options: list[int]) -> int:
 class DecodeGraphs:
     def __init__(self, em: EngineModel, max_batch: int, min_len: int = 256) -> None:
         self.em = em
-        self.batch_buckets = buckets(max_batch, 1)
+        # No batch-1 graph: a batch of 2 costs the same (decode reads weights, not activations),
+        # and with torch.compile a size-1 dimension would need a compile of its own.
+        self.batch_buckets = buckets(max_batch, min(2, max_batch))
         self.len_buckets = buckets(em.max_len, min(min_len, em.max_len))
         dev = em.device
         # Static inputs; each graph reads a leading slice. ids, pos, wpos: [max_batch, 1]
@@ -68,11 +70,12 @@ class DecodeGraphs:
         self.wpos[:B].fill_(self.em.max_len)
 
         def step():
-            return self.em.decode(self.ids[:B], self.pos[:B], self.wpos[:B], B, L)
+            return self.em.decode_step(self.ids[:B], self.pos[:B], self.wpos[:B], B, L)
 
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
+            step()  # compiles (if torch.compile is on) and tunes outside the capture
             step()
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()

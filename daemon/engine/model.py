@@ -87,7 +87,9 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 class EngineModel:
     """One forward pass, ``forward(ids, pos, wpos, rows, L)``, over a loaded HF causal LM."""
 
-    def __init__(self, model, max_len: int) -> None:
+    def __init__(
+        self, model, max_len: int, compile: bool = False, compile_prefill: bool = False
+    ) -> None:
         cfg = model.config
         arch = getattr(cfg, "model_type", "")
         if arch not in SUPPORTED:
@@ -129,6 +131,15 @@ class EngineModel:
         self.body = body
         self.shape = ModelShape(arch, len(self.layers), n_heads, n_kv, head_dim, cfg.vocab_size)
         self.cache: KVCache | None = None
+        # The steps the scheduler calls. torch.compile fuses the dozens of small elementwise
+        # kernels per layer (norms, rope, masking, activations) that otherwise dominate a decode
+        # step on the GPU, even inside a CUDA graph: each kernel costs a few microseconds.
+        self.decode_step = self.decode
+        self.prefill_step = self.prefill
+        if compile:
+            self.decode_step = torch.compile(self.decode, dynamic=True, fullgraph=True)
+        if compile_prefill:  # prefill is compute-bound at large chunks; compiling it is optional
+            self.prefill_step = torch.compile(self.prefill, dynamic=True, fullgraph=True)
 
     def allocate(self, slots: int) -> KVCache:
         self.cache = KVCache(self.shape, slots, self.max_len, self.device, self.dtype)
@@ -146,7 +157,13 @@ class EngineModel:
             return self.body.wte(ids) + self.body.wpe(pos)
         return self.body.embed_tokens(ids)
 
-    def _qkv(self, layer, h, pos):
+    def _rope(self, pos):
+        # pos: [B, S] -> cos, sin: [B, 1, S, D], gathered once per step for all layers
+        if self.arch == "gpt_bigcode":
+            return None
+        return self.cos[pos][:, None], self.sin[pos][:, None]
+
+    def _qkv(self, layer, h, rope):
         # h: [B, S, E] -> q: [B, H, S, D], k, v: [B, Hkv, S, D]
         B, S, _ = h.shape
         sh = self.shape
@@ -168,8 +185,7 @@ class EngineModel:
         if hasattr(attn, "q_norm"):  # qwen3
             q, k = attn.q_norm(q), attn.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        cos = self.cos[pos][:, None]  # [B, 1, S, D]
-        sin = self.sin[pos][:, None]
+        cos, sin = rope
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         return q, k, v
@@ -200,15 +216,15 @@ class EngineModel:
         )  # [B, H, S, D]
         return out.transpose(1, 2).reshape(B, S, H * D)
 
-    def _block(self, i, layer, x, pos, wpos, rows, L, mask, decode):
+    def _block(self, i, layer, x, rope, wpos, rows, L, mask, decode):
         cache = self.cache
         if self.arch == "gpt_bigcode":
             ln1, ln2, o_proj, mlp = layer.ln_1, layer.ln_2, layer.attn.c_proj, layer.mlp
         else:
             ln1, ln2 = layer.input_layernorm, layer.post_attention_layernorm
             o_proj, mlp = layer.self_attn.o_proj, layer.mlp
-        q, k, v = self._qkv(layer, ln1(x), pos)
-        if isinstance(rows, int):  # decode: rows are slots 0..B-1, a plain view of the cache
+        q, k, v = self._qkv(layer, ln1(x), rope)
+        if decode:  # rows is a count: slots 0..rows-1, a plain view of the cache
             wslot = self._arange[:rows, None].expand_as(wpos)
             cache.write(i, wslot, wpos, k, v)
             kc, vc = cache.k[i, :rows, :, :L], cache.v[i, :rows, :, :L]
@@ -228,8 +244,9 @@ class EngineModel:
         x = self._embed(ids, pos)
         key_pos = self._key_pos(L)
         mask = key_pos[None, :] <= pos  # [B, L]
+        rope = self._rope(pos)
         for i, layer in enumerate(self.layers):
-            x = self._block(i, layer, x, pos, wpos, n_rows, L, mask, decode=True)
+            x = self._block(i, layer, x, rope, wpos, n_rows, L, mask, decode=True)
         return self.lm_head(self.final_norm(x[:, 0])).float()
 
     def prefill(self, ids, pos, wpos, slots, L: int, last):
@@ -241,8 +258,9 @@ class EngineModel:
         """
         x = self._embed(ids, pos)
         mask = self._key_pos(L)[None, None, :] <= pos[:, :, None]  # [B, S, L]
+        rope = self._rope(pos)
         for i, layer in enumerate(self.layers):
-            x = self._block(i, layer, x, pos, wpos, slots, L, mask, decode=False)
+            x = self._block(i, layer, x, rope, wpos, slots, L, mask, decode=False)
         h = x[torch.arange(x.shape[0], device=x.device), last]  # [B, E]
         return self.lm_head(self.final_norm(h)).float()
 

@@ -49,9 +49,11 @@ class EngineClosed(RuntimeError):
 class EngineConfig:
     max_batch: int = 8  # slots: sequences decoded together
     max_len: int = 4096  # positions per slot (prompt + generated)
-    prefill_chunk: int = 512  # prompt tokens per sequence per prefill step
-    prefill_token_budget: int = 2048  # prompt tokens per prefill step over all rows
-    prefill_rows: int = 8
+    # Prompt tokens per sequence per prefill step while others are decoding (their next token
+    # waits for the chunk); with nobody decoding a prompt goes in whole, up to the budget.
+    prefill_chunk: int = 512
+    prefill_token_budget: int = 8192  # prompt tokens per prefill step over all rows
+    prefill_rows: int = 16
     cuda_graphs: bool = True  # only on CUDA
     decode_feed_max: int | None = None  # None: 4 with CUDA graphs, else 1
     min_graph_len: int = 256
@@ -289,10 +291,13 @@ class Scheduler:
         cfg = self.cfg
         rows: list[tuple[Request, int]] = []
         budget = cfg.prefill_token_budget
+        feed = self.decode_feed_max
+        decoding = any(0 < len(r.pending) <= feed for r in self.active)
+        chunk = cfg.prefill_chunk if decoding else budget
         for req in self.active:
-            if len(req.pending) <= self.decode_feed_max:
+            if len(req.pending) <= feed:
                 continue
-            n = min(len(req.pending), cfg.prefill_chunk, budget)
+            n = min(len(req.pending), chunk, budget)
             if n <= 0:
                 break
             rows.append((req, n))
@@ -316,7 +321,7 @@ class Scheduler:
             L = max(L, start + n)
             req.steps_run += 1
         dev = self.em.device
-        logits = self.em.prefill(
+        logits = self.em.prefill_step(
             ids.to(dev), pos.to(dev), wpos.to(dev), slots.to(dev), L, last.to(dev)
         )  # [B, V]
         self.counters["prefill_steps_total"] += 1
@@ -354,7 +359,7 @@ class Scheduler:
             logits = self.graphs.run(B, L, inputs)
         else:
             dev = self.em.device
-            logits = self.em.decode(inputs[0].to(dev), inputs[1].to(dev), inputs[2].to(dev), B, L)
+            logits = self.em.decode_step(inputs[0].to(dev), inputs[1].to(dev), inputs[2].to(dev), B, L)
         self.counters["decode_steps_total"] += 1
         self.counters["decode_rows_total"] += len(rows)
         done = []
