@@ -145,20 +145,26 @@ def publish(staged: Path, final: Path, manifest: Manifest) -> Path:
 
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():
-        if is_ready(final):
+        if _same_model(final, manifest):
             logger.info("%s was published by another process meanwhile; keeping that one", final)
             return final
-        # Not ours to trust (no valid manifest): move it aside, the work dir's cleanup removes it.
-        logger.warning("replacing %s, which has no valid manifest", final)
+        # No valid manifest, or one for other bytes (the registry was re-pinned): move it
+        # aside; the work dir's cleanup removes it. A process still reading it keeps its files.
+        logger.warning("replacing %s, which is incomplete or made from other bytes", final)
         os.replace(final, staged.parent / (staged.name + ".replaced"))
     try:
         os.replace(staged, final)
     except OSError:
-        if is_ready(final):  # lost a race between the check above and the rename
+        if _same_model(final, manifest):  # lost a race between the check above and the rename
             return final
         raise
     _fsync_dir(final.parent)
     return final
+
+
+def _same_model(directory: Path, manifest: Manifest) -> bool:
+    found = read_manifest(directory)
+    return found is not None and found.gguf_sha256 == manifest.gguf_sha256
 
 
 def dir_size(path: Path) -> int:

@@ -26,8 +26,10 @@ PROBE_TIMEOUT_S = 3.0
 
 
 def hub_endpoint() -> str:
-    from huggingface_hub import constants
-
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
 
 
@@ -50,8 +52,10 @@ def hub_download(
     source: HubSource, dest: Path, *, progress: Callable[[str, int, int], None] | None = None
 ) -> Path:
     """Download ``source`` into ``dest`` (not the shared HF cache: we keep only the conversion)."""
-    from huggingface_hub import hf_hub_download
-
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as error:
+        raise DownloadError(f"huggingface_hub is not installed: {error}") from error
     if not hub_reachable():
         raise DownloadError(f"Hugging Face Hub not reachable at {hub_endpoint()}")
     try:

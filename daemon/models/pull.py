@@ -40,6 +40,8 @@ def resolve_model(arg: str) -> Path | None:
     cached model directory if one is ready. Unknown names return None too: ``ensure_model``
     then explains what is wrong.
     """
+    if not arg:
+        return None
     path = Path(arg).expanduser()
     if path.is_dir() or (path.is_file() and path.suffix == ".gguf"):
         return path
@@ -57,6 +59,8 @@ def ensure_model(name: str, *, progress: Progress | None = None) -> Path:
     ``progress(stage, done, total)`` is called for the stages "download" (bytes), "join"
     (bytes), "verify" (bytes) and "convert" (steps). Raises ModelError subclasses.
     """
+    if not name:
+        raise UnknownModelError("no model named (an empty name)")
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

