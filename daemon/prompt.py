@@ -43,6 +43,7 @@ from __future__ import annotations
 import bisect
 import re
 import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -153,13 +154,37 @@ def line_starts(text: str, lo: int = 0) -> list[int]:
     return starts
 
 
-def _token_starts(tokenizer: Any, text: str) -> list[int] | None:
-    """Start offset of each token of ``text``, or None for tokenizers without offsets."""
+def _token_starts(tokenizer: Any, text: str) -> tuple[list[int], list[int]] | None:
+    """Ids and start offsets of the plain encoding of ``text`` in one pass, or None for
+    tokenizers without offsets (slow tokenizers)."""
     try:
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     except (NotImplementedError, ValueError, TypeError):
         return None
-    return [int(start) for start, _ in enc["offset_mapping"]]
+    return list(enc["input_ids"]), [int(start) for start, _ in enc["offset_mapping"]]
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    ids: list[int]
+    starts: list[int] | None  # start offset of each token of the plain encoding, if known
+    aligned: bool  # starts[i] belongs to ids[i] (one plain pass gave both)
+
+
+def _encode_with_starts(tokenizer: Any, text: str, *, continuation: bool, dummy: bool) -> _Encoded:
+    """``_encode(text)`` and, where one tokenizer pass gives both, each token's start offset.
+
+    Tokenizing is the whole cost of prompt building (about 1 µs a character), so the common
+    case (no guarded text, no SentencePiece continuation) tokenizes once, not twice.
+    """
+    pattern = _guard_pattern(tokenizer)
+    plain = not (continuation and dummy) and (pattern is None or pattern.search(text) is None)
+    both = _token_starts(tokenizer, text) if plain and text else None
+    if both is not None:
+        return _Encoded(both[0], both[1], True)
+    ids = _encode(tokenizer, text, continuation=continuation, dummy=dummy)
+    raw = _token_starts(tokenizer, text) if text else None
+    return _Encoded(ids, raw[1] if raw is not None else None, False)
 
 
 @dataclass(frozen=True)
@@ -172,7 +197,7 @@ class _Cut:
 # Characters of text tokenized per token of budget before a cut is searched; code averages
 # 3-4 characters a token. The window grows when it turns out to hold too few tokens, so this
 # only bounds the work on huge files (tokenizing 1 MB takes most of a second).
-_WINDOW_CHARS_PER_TOKEN = 8
+_WINDOW_CHARS_PER_TOKEN = 6
 
 
 def cut_prefix(
@@ -196,28 +221,39 @@ def cut_prefix(
                 first = text.find("\n", first) + 1
                 line_no += 1
             lo = first if 0 < first < len(text) else 0
-        ids = enc(text[lo:])
+        encoded = _encode_with_starts(tokenizer, text[lo:], continuation=continuation, dummy=dummy)
+        ids, token_starts = encoded.ids, encoded.starts
         if len(ids) <= limit:
             if lo == 0:
                 return _Cut(tuple(ids), 0, False)
-            window *= 4  # the window held too few tokens to need the cut: widen it
+            window *= 2  # the window held too few tokens to need the cut: widen it
             continue
         break
     starts = line_starts(text, lo)
     base_line = text.count("\n", 0, lo)
-    token_starts = _token_starts(tokenizer, text[lo:])
 
     def estimate(c: int) -> int:
         if token_starts is None or len(token_starts) != len(ids):
             return len(enc(text[c:]))
         return len(token_starts) - bisect.bisect_left(token_starts, c - lo)
 
+    def tail(c: int) -> list[int]:
+        """The ids of ``text[c:]``. Where a token of the window starts exactly at ``c``, a
+        left-to-right regex pre-tokenizer (every byte-level BPE) splits the rest of the text
+        the same way whether or not it starts there, so the window's ids are reused; a
+        SentencePiece dummy space or a guarded split forces a fresh encoding."""
+        if encoded.aligned and not dummy and token_starts is not None:
+            k = bisect.bisect_left(token_starts, c - lo)
+            if k < len(token_starts) and token_starts[k] == c - lo:
+                return ids[k:]
+        return enc(text[c:])
+
     grid_points = [c for i, c in enumerate(starts) if (base_line + i) % grid == 0]
     for candidates in (grid_points, starts):
         for c in candidates:
             if c == lo or estimate(c) > limit + 2:
                 continue
-            exact = enc(text[c:])
+            exact = tail(c)
             if len(exact) <= limit:
                 return _Cut(tuple(exact), c, True)
     # The last line alone is over the limit: keep its last ``limit`` tokens.
@@ -225,9 +261,29 @@ def cut_prefix(
     return _Cut(tuple(last[-limit:]), starts[-1], True)  # start is approximate here
 
 
+# The suffix does not change while the user types on one line, so its cut is remembered.
+_SUFFIX_CUTS: weakref.WeakKeyDictionary[Any, OrderedDict[tuple[str, int, bool], _Cut]] = (
+    weakref.WeakKeyDictionary()
+)
+_SUFFIX_CACHE_SIZE = 8
+
+
 def cut_suffix(tokenizer: Any, text: str, limit: int, *, dummy: bool) -> _Cut:
     """Keep the start of ``text`` within ``limit`` tokens, cutting after the last whole line
-    that fits, else inside the first line."""
+    that fits, else inside the first line. Remembers the last few results per tokenizer."""
+    cache = _SUFFIX_CUTS.setdefault(tokenizer, OrderedDict())
+    key = (text, limit, dummy)
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    cut = _cut_suffix(tokenizer, text, limit, dummy=dummy)
+    cache[key] = cut
+    if len(cache) > _SUFFIX_CACHE_SIZE:
+        cache.popitem(last=False)
+    return cut
+
+
+def _cut_suffix(tokenizer: Any, text: str, limit: int, *, dummy: bool) -> _Cut:
     enc = lambda s: _encode(tokenizer, s, continuation=True, dummy=dummy)  # noqa: E731
     if limit <= 0 or not text:
         return _Cut((), 0, bool(text))
@@ -236,15 +292,15 @@ def cut_suffix(tokenizer: Any, text: str, limit: int, *, dummy: bool) -> _Cut:
         hi = len(text)
         if len(text) > window:
             hi = text.find("\n", window) + 1 or len(text)
-        ids = enc(text[:hi])
+        encoded = _encode_with_starts(tokenizer, text[:hi], continuation=True, dummy=dummy)
+        ids, token_starts = encoded.ids, encoded.starts
         if len(ids) <= limit:
             if hi == len(text):
                 return _Cut(tuple(ids), len(text), False)
-            window *= 4
+            window *= 2
             continue
         break
     ends = [e for e in line_starts(text[:hi]) if e > 0]  # a line ends where the next starts
-    token_starts = _token_starts(tokenizer, text[:hi])
     for e in reversed(ends):
         if token_starts is not None and bisect.bisect_left(token_starts, e) > limit + 2:
             continue

@@ -310,3 +310,22 @@ def test_snippet_budget_moves_in_steps_while_typing():
         for n in range(0, 600, 10)
     }
     assert 1 < len(sizes) <= 4
+
+
+TRICKY = (
+    "class A:\n\tdef f(self):  \n\t\treturn 1\n\n\n    x = '中文 😀'\r\n"
+    "        y =   2   \n#\n\n  \n" + "".join(f"v{i} = {i} * 3.14159\n" for i in range(40))
+)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("limit", [20, 45, 90, 150], ids=lambda n: f"limit{n}")
+def test_prefix_cut_ids_equal_a_fresh_encoding(family, limit):
+    """The cut reuses the window's ids where a token starts at the cut; they must be exactly
+    what encoding the kept text gives."""
+    tok, fmt = _setup(family)
+    text = TRICKY * 3
+    cut = cut_prefix(tok, text, limit, grid=1, continuation=False, dummy=fmt.dummy_prefix_space)
+    assert cut.truncated
+    assert list(cut.ids) == _enc(tok, fmt, text[cut.start :])
+    assert len(cut.ids) <= limit
