@@ -315,8 +315,9 @@ def scan_brackets(
     Every closer in ``code`` that closes something opened before it (a bracket in
     ``state.outer``, a string with ``quote_from_before``, or nothing at all) has its index
     appended to ``unmatched``. Heuristic lexing, not a parser: escapes, Python triple quotes,
-    ``//``/``#``/``--`` line comments, ``/* */`` and JavaScript template substitutions are
-    understood; raw strings, regex literals and heredocs are not.
+    ``//``/``#``/``--`` line comments, ``/* */``, JavaScript template substitutions and regex
+    literals (by the usual "after an operator" rule) are understood; raw strings and heredocs
+    are not.
     """
     state = state if state is not None else BracketState()
     unmatched = unmatched if unmatched is not None else []
@@ -357,6 +358,11 @@ def scan_brackets(
             end = code.find("*/", i + 2)
             i = len(code) if end < 0 else end + 2
             continue
+        elif templates and ch == "/" and _regex_may_start(code, i):
+            end = _regex_end(code, i)
+            if end is not None:
+                i = end
+                continue
         elif ch in quotes:
             triple = ch * 3
             python_triple = language_id == "python" and code.startswith(triple, i)
@@ -370,6 +376,39 @@ def scan_brackets(
             _close(state, ch, i, unmatched)
         i += 1
     return state
+
+
+_BEFORE_REGEX = frozenset("(,=:[!&|?{};+-*%<>~^")
+
+
+def _regex_may_start(code: str, index: int) -> bool:
+    """A ``/`` starts a JavaScript regex literal, not a division, after an operator or an
+    opening bracket, at the start of a line, or after ``return``."""
+    before = code[:index].rstrip()
+    return not before or before[-1] in _BEFORE_REGEX or before.endswith(("return", "typeof"))
+
+
+def _regex_end(code: str, index: int) -> int | None:
+    """The index just past the regex literal starting at ``index`` (flags included), or None
+    if it does not end on its line (then it was a division after all)."""
+    i = index + 1
+    in_class = False
+    while i < len(code) and code[i] != "\n":
+        ch = code[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "[":
+            in_class = True
+        elif ch == "]":
+            in_class = False
+        elif ch == "/" and not in_class:
+            i += 1
+            while i < len(code) and code[i].isalpha():
+                i += 1
+            return i
+        i += 1
+    return None
 
 
 def _close(state: BracketState, ch: str, index: int, unmatched: list[int]) -> None:

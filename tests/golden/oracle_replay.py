@@ -9,6 +9,7 @@ inserted), how often does the pipeline show exactly the true middle? And how oft
 filter damage a suggestion that was already right? The numbers go into docs/quality.md.
 
     .venv/bin/python tests/golden/oracle_replay.py [--files 200] [--seed 0] [--root DIR]
+        [--language python|javascript]
 
 Holes: ``line`` (cursor at a token boundary, middle = rest of the line), ``span`` (middle = part
 of a line, the rest of the line stays as suffix), ``call`` (the inside of the first bracket pair
@@ -29,6 +30,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from lspilot.lsp.core.context import infer_indent
 from lspilot.lsp.core.multiline import decide_stop_policy
 from lspilot.lsp.core.postprocess import FILTER_NAMES, Context, postprocess
 
@@ -44,24 +46,42 @@ class Hole:
     suffix: str
 
 
-def _files(root: str, count: int, rng: random.Random) -> list[str]:
+# language id -> (file suffix, line comment)
+LANGUAGES = {
+    "python": (".py", "#"),
+    "javascript": (".js", "//"),
+}
+_JS_FUNCTIONS = (
+    "function_declaration",
+    "method_definition",
+    "function_expression",
+    "arrow_function",
+)
+
+
+def _files(root: str, count: int, rng: random.Random, suffix: str) -> list[str]:
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(
             d for d in dirnames if d not in ("test", "tests", "idlelib", "site-packages")
         )
-        found += [os.path.join(dirpath, f) for f in sorted(filenames) if f.endswith(".py")]
+        found += [
+            os.path.join(dirpath, f)
+            for f in sorted(filenames)
+            if f.endswith(suffix) and not f.endswith(".min.js")
+        ]
     rng.shuffle(found)
     return found[:count]
 
 
-def _holes(text: str, rng: random.Random, per_kind: int) -> Iterator[Hole]:
+def _holes(text: str, rng: random.Random, per_kind: int, language: str) -> Iterator[Hole]:
     lines = text.split("\n")
     starts = [0]
     for line in lines:
         starts.append(starts[-1] + len(line) + 1)
+    comment = LANGUAGES[language][1]
     code_lines = [
-        i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")
+        i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith(comment)
     ]
     for _ in range(per_kind if code_lines else 0):
         i = rng.choice(code_lines)
@@ -73,7 +93,7 @@ def _holes(text: str, rng: random.Random, per_kind: int) -> Iterator[Hole]:
         end_of_line = starts[i] + len(lines[i])
         if cursor < end_of_line:
             yield Hole("line", text[:cursor], text[cursor:end_of_line], text[end_of_line:])
-        call = _bracket_pair(lines[i])
+        call = _bracket_pair(lines[i], comment)
         if call is not None:
             open_col, close_col = call
             yield Hole(
@@ -86,21 +106,55 @@ def _holes(text: str, rng: random.Random, per_kind: int) -> Iterator[Hole]:
         if later:
             stop = starts[i] + rng.choice(later)
             yield Hole("span", text[:cursor], text[cursor:stop], text[stop:])
+    bodies = _python_bodies(text, starts) if language == "python" else _js_bodies(text)
+    for start, end in rng.sample(bodies, min(per_kind, len(bodies))):
+        yield Hole("block", text[:start], text[start:end], text[end:])
+
+
+def _python_bodies(text: str, starts: list[int]) -> list[tuple[int, int]]:
+    """(start, end) offsets of the statements of every multi-line function body."""
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError):
-        return
-    functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
-    for fn in rng.sample(functions, min(per_kind, len(functions))):
+        return []
+    bodies = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
         first, last = fn.body[0], fn.body[-1]
         if first.lineno == fn.lineno or last.end_lineno is None:
             continue  # one-line def
         start = starts[first.lineno - 1] + first.col_offset
-        end = starts[last.end_lineno - 1] + (last.end_col_offset or 0)
-        yield Hole("block", text[:start], text[start:end], text[end:])
+        bodies.append((start, starts[last.end_lineno - 1] + (last.end_col_offset or 0)))
+    return bodies
 
 
-def _bracket_pair(line: str) -> tuple[int, int] | None:
+def _js_bodies(text: str) -> list[tuple[int, int]]:
+    """(start, end) offsets of the statements of every multi-line JavaScript function body."""
+    import tree_sitter
+    import tree_sitter_javascript
+
+    parser = tree_sitter.Parser(tree_sitter.Language(tree_sitter_javascript.language()))
+    source = text.encode("utf-8")
+    if len(source) != len(text):
+        return []  # keep byte and character offsets equal: ASCII files only
+    bodies = []
+    stack = [parser.parse(source).root_node]
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        if node.type != "statement_block" or node.parent is None:
+            continue
+        if node.parent.type not in _JS_FUNCTIONS or not node.named_children:
+            continue
+        first, last = node.named_children[0], node.named_children[-1]
+        if first.start_point.row == node.start_point.row or "comment" in first.type:
+            continue
+        bodies.append((first.start_byte, last.end_byte))
+    return bodies
+
+
+def _bracket_pair(line: str, comment: str) -> tuple[int, int] | None:
     """The first non-empty ``(...)``/``[...]``/``{...}`` closed on the same line, or None."""
     stack: list[int] = []
     quote = ""
@@ -109,7 +163,7 @@ def _bracket_pair(line: str) -> tuple[int, int] | None:
             quote = "" if ch == quote else quote
         elif ch in "\"'":
             quote = ch
-        elif ch == "#":
+        elif line.startswith(comment, col):
             return None
         elif ch in "([{":
             stack.append(col)
@@ -162,6 +216,7 @@ def main() -> int:
     parser.add_argument("--per-kind", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--root", default=os.path.dirname(ast.__file__))
+    parser.add_argument("--language", choices=sorted(LANGUAGES), default="python")
     args = parser.parse_args()
     rng = random.Random(args.seed)
 
@@ -173,22 +228,25 @@ def main() -> int:
     policies: Counter[tuple[str, str, str]] = Counter()
     decide_s = process_s = 0.0
     calls = 0
-    for path in _files(args.root, args.files, rng):
+    language = args.language
+    for path in _files(args.root, args.files, rng, LANGUAGES[language][0]):
         try:
             text = open(path, encoding="utf-8").read()
         except (UnicodeDecodeError, OSError):
             continue
-        for hole in _holes(text, rng, args.per_kind):
+        indent = infer_indent(text)  # what the server does: inlineCompletion has no options
+        for hole in _holes(text, rng, args.per_kind, language):
             if not hole.middle.strip():
                 continue
             t0 = time.perf_counter()
-            decision = decide_stop_policy("python", hole.prefix, hole.suffix)
+            decision = decide_stop_policy(language, hole.prefix, hole.suffix)
             decide_s += time.perf_counter() - t0
             policies[(hole.kind, decision.policy, decision.reason)] += 1
             ctx = Context(
                 hole.prefix[-16000:],
                 hole.suffix[:4000],
-                "python",
+                language,
+                indent,
                 policy=decision.policy,
                 block_indent=decision.block_indent,
             )

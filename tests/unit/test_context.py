@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from lspilot.lsp.core.context import (
+    BracketState,
     DocumentSnapshot,
     Indent,
     clip_context,
@@ -15,6 +16,7 @@ from lspilot.lsp.core.context import (
     infer_indent,
     is_binary_or_huge,
     offset_at,
+    scan_brackets,
     split_at_cursor,
 )
 
@@ -151,3 +153,52 @@ def test_snapshot_at_derives_offset_and_clamps_character() -> None:
     assert snap.clipped(1, 1) == ("b", "\n")  # one line longer than the bound: hard cut
     with pytest.raises(AttributeError):
         snap.version = 4  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("language_id", "before", "code", "unmatched", "quote", "open_brackets"),
+    [
+        pytest.param("python", "f(", "a)", [1], None, [], id="closes-outer-paren"),
+        pytest.param("python", "f(", "g(a))", [4], None, [], id="own-then-outer"),
+        pytest.param("python", "", "a]", [1], None, [], id="closes-nothing"),
+        pytest.param("python", "f(", "[a)", [2], None, ["["], id="mismatch-is-unmatched"),
+        pytest.param("python", 'f("', 'x")', [1, 2], None, [], id="closes-outer-string"),
+        pytest.param("python", "", "'(' + \"[\"", [], None, [], id="brackets-in-strings"),
+        pytest.param("python", "", "a  # (", [], None, [], id="hash-comment"),
+        pytest.param("javascript", "", "a // (", [], None, [], id="slash-comment"),
+        pytest.param("javascript", "", "/* ( */ (", [], None, ["("], id="block-comment"),
+        pytest.param("python", "", "'it\\'s' (", [], None, ["("], id="escaped-quote"),
+        pytest.param("python", "", '"""a\n(\n', [], '"""', [], id="triple-quote-spans-lines"),
+        pytest.param("python", "", "'a\n(", [], None, ["("], id="unterminated-string-ends-at-eol"),
+        pytest.param("rust", "", "fn f<'a>(x: &'a str) {", [], None, ["{"], id="rust-lifetimes"),
+        pytest.param("javascript", "`${", "name}`", [4, 5], None, [], id="template-subst-closed"),
+        pytest.param("javascript", "`a ${", "b} c", [1], "`", [], id="back-in-template"),
+        pytest.param("javascript", "", "`${a({})}`", [], None, [], id="nested-in-template"),
+        pytest.param("python", "`${", "x}", [1], None, [], id="no-templates-in-python"),
+        pytest.param(
+            "javascript", "f(", "s.replace(/\\//, '-'))", [20], None, [], id="regex-with-slash"
+        ),
+        pytest.param("javascript", "", "x = /[)/]/g.test(y)", [], None, [], id="regex-class"),
+        pytest.param("javascript", "f(", "a / b)", [5], None, [], id="division"),
+        pytest.param("javascript", "", "return /}/.test(s)", [], None, [], id="regex-after-return"),
+    ],
+)
+def test_scan_brackets(
+    language_id: str,
+    before: str,
+    code: str,
+    unmatched: list[int],
+    quote: str | None,
+    open_brackets: list[str],
+) -> None:
+    found: list[int] = []
+    state = scan_brackets(language_id, code, scan_brackets(language_id, before).continued(), found)
+    assert found == unmatched
+    assert state.quote == quote
+    assert state.stack == open_brackets
+
+
+def test_bracket_state_continued_moves_open_brackets_outside() -> None:
+    state = scan_brackets("python", "f(x, [")
+    assert state.stack == ["(", "["]
+    assert state.continued() == BracketState(None, False, [], ["(", "["])

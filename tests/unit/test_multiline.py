@@ -294,3 +294,39 @@ def test_unknown_grammar_has_no_parser() -> None:
 )
 def test_block_end_reached(indent: str, text: str, expected: str) -> None:
     assert text[: block_end_reached("python", indent, text)] == expected
+
+
+@pytest.mark.parametrize(
+    ("indent", "body_indent", "text", "expected"),
+    [
+        pytest.param("", "  ", "return x;\n}\nfoo();", "return x;", id="closer-line"),
+        pytest.param("", None, "return x; }", "return x;", id="closer-on-first-line"),
+        pytest.param(
+            "  ", "  ", "a();\n  b();\n  });\n  next();", "a();\n  b();", id="flat-formatting"
+        ),
+        pytest.param(
+            "",
+            "  ",
+            "s = '}';\n  t = `${u}`;\n}",
+            "s = '}';\n  t = `${u}`;",
+            id="braces-in-strings",
+        ),
+        pytest.param(
+            "", "  ", "if (a) {\n    b();\n  }\n}", "if (a) {\n    b();\n  }", id="own-braces"
+        ),
+        pytest.param("", "  ", "a(); // }\n  b();", "a(); // }\n  b();", id="brace-in-comment"),
+        pytest.param("", "  ", "a();\n\nfunction g() {}", "a();", id="no-closer-dedent"),
+        pytest.param("", "  ", "x: 1,\n  y: [2, 3],\n};", "x: 1,\n  y: [2, 3],", id="object"),
+    ],
+)
+def test_block_end_reached_by_brackets(
+    indent: str, body_indent: str | None, text: str, expected: str
+) -> None:
+    cut = block_end_reached("javascript", indent, text, body_indent=body_indent)
+    assert text[:cut] == expected
+
+
+def test_python_blocks_do_not_end_at_brackets() -> None:
+    text = "x = f(a,\n        b)\n    return x"  # the `)` closes the completion's own call
+    assert block_end_reached("python", "", text) == len(text)
+    assert block_end_reached("python", "", "a = 1\n    )") == len("a = 1\n    )")
