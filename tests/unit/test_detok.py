@@ -112,3 +112,19 @@ def test_deepseek_added_byte_tokens_match_raw_text():
     tok = fixture_tokenizer("deepseek")
     assert tok.encode("ü", add_special_tokens=False) == [32009]
     assert tok.decode([32009]) == "\ufffd"
+
+
+@pytest.mark.parametrize("text", TEXTS[:3])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_context_ending_in_a_fim_sentinel(family, text):
+    """The daemon passes the real prompt, which ends in the middle sentinel (an added token for
+    most families, the plain piece ``▁<MID>`` for CodeLlama): the sentinel's own text must not
+    leak into the output."""
+    from lspilot.daemon.prompt import build_prompt
+
+    tok = fixture_tokenizer(family)
+    fmt = detect_fim_format(tok)
+    prompt = build_prompt(tok, fmt, "def f():\n", "\n", budget=64)
+    ids = _encode(tok, text, continuation=True, dummy=fmt.dummy_prefix_space)
+    detok = IncrementalDetokenizer(tok, prompt.ids)
+    assert "".join(detok.push(i) for i in ids) + detok.flush() == text
