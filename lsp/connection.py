@@ -63,8 +63,15 @@ class DaemonConnection:
             return self.client
 
     def forget(self) -> None:
-        """Called after a failed call: check (and maybe restart) the daemon next time."""
+        """Called after a failed call: check (and maybe restart) the daemon next time.
+
+        The channel is replaced too: a gRPC channel that failed to connect backs off for up to
+        minutes before trying again, while a restarted daemon is ready in seconds.
+        """
         self.info = None
+        old = self.client
+        self.client = DaemonClient(self.address, client_id=old.client_id, token=old.token)
+        asyncio.get_running_loop().create_task(old.close())
 
     async def _info_or_start(self) -> InfoReply:
         try:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from lspilot.protocol.client import DaemonUnavailable
 from lspilot.protocol.messages import CompleteRequest, StopPolicy
 
 from .config import Settings
@@ -133,7 +134,11 @@ class Suggester:
             async for text in gen.updates():
                 if on_partial is not None and text.startswith(typed) and len(text) > len(typed):
                     on_partial(request_id, text[len(typed):])
-            await gen.wait()
+            try:
+                await gen.wait()
+            except DaemonUnavailable:
+                self.connection.forget()
+                raise
         finally:
             gen.detach()
             if self._waiting.get(snap.uri) is task:

@@ -14,7 +14,14 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient
 
-from tests.e2e.lsp_session import Partials, field, inline_params, open_document, status
+from tests.e2e.lsp_session import (
+    Partials,
+    field,
+    inline_params,
+    open_document,
+    status,
+    type_text,
+)
 
 URI = "file:///work/long.py"
 TEXT = "import os\n\n"
@@ -53,11 +60,12 @@ async def client(lsp_client: LanguageClient, tiny_model_dir, runtime, monkeypatc
         pass
 
 
-async def _complete_when_ready(client, timeout: float = 90.0):
+async def _complete_when_ready(client, timeout: float = 90.0, line: int = 2, character: int = 0):
     """The first request starts the daemon; while its model loads, answers are empty."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        result = await client.text_document_inline_completion_async(inline_params(URI, 2, 0))
+        result = await client.text_document_inline_completion_async(
+            inline_params(URI, line, character))
         if result.items or asyncio.get_running_loop().time() > deadline:
             return result
         await asyncio.sleep(0.5)
@@ -73,8 +81,11 @@ async def test_daemon_killed_mid_request_then_restarted(client: LanguageClient):
 
     client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
         settings={"maxNewTokens": 1500}))
+    # Type something the suggestion does not start with, so the next request needs the model.
+    other = "#" if not first.items[0].insert_text.startswith("#") else "@"
+    type_text(client, URI, 2, 2, 0, other)
     pending = asyncio.ensure_future(
-        client.text_document_inline_completion_async(inline_params(URI, 2, 0)))
+        client.text_document_inline_completion_async(inline_params(URI, 2, 1)))
     await client.partials.wait(lambda p: not field(p, "done"))
     os.kill(pid, signal.SIGKILL)  # a crash, mid-generation
     with pytest.raises(JsonRpcException) as err:
@@ -84,7 +95,7 @@ async def test_daemon_killed_mid_request_then_restarted(client: LanguageClient):
 
     client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
         settings={"maxNewTokens": 8}))
-    again = await _complete_when_ready(client)  # the language server starts a new daemon
+    again = await _complete_when_ready(client, line=2, character=1)  # a new daemon
     assert again.items
     new_pid = (await status(client.address))["pid"]
     assert new_pid != pid
