@@ -276,23 +276,22 @@ _MIN_PARTIAL_OVERLAP = 4
 def trim_line_suffix_overlap(ctx: Context, text: str) -> str | None:
     """Never repeat the rest of the cursor's line.
 
-    If the suggestion's first line ends with the text after the cursor (``x = |foo(1)`` and the
-    model wrote ``bar + foo(1)``), that part goes. A partial overlap (the suggestion ends with
-    the start of the rest of the line) is trimmed from 4 characters on: shorter ones are as
-    likely to be coincidence (``a + b`` before ``b``... is the full-overlap case, kept exact).
-    Closers alone are :func:`trim_closing_overlap`'s business.
+    The rest of the line ends up after the suggestion's *last* line. If that line ends with it
+    (``x = |foo(1)`` and the model wrote ``bar + foo(1)``; a body whose last line repeats the
+    ``  # type: ignore`` after the cursor), that part goes. A partial overlap (the suggestion
+    ends with the start of the rest of the line) is trimmed from 4 characters on: shorter ones
+    are as likely to be coincidence. Closers alone are :func:`trim_closing_overlap`'s business.
     """
     rest = ctx.line_suffix.strip()
     if not rest or _is_closers(rest):
         return text
-    first, newline, tail = text.partition("\n")
-    body = first.rstrip()
+    head, newline, last = text.rpartition("\n")
+    body = last.rstrip()
     for k in range(len(rest), 0, -1):
         if k != len(rest) and k < _MIN_PARTIAL_OVERLAP:
             break
         if body.endswith(rest[:k]):
-            kept = body[: len(body) - k]
-            return kept + newline + tail if newline else kept
+            return head + newline + body[: len(body) - k]
     return text
 
 
@@ -319,13 +318,10 @@ def trim_closing_overlap(ctx: Context, text: str) -> str | None:
         closers.append(ch)
     if not closers:
         return text
-    first_line, newline, tail = text.partition("\n")
-    if newline:  # a multi-line suggestion does not end on the cursor's line
-        return text
     # The end of the line is enough to know the open string; a minified line is not scanned whole.
     before = scan_brackets(ctx.language_id, ctx.line_prefix[-4000:])
     unmatched: list[int] = []
-    scan_brackets(ctx.language_id, first_line, before.continued(), unmatched)
+    scan_brackets(ctx.language_id, text, before.continued(), unmatched)
     if not unmatched:
         return text
     # The run of unmatched closers (spaces between allowed) that starts at the first one.
@@ -333,21 +329,21 @@ def trim_closing_overlap(ctx: Context, text: str) -> str | None:
     position = unmatched[0]
     members = []
     for index in unmatched:
-        if first_line[position:index].strip():
+        if text[position:index].strip():
             break
         members.append(index)
         run_end = index + 1
         position = run_end
-    if first_line[run_end:].strip() and first_line[members[0]] != closers[0]:
+    if text[run_end:].strip() and text[members[0]] != closers[0]:
         return text  # code after a closer the document does not provide: leave it be
-    run = [first_line[index] for index in members]
+    run = [text[index] for index in members]
     for k in range(min(len(run), len(closers)), 0, -1):
         if run[len(run) - k :] == closers[:k]:
             keep_until = members[len(run) - k]
-            return first_line[:keep_until].rstrip() or None
+            return text[:keep_until].rstrip() or None
     # The closers do not line up with the document's: cut before them if code follows them.
-    if first_line[run_end:].strip():
-        return first_line[: members[0]].rstrip() or None
+    if text[run_end:].strip():
+        return text[: members[0]].rstrip() or None
     return text
 
 

@@ -133,7 +133,9 @@ def test_drop_repetitive_tail(text: str, expected: str) -> None:
         pytest.param("x = {", "}", "'a': 1}", "'a': 1", id="brace"),
         pytest.param("s = '", "'", "it\\'s'", "it\\'s", id="escaped-quote"),
         pytest.param("f(", ")", ")", None, id="only-the-closer"),
-        pytest.param("f(", ")", "a)\nb", "a)\nb", id="multi-line-untouched"),
+        pytest.param("f(", ")", "a)\nb", "a", id="multi-line-closed-then-continued"),
+        pytest.param("f(", ")", "\n    a,\n)", "\n    a,", id="multi-line-ends-with-closer"),
+        pytest.param("f(", ")", "[\n    a,\n]", "[\n    a,\n]", id="multi-line-own-brackets"),
     ],
 )
 def test_trim_closing_overlap(
