@@ -20,8 +20,12 @@ Why this shape:
   ``cut_grid_lines`` lines of unused budget. A single line longer than the budget is cut by
   tokens as a last resort.
 - **Snippet budget is quantised** (``SNIPPET_GRID`` tokens of prefix growth, or an eighth of the
-  budget if smaller) for the same reason:
-  snippets sit at the front of the prompt, so re-truncating them invalidates the whole cache.
+  budget if smaller) for the same reason: snippets sit at the front of the prompt, so
+  re-truncating them invalidates the whole cache.
+- **Cost.** Tokenizing is nearly all of it (about 1 µs a character on our CPU). A cut tokenizes a
+  window of about six characters per token of budget once, with offsets, and reuses those ids
+  when a token starts exactly at the chosen line; the suffix cut is remembered while the suffix
+  does not change. Roughly 15-20 ms for a 2k budget on the shared 2-core machine.
 - **Layouts.** PSM: ``[bos] PRE prefix SUF suffix MID``. SPM (the FIM paper's variant 2, as
   BigCode and Meta's CodeLlama reference build it): ``[bos] PRE SUF suffix MID prefix``. In SPM
   the prefix comes last, so typing only appends to the prompt and everything before the cursor
