@@ -156,7 +156,8 @@ def _format(name: str, tokenizer: Any, vocab: dict[str, int]) -> FimFormat | Non
             return None
         pre, suf, mid = ids
         bos = vocab.get("<s>", tokenizer.bos_token_id)
-        extra = _present(vocab, "</s>", "▁<EOT>")
+        # "▁<EOT>" and its repeats ("▁<EOT><EOT>", ... ids 32010-32015) all end the middle.
+        extra = _present(vocab, "</s>") | {i for t, i in vocab.items() if t.startswith("▁<EOT>")}
         return FimFormat(
             name, (pre,), (suf,), (mid,), bos, vocab.get("</s>", eos),
             base_stops | extra | {pre, suf, mid}, supports_spm=True, dummy_prefix_space=dummy,

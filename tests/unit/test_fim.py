@@ -25,7 +25,8 @@ from tests.tiny_models import fake_tokenizer, fixture_tokenizer
             {32014, 32021}, None, False, id="deepseek-coder",
         ),
         pytest.param(
-            "codellama", "codellama", ((32007,), (32008,), (32009,)), 1, 2, {2, 32010}, None,
+            "codellama", "codellama", ((32007,), (32008,), (32009,)), 1, 2,
+            {2, 32010, 32011, 32015}, None,
             True, id="codellama",
         ),
         pytest.param("codegen", "none", ((), (), ()), None, 50256, {50256}, None, False,
