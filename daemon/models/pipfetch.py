@@ -79,6 +79,7 @@ def pip_download(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},  # lines as they happen, for progress
         text=True,
         bufsize=1,
     ) as process:
