@@ -107,7 +107,8 @@ def _list() -> int:
             if manifest is None or directory.name in registry:
                 continue
             size = f"{_human(cache.dir_size(directory))} on disk"
-            rows.append((directory.name, "yes", size, "-", "-", "-", "-", manifest.source))
+            origin = manifest.source.removeprefix("gguf:")
+            rows.append((f"{directory.name} ({origin})", "yes", size, "-", "-", "-", "-", "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
