@@ -36,9 +36,10 @@ Progress = Callable[[str, int, int], None]
 def resolve_model(arg: str) -> Path | None:
     """The ready path for ``arg`` if no pull is needed, else None. Never downloads.
 
-    An existing directory or ``.gguf`` file is returned as given; a registry name returns its
-    cached model directory if one is ready. Unknown names return None too: ``ensure_model``
-    then explains what is wrong.
+    An existing directory or ``.gguf`` file is returned as given (a ``.gguf`` file still needs
+    ``ensure_model`` to become a loadable directory); a registry name returns its cached model
+    directory if one is ready. Unknown names return None too: ``ensure_model`` then explains
+    what is wrong.
     """
     if not arg:
         return None
