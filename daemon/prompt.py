@@ -192,7 +192,9 @@ def _encode_with_starts(tokenizer: Any, text: str, *, continuation: bool, dummy:
 
 
 @dataclass(frozen=True)
-class _Cut:
+class Cut:
+    """The ids kept from one text segment and where the text was cut."""
+
     ids: tuple[int, ...]
     start: int  # prefix: chars dropped at the start; suffix: chars kept
     truncated: bool
@@ -206,13 +208,13 @@ _WINDOW_CHARS_PER_TOKEN = 6
 
 def cut_prefix(
     tokenizer: Any, text: str, limit: int, *, grid: int, continuation: bool, dummy: bool
-) -> _Cut:
+) -> Cut:
     """Keep the end of ``text`` within ``limit`` tokens, cutting at the first line of a grid of
     ``grid`` lines (counted from the start of ``text``) that fits, else at any line start, else
     inside the last line."""
     enc = lambda s: _encode(tokenizer, s, continuation=continuation, dummy=dummy)  # noqa: E731
     if limit <= 0 or not text:
-        return _Cut((), len(text), bool(text))
+        return Cut((), len(text), bool(text))
     grid = max(grid, 1)
     window = max(limit * _WINDOW_CHARS_PER_TOKEN, 4096)
     while True:
@@ -229,7 +231,7 @@ def cut_prefix(
         ids, token_starts = encoded.ids, encoded.starts
         if len(ids) <= limit:
             if lo == 0:
-                return _Cut(tuple(ids), 0, False)
+                return Cut(tuple(ids), 0, False)
             window *= 2  # the window held too few tokens to need the cut: widen it
             continue
         break
@@ -259,20 +261,20 @@ def cut_prefix(
                 continue
             exact = tail(c)
             if len(exact) <= limit:
-                return _Cut(tuple(exact), c, True)
+                return Cut(tuple(exact), c, True)
     # The last line alone is over the limit: keep its last ``limit`` tokens.
     last = enc(text[starts[-1] :])
-    return _Cut(tuple(last[-limit:]), starts[-1], True)  # start is approximate here
+    return Cut(tuple(last[-limit:]), starts[-1], True)  # start is approximate here
 
 
 # The suffix does not change while the user types on one line, so its cut is remembered.
-_SUFFIX_CUTS: weakref.WeakKeyDictionary[Any, OrderedDict[tuple[str, int, bool], _Cut]] = (
+_SUFFIX_CUTS: weakref.WeakKeyDictionary[Any, OrderedDict[tuple[str, int, bool], Cut]] = (
     weakref.WeakKeyDictionary()
 )
 _SUFFIX_CACHE_SIZE = 8
 
 
-def cut_suffix(tokenizer: Any, text: str, limit: int, *, dummy: bool) -> _Cut:
+def cut_suffix(tokenizer: Any, text: str, limit: int, *, dummy: bool) -> Cut:
     """Keep the start of ``text`` within ``limit`` tokens, cutting after the last whole line
     that fits, else inside the first line. Remembers the last few results per tokenizer."""
     cache = _SUFFIX_CUTS.setdefault(tokenizer, OrderedDict())
@@ -287,10 +289,10 @@ def cut_suffix(tokenizer: Any, text: str, limit: int, *, dummy: bool) -> _Cut:
     return cut
 
 
-def _cut_suffix(tokenizer: Any, text: str, limit: int, *, dummy: bool) -> _Cut:
+def _cut_suffix(tokenizer: Any, text: str, limit: int, *, dummy: bool) -> Cut:
     enc = lambda s: _encode(tokenizer, s, continuation=True, dummy=dummy)  # noqa: E731
     if limit <= 0 or not text:
-        return _Cut((), 0, bool(text))
+        return Cut((), 0, bool(text))
     window = max(limit * _WINDOW_CHARS_PER_TOKEN, 4096)
     while True:
         hi = len(text)
@@ -300,7 +302,7 @@ def _cut_suffix(tokenizer: Any, text: str, limit: int, *, dummy: bool) -> _Cut:
         ids, token_starts = encoded.ids, encoded.starts
         if len(ids) <= limit:
             if hi == len(text):
-                return _Cut(tuple(ids), len(text), False)
+                return Cut(tuple(ids), len(text), False)
             window *= 2
             continue
         break
@@ -310,8 +312,8 @@ def _cut_suffix(tokenizer: Any, text: str, limit: int, *, dummy: bool) -> _Cut:
             continue
         exact = enc(text[:e])
         if len(exact) <= limit:
-            return _Cut(tuple(exact), e, True)
-    return _Cut(tuple(ids[:limit]), 0, True)  # first line alone is too long: cut by tokens
+            return Cut(tuple(exact), e, True)
+    return Cut(tuple(ids[:limit]), 0, True)  # first line alone is too long: cut by tokens
 
 
 def comment_block(path: str, text: str, comment: str) -> str:
@@ -415,7 +417,7 @@ def build_prompt(
         raise PromptBudgetError(f"budget {budget} cannot hold the {overhead} sentinel tokens")
 
     # 1. The suffix takes at most a quarter, the prefix the rest.
-    suffix_cut = _Cut((), 0, bool(suffix))
+    suffix_cut = Cut((), 0, bool(suffix))
     if fmt.is_fim:
         suffix_cut = cut_suffix(tokenizer, suffix, budget // 4, dummy=dummy)
     prefix_room = budget - overhead - len(suffix_cut.ids)
@@ -439,9 +441,7 @@ def build_prompt(
         file_header, prefix_header = [], []
     elif fmt.file_sep_id is None and dummy and prefix:
         # The prefix now continues the comment block, so it loses its dummy space.
-        prefix_cut = _Cut(
-            tuple(_encode(tokenizer, prefix, continuation=True, dummy=True)), 0, False
-        )
+        prefix_cut = Cut(tuple(_encode(tokenizer, prefix, continuation=True, dummy=True)), 0, False)
 
     # 3. Token healing backs the prefix up over its last token.
     prefix_ids = list(prefix_cut.ids)
