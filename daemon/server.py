@@ -189,7 +189,9 @@ class Servicer:
             prefix_cache_misses=int(stats.get("prefix_cache_misses", 0)),
             loading="" if svc else (self.state.error or self.state.loading),
             pid=os.getpid(),
-            extra={k: float(v) for k, v in stats.items()},
+            # Backend counters under their own prefix: "cancelled" there means "closed early",
+            # which includes completions the stop rules ended.
+            extra={f"{svc.backend.info.name}.{k}": float(v) for k, v in stats.items()},
         )
 
 
