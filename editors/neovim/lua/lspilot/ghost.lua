@@ -32,7 +32,15 @@ function M.show(bufnr, row, col, lines, hl_group)
   }
   if lines[1] ~= "" then
     opts.virt_text = { { lines[1], hl_group } }
-    opts.virt_text_pos = has_inline and "inline" or "eol"
+    -- Neovim draws the cursor after inline virtual text at its position. At the end of the
+    -- line an overlay keeps the cursor before the suggestion (on its first character); in the
+    -- middle of a line only inline text moves the rest of the line out of the way.
+    local line = vim.api.nvim_buf_get_lines(bufnr, row, row + 1, false)[1] or ""
+    if col >= #line then
+      opts.virt_text_pos = "overlay"
+    else
+      opts.virt_text_pos = has_inline and "inline" or "eol"
+    end
   end
   if #lines > 1 then
     local virt_lines = {}
