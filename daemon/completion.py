@@ -74,7 +74,8 @@ class CompletionService:
         self.counters.requests_total += 1
         policy = stops.make_context(req.stop, req.prefix, req.suffix)
         prompt = self.model.build_prompt(req.prefix, req.suffix, req.snippets, req.max_new_tokens,
-                                         path=_path_of(req.uri), heal=req.token_healing)
+                                         path=_path_of(req.uri), heal=req.token_healing,
+                                         comment=_LINE_COMMENT.get(req.language_id, "#"))
         sequences = [self._sequence(req, prompt, i) for i in range(req.n)]
         active = _Active(sequences)
         self._active[req.request_id] = active
@@ -131,6 +132,16 @@ class CompletionService:
             cache_key=req.uri,
             constraint=prompt.constraint,  # stateless: it reads the sequence's own tokens
         )
+
+
+# How snippets are marked as comments for models without a repo-level format.
+_LINE_COMMENT = {
+    **dict.fromkeys(("c", "cpp", "csharp", "go", "java", "javascript", "javascriptreact",
+                     "typescript", "typescriptreact", "rust", "swift", "kotlin", "scala", "dart",
+                     "php", "zig"), "//"),
+    **dict.fromkeys(("lua", "sql", "haskell", "elm"), "--"),
+    **dict.fromkeys(("lisp", "clojure", "scheme", "elisp"), ";;"),
+}
 
 
 def _path_of(uri: str) -> str:

@@ -34,13 +34,13 @@ class LoadedModel:
     layout: str = "psm"
 
     def build_prompt(self, prefix: str, suffix: str, snippets: Seq, max_new_tokens: int, *,
-                     path: str = "", heal: bool = False):
+                     path: str = "", heal: bool = False, comment: str = "#"):
         from .prompt import build_prompt
 
         budget = max(16, self.context_window - max_new_tokens)
         pairs = [(s.path, s.text) for s in snippets]
         return build_prompt(self.tokenizer, self.fim, prefix, suffix, pairs, budget=budget,
-                            layout=self.layout, heal=heal, path=path)
+                            layout=self.layout, heal=heal, path=path, comment=comment)
 
     def detokenizer(self, prompt_ids, strip_prefix: str = ""):
         from .detok import IncrementalDetokenizer
@@ -82,14 +82,15 @@ def load_model(
     layout: str = "psm",
 ) -> LoadedModel:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
+    from .families import load_tokenizer
     from .fim import detect_fim_format
 
     device = pick_device(device)
     torch_dtype = pick_dtype(dtype, device)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = load_tokenizer(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
     except Exception as exc:
         raise ModelLoadError(f"cannot load model from {path}: {exc}") from exc

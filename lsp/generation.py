@@ -85,9 +85,13 @@ class Generation:
     async def updates(self) -> AsyncIterator[str]:
         """The first choice's text each time it grows, until the stream ends."""
         seen = -1
+
+        def grown_or_done(seen_len: int) -> bool:
+            return self.done or len(self.texts[0]) != seen_len
+
         while True:
             async with self._changed:
-                await self._changed.wait_for(lambda: self.done or len(self.texts[0]) != seen)
+                await self._changed.wait_for(lambda s=seen: grown_or_done(s))
             if len(self.texts[0]) != seen:
                 seen = len(self.texts[0])
                 yield self.texts[0]

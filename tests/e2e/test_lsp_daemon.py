@@ -315,3 +315,17 @@ async def test_a_divergent_keystroke_cancels_the_stream(client, daemon):
         await asyncio.sleep(0.05)
     assert after["cancelled_total"] == before["cancelled_total"] + 1
     assert after["decode_steps_after_cancel_total"] - before["decode_steps_after_cancel_total"] <= 1
+
+
+async def test_explicit_invocation_offers_several_choices(client: LanguageClient, daemon):
+    _configure(client, choicesOnInvoke=3, maxNewTokens=12)
+    open_document(client, URI, TEXT)
+    before = await status(daemon.address)
+    invoked = await client.text_document_inline_completion_async(inline_params(URI, 5, 11))
+    texts = [i.insert_text for i in invoked.items]
+    assert 2 <= len(texts) <= 3 and len(set(texts)) == len(texts)
+    greedy = await direct_completion(daemon.address, TEXT[: TEXT.rindex("return ") + 7], "\n",
+                                     max_new_tokens=12, stop=StopPolicy.SINGLE_LINE)
+    assert texts[0] == greedy  # the first choice is the greedy one
+    after = await status(daemon.address)
+    assert after["requests_total"] == before["requests_total"] + 2  # one request, n=3; + direct
