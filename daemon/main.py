@@ -99,7 +99,8 @@ def make_backend(kind: str, model):
 
 
 def _resolve_model(arg: str, state) -> tuple[Path, str]:
-    """A local directory as is; a registry name (or the default) pulled into the cache."""
+    """A local directory as is; a registry name (or the default) or a .gguf file is pulled or
+    converted into the cache first."""
     if arg and Path(arg).is_dir():
         return Path(arg), Path(arg).name
     from .models.pull import ensure_model, resolve_model
@@ -107,7 +108,7 @@ def _resolve_model(arg: str, state) -> tuple[Path, str]:
 
     name = arg or load_registry().default_name
     local = resolve_model(name)
-    if local is not None:
+    if local is not None and local.is_dir():
         return local, name
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -115,4 +116,5 @@ def _resolve_model(arg: str, state) -> tuple[Path, str]:
         state.loading = f"pulling {name}: {stage}{pct}"
 
     state.loading = f"pulling {name}"
-    return ensure_model(name, progress=progress), name
+    label = Path(name).stem if name.endswith(".gguf") else name
+    return ensure_model(name, progress=progress), label
