@@ -53,10 +53,20 @@ class Nvim:
         full_env = {**os.environ, **(env or {})}
         full_env.setdefault("XDG_STATE_HOME", str(workdir / "state"))  # lsp.log lands here
         self.proc = subprocess.Popen(
-            [nvim, "--headless", "--clean", "--listen", self.sock_path,
-             "--cmd", f"set rtp^={PLUGIN_DIR}"],
-            cwd=workdir, env=full_env, stdin=subprocess.DEVNULL,
-            stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                nvim,
+                "--headless",
+                "--clean",
+                "--listen",
+                self.sock_path,
+                "--cmd",
+                f"set rtp^={PLUGIN_DIR}",
+            ],
+            cwd=workdir,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while True:
@@ -105,7 +115,10 @@ class Nvim:
         return self.request("nvim_get_mode")["mode"]
 
     def wait_for(
-        self, probe: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02,
+        self,
+        probe: Callable[[], Any],
+        timeout: float = 20.0,
+        interval: float = 0.02,
         what: str = "condition",
     ) -> Any:
         deadline = time.monotonic() + timeout

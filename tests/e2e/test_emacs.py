@@ -29,11 +29,17 @@ def _emacs_with_eglot() -> str | None:
     if emacs is None:
         return None
     probe = subprocess.run(
-        [emacs, "--batch", "-Q", "--eval",
-         "(progn (require 'package)"
-         " (add-to-list 'package-directory-list \"/usr/share/emacs/site-lisp/elpa\")"
-         " (package-initialize) (require 'eglot))"],
-        capture_output=True, timeout=60,
+        [
+            emacs,
+            "--batch",
+            "-Q",
+            "--eval",
+            "(progn (require 'package)"
+            ' (add-to-list \'package-directory-list "/usr/share/emacs/site-lisp/elpa")'
+            " (package-initialize) (require 'eglot))",
+        ],
+        capture_output=True,
+        timeout=60,
     )
     return emacs if probe.returncode == 0 else None
 
@@ -41,7 +47,8 @@ def _emacs_with_eglot() -> str | None:
 EMACS = _emacs_with_eglot()
 pytestmark = [
     pytest.mark.skipif(
-        EMACS is None, reason="emacs with eglot not installed (apt-get install emacs-nox elpa-eglot)"
+        EMACS is None,
+        reason="emacs with eglot not installed (apt-get install emacs-nox elpa-eglot)",
     ),
     pytest.mark.timeout(180),
 ]
@@ -66,7 +73,9 @@ SAMPLE = (
 
 def apply(before: str, point: int, item: dict, line_text: str, col: int) -> str:
     """The buffer after inserting ``item`` at ``point`` (a 0-based character offset)."""
-    text = item["insertText"] if isinstance(item["insertText"], str) else item["insertText"]["value"]
+    text = (
+        item["insertText"] if isinstance(item["insertText"], str) else item["insertText"]["value"]
+    )
     end = point
     if item.get("range"):
         # Ranges are UTF-16 columns on the cursor's line.
@@ -85,8 +94,9 @@ def test_emacs_minor_mode_shows_and_accepts_the_server_suggestion(daemon, tmp_pa
     cases = []
     for row, prefix, typed in [(5, "    return ", "m"), (6, '    label = ("😀 漢字 " + ', "s")]:
         assert lines[row].startswith(prefix)
-        cases.append({"line": row, "col": len(prefix), "type": typed,
-                      "utf16": utf16(prefix + typed)})
+        cases.append(
+            {"line": row, "col": len(prefix), "type": typed, "utf16": utf16(prefix + typed)}
+        )
     env = {
         **os.environ,
         **{k: str(v) for k, v in daemon.env.items()},
@@ -97,12 +107,19 @@ def test_emacs_minor_mode_shows_and_accepts_the_server_suggestion(daemon, tmp_pa
     }
     proc = subprocess.run(
         [EMACS, "--batch", "-Q", "-L", str(LSPILOT_EL.parent), "-l", str(DRIVER_EL)],
-        capture_output=True, text=True, env=env, timeout=150, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=150,
+        cwd=tmp_path,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    results = [json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines()
-               if line.startswith("LSPILOT-RESULT ")]
+    results = [
+        json.loads(line.split(" ", 1)[1])
+        for line in proc.stdout.splitlines()
+        if line.startswith("LSPILOT-RESULT ")
+    ]
     assert len(results) == len(cases) + 1, out
 
     for case, res in zip(cases, results, strict=False):
@@ -116,17 +133,21 @@ def test_emacs_minor_mode_shows_and_accepts_the_server_suggestion(daemon, tmp_pa
         # The overlay shows the server's suggestion (minus closing characters already there).
         expected_after = apply(res["before"], res["point"], item, line_text, col)
         replaced_len = len(expected_after) - len(res["before"]) - len(text)
-        replaced = res["before"][res["point"]: res["point"] - replaced_len]
-        shown = text[: len(text) - len(replaced)] if replaced and "\n" not in text and \
-            text.endswith(replaced) else text
+        replaced = res["before"][res["point"] : res["point"] - replaced_len]
+        shown = (
+            text[: len(text) - len(replaced)]
+            if replaced and "\n" not in text and text.endswith(replaced)
+            else text
+        )
         assert res["ghost"] == shown, res
         assert res["binding"] == "lspilot-accept"
         # Accept-word inserted a prefix of the suggestion and kept the rest on screen.
-        inserted = res["word_buffer"][res["point"]: len(res["word_buffer"]) - (
-            len(res["before"]) - res["point"])]
+        inserted = res["word_buffer"][
+            res["point"] : len(res["word_buffer"]) - (len(res["before"]) - res["point"])
+        ]
         assert inserted and text.startswith(inserted), res
         if inserted != text:
-            assert res["word_ghost"] == shown[len(inserted):], res
+            assert res["word_ghost"] == shown[len(inserted) :], res
         # TAB inserted the rest: the whole suggestion is in, at the right place.
         assert res["after"] == expected_after, res
     assert results[0]["partials"] >= 1, "no lspilot/partialCompletion was drawn"

