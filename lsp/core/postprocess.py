@@ -44,6 +44,7 @@ __all__ = [
     "post_cache",
     "postprocess",
     "pre_cache",
+    "settled",
 ]
 
 _EOL = re.compile(r"\r\n|\r|\n")
@@ -446,3 +447,38 @@ def postprocess(ctx: Context, text: str, enabled: frozenset[str] | None = None) 
     """
     kept = pre_cache(ctx, text, enabled)
     return None if kept is None else post_cache(ctx, kept, enabled)
+
+
+# Text that no filter treats specially: appended to a growing suggestion to see whether more
+# text could still change what is shown.
+_PROBE = "lspilot_probe"
+
+
+def settled(ctx: Context, text: str, enabled: frozenset[str] | None = None) -> bool:
+    """True when more generated text could no longer change what is shown for ``text``.
+
+    For a streaming suggestion: once the filters cut it before its end (the line ended in
+    ``single_line``, the block's ``}`` arrived, the model began repeating the next line), every
+    further token is thrown away, so the language server can cancel the stream and free the
+    model (Continue stops its stream the same way). Tested by appending a neutral probe: on the
+    same line, or on a new line at the last line's indentation so as not to fake a dedent.
+    Conservative: when in doubt (a loop still repeating, a line that may go on), not settled.
+    """
+    # The first line's indentation is in the prefix, before the cursor.
+    lines = (ctx.line_prefix + text).split("\n")
+    last = lines[-1]
+    probe = _PROBE
+    if len(lines) > 1 and not last.strip():
+        # A line that has only (part of) its indentation so far: complete it to the previous
+        # line's, so that the probe does not look like a dedent.
+        previous = next((line for line in reversed(lines[:-1]) if line.strip()), "")
+        target = indent_of(previous)
+        if target.startswith(last):
+            probe = target[len(last) :] + _PROBE
+    shown = postprocess(ctx, text, enabled)
+    probed = postprocess(ctx, text + probe, enabled)
+    return (
+        shown == probed
+        and shown is not None
+        or (shown is None and probed is None and bool(text.strip()))
+    )

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from lspilot.lsp.core.context import infer_indent
 from lspilot.lsp.core.multiline import decide_stop_policy
-from lspilot.lsp.core.postprocess import FILTER_NAMES, Context, postprocess
+from lspilot.lsp.core.postprocess import FILTER_NAMES, Context, postprocess, settled
 
 _BOUNDARY = re.compile(r"(?<=[\s(\[{,=:.+\-*/])(?=\S)")
 _CLOSERS = re.compile(r"^[)\]}\"']+")
@@ -154,6 +154,16 @@ def _js_bodies(text: str) -> list[tuple[int, int]]:
     return bodies
 
 
+def _settle_points(ctx: Context, raw: str, final: str | None) -> tuple[bool, int | None]:
+    """(whether `settled` fired where the shown text was not yet final, the first position
+    where it fired) over growing prefixes of ``raw``."""
+    points = sorted({*range(8, len(raw), 8), *(i + 1 for i, ch in enumerate(raw) if ch == "\n")})
+    for point in points:
+        if point < len(raw) and settled(ctx, raw[:point]):
+            return postprocess(ctx, raw[:point]) != final, point
+    return False, None
+
+
 def _bracket_pair(line: str, comment: str) -> tuple[int, int] | None:
     """The first non-empty ``(...)``/``[...]``/``{...}`` closed on the same line, or None."""
     stack: list[int] = []
@@ -226,6 +236,10 @@ def main() -> int:
     suppressed: Counter[tuple[str, str]] = Counter()
     ablation: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     policies: Counter[tuple[str, str, str]] = Counter()
+    settle_checks: Counter[tuple[str, str]] = Counter()
+    settle_early: Counter[tuple[str, str]] = Counter()
+    settle_any: Counter[tuple[str, str]] = Counter()
+    settle_saved: defaultdict[tuple[str, str], float] = defaultdict(float)
     decide_s = process_s = 0.0
     calls = 0
     language = args.language
@@ -261,6 +275,13 @@ def main() -> int:
                 shown_ok[key] += shown is not None and shown.rstrip() == ideal
                 suppressed[key] += shown is None
                 raw_ok[key] += raw.rstrip() == ideal
+                if variant in ("exact", "overrun"):
+                    early, first = _settle_points(ctx, raw, shown)
+                    settle_checks[key] += 1
+                    settle_early[key] += early
+                    if first is not None:
+                        settle_saved[key] += (len(raw) - first) / len(raw)
+                        settle_any[key] += 1
                 for name in sorted(FILTER_NAMES):
                     off = postprocess(ctx, raw, enabled=FILTER_NAMES - {name})
                     ablation[key][name] += off is not None and off.rstrip() == ideal
@@ -282,6 +303,17 @@ def main() -> int:
         n = total[key]
         cells = [f"{100 * (ablation[key][name] - shown_ok[key]) / n:+.1f}" for name in names]
         print(f"| {key[0]} / {key[1]} | " + " | ".join(cells) + " |")
+    print()
+    print("Streaming: `settled` on growing prefixes of the output (every 8 characters, line ends)")
+    print("| hole / output | n | settled too early | settled before the end | output left unread |")
+    print("|---|---:|---:|---:|---:|")
+    for key in sorted(settle_checks):
+        n = settle_checks[key]
+        left = 100 * settle_saved[key] / settle_any[key] if settle_any[key] else 0.0
+        print(
+            f"| {key[0]} / {key[1]} | {n} | {100 * settle_early[key] / n:.1f}% "
+            f"| {100 * settle_any[key] / n:.1f}% | {left:.0f}% |"
+        )
     print()
     print("Stop policy decided at each hole")
     print("| hole | policy | reason | n |")

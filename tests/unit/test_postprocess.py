@@ -27,6 +27,7 @@ from lspilot.lsp.core.postprocess import (
     post_cache,
     postprocess,
     pre_cache,
+    settled,
     trim_closing_overlap,
 )
 
@@ -153,3 +154,42 @@ def test_context_properties() -> None:
     assert ctx.previous_line == "a = 1"
     assert ctx.eol == "\r\n"
     assert Context("", "").eol == "\n"
+
+
+@pytest.mark.parametrize(
+    ("language_id", "document", "streamed", "expected"),
+    [
+        pytest.param("python", "x = █\n", "foo(", False, id="line-going-on"),
+        pytest.param("python", "x = █\n", "foo(a)\n", True, id="single-line-newline"),
+        pytest.param("python", "x = foo(█)\n", "a, b)", True, id="closed-the-call"),
+        pytest.param("python", "def f(x):\n    █\n", "return x\n", False, id="block-may-go-on"),
+        pytest.param(
+            "python", "def f(x):\n    █\n", "y = x\n    return y\n", False, id="deeper-line-next"
+        ),
+        pytest.param(
+            "python", "def f(x):\n    █\n", "return x\n\ndef g():", True, id="block-dedented"
+        ),
+        pytest.param(
+            "python", "def f(x):\n    █\n", "y = x\n  ", False, id="indentation-half-streamed"
+        ),
+        pytest.param(
+            "javascript", "function f() {\n  █\n}\n", "return 1;\n}", True, id="block-closed"
+        ),
+        pytest.param("javascript", "function f() {\n  █\n}\n", "return 1;", False, id="block-open"),
+        pytest.param("python", "x = █\n", "", False, id="nothing-yet"),
+        pytest.param(
+            "python",
+            "def f():\n    x = 1\n    █\n    return x\n",
+            "return x",
+            False,
+            id="equal-to-next-line-so-far",
+        ),
+    ],
+)
+def test_settled(language_id: str, document: str, streamed: str, expected: bool) -> None:
+    prefix, suffix = document.split("█")
+    decision = decide_stop_policy(language_id, prefix, suffix)
+    ctx = Context(
+        prefix, suffix, language_id, policy=decision.policy, block_indent=decision.block_indent
+    )
+    assert settled(ctx, streamed) is expected
