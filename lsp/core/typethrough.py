@@ -16,8 +16,10 @@ A partial accept (:func:`accept_word`, :func:`accept_line`) needs nothing more: 
 inserts the accepted text, and the next :func:`track` sees it as typed.
 
 The remainder shown after typing through must go through the post-cache filters again
-(``postprocess.post_cache``) with the new cursor context: an editor that auto-closed ``(``
-has put a ``)`` after the cursor that the remainder may now duplicate.
+(``postprocess.post_cache``) with the new prefix and suffix: an editor that auto-closed ``(``
+has put a ``)`` after the cursor that the remainder may now duplicate. Keep the *original*
+decision's ``policy`` and ``block_indent`` in that context, though: once the user has typed the
+first line of a block, a fresh decision would say ``single_line`` and cut the rest of it.
 """
 
 from __future__ import annotations
