@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
 from lspilot.lsp.core.cache import CacheStats, CompletionCache
 
 

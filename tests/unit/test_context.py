@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+
 from lspilot.lsp.core.context import (
     BracketState,
     DocumentSnapshot,

@@ -7,6 +7,7 @@ Cases are written as one string with ``|`` for the cursor.
 from __future__ import annotations
 
 import pytest
+
 from lspilot.lsp.core.context import DocumentSnapshot
 from lspilot.lsp.core.multiline import (
     Decision,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from lspilot.lsp.core.context import Indent
 from lspilot.lsp.core.multiline import decide_stop_policy
 from lspilot.lsp.core.postprocess import (

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import pytest
+
 from lspilot.lsp.core.context import DocumentSnapshot
+from lspilot.lsp.core.multiline import decide_stop_policy
+from lspilot.lsp.core.postprocess import Context, post_cache
 from lspilot.lsp.core.typethrough import (
     ShownSuggestion,
     TypeThrough,
@@ -186,3 +189,18 @@ def test_repeated_partial_accepts_rebuild_the_text() -> None:
             assert piece
             pieces.append(piece)
         assert "".join(pieces) == text
+
+
+def test_typed_through_block_remainder_keeps_the_original_policy() -> None:
+    before, after = "def f(x):\n    ", "\n"
+    decision = decide_stop_policy("python", before, after)
+    shown = ShownSuggestion.at(_snapshot(before + after, len(before)), "y = x\n    return y", True)
+    typed = "y = x\n    "
+    now = _snapshot(before + typed + after, len(before + typed))
+    result = track(shown, now)
+    assert (result.state, result.remainder) == ("continue", "return y")
+    assert decide_stop_policy(now).policy == "single_line"  # a fresh decision would cut
+    ctx = Context(
+        now.prefix, now.suffix, "python", policy=decision.policy, block_indent=decision.block_indent
+    )
+    assert post_cache(ctx, result.remainder) == "return y"
