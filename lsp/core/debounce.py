@@ -32,6 +32,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from lspilot.lsp.core.context import current_line_suffix
+from lspilot.lsp.core.multiline import CLOSERS_ONLY
+
 __all__ = ["AdaptiveDebounce", "DebounceConfig"]
 
 # Characters after which a completion is most often wanted.
@@ -129,3 +132,13 @@ class AdaptiveDebounce:
         if self._latency is not None:
             target -= cfg.latency_weight * self._latency
         return min(max(target, cfg.min_ms), cfg.max_ms)
+
+    def delay_for(self, prefix: str, suffix: str, *, manual: bool = False) -> float:
+        """:meth:`delay_ms` with the cursor signals read off the text around the cursor."""
+        rest_of_line = current_line_suffix(suffix)
+        return self.delay_ms(
+            last_char=prefix[-1:],
+            at_line_end=CLOSERS_ONLY.fullmatch(rest_of_line) is not None,
+            at_document_end=not suffix.strip(),
+            manual=manual,
+        )

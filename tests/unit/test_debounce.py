@@ -89,3 +89,18 @@ def test_clock_going_backwards_is_ignored() -> None:
 def test_bad_config(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         DebounceConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "suffix", "expected"),
+    [
+        pytest.param("x = foo", "bar\ny = 1\n", 200.0, id="mid-word"),
+        pytest.param("x = foo(", ")\ny = 1\n", 110.0, id="trigger-and-line-end"),
+        pytest.param("x = foo", "\n", 150.0, id="line-and-document-end"),
+        pytest.param("x = ", "\n  \n", 100.0, id="everything"),
+    ],
+)
+def test_delay_for_reads_the_cursor_context(prefix: str, suffix: str, expected: float) -> None:
+    debounce = _typed([100] * 4)
+    assert debounce.delay_for(prefix, suffix) == pytest.approx(expected)
+    assert debounce.delay_for(prefix, suffix, manual=True) == 0.0
