@@ -12,6 +12,9 @@ this module knows about it.
 This module also bounds what we send: :func:`clip_context` cuts the prefix and suffix to a number
 of characters *at line boundaries*. It is not the token budget (the daemon owns the tokenizer and
 spends the real budget); it only keeps a 5 MB file from travelling over gRPC on every keystroke.
+
+Last, :func:`scan_brackets` is the little lexer that the stop policy and the post-processing
+share to tell which closer closes what, skipping strings and comments.
 """
 
 from __future__ import annotations
