@@ -57,6 +57,7 @@ __all__ = [
     "Policy",
     "block_end_reached",
     "decide_stop_policy",
+    "enclosing_indent",
     "has_grammar",
 ]
 
@@ -464,6 +465,31 @@ def _opener_line(prefix: str) -> str:
 
 def _opener_indent(prefix: str) -> str:
     return indent_of(_opener_line(prefix))
+
+
+_OPENER_END = re.compile(r"(?:[:{(\[]|=>|\bdo|\bthen)\s*$")
+
+
+def enclosing_indent(prefix: str, tab_size: int = 4) -> str:
+    """The indentation of the line that opened the block the cursor is in, read from the text.
+
+    For a caller without a :class:`Decision` (a forced ``multi_line``): the cursor's own line
+    if it ends with an opener (``def f():|``), else the nearest line above that is indented
+    less than the cursor's line (its ``def``, ``if`` or ``{`` line); "" at the top level.
+    """
+    lines = prefix[-_PARSE_PREFIX_CHARS:].split("\n")
+    cursor_line = lines[-1].rstrip("\r")
+    if cursor_line.strip() and _OPENER_END.search(cursor_line):
+        return indent_of(cursor_line)
+    width = len(indent_of(cursor_line).expandtabs(tab_size))
+    if not cursor_line.strip():
+        width = len(cursor_line.expandtabs(tab_size))
+    for line in reversed(lines[:-1]):
+        if line.strip() and not line.lstrip().startswith(_COMMENT_STARTS):
+            ws = indent_of(line)
+            if len(ws.expandtabs(tab_size)) < width:
+                return ws
+    return ""
 
 
 def _after_opener(language_id: str, prefix: str, suffix: str) -> bool:

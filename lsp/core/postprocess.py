@@ -31,7 +31,7 @@ from lspilot.lsp.core.context import (
     indent_of,
     scan_brackets,
 )
-from lspilot.lsp.core.multiline import Policy, block_end_reached
+from lspilot.lsp.core.multiline import Policy, block_end_reached, enclosing_indent
 
 __all__ = [
     "FILTERS",
@@ -195,6 +195,9 @@ def _repeated_tail(lines: list[str], period: int) -> tuple[int, float]:
 def limit_scope(ctx: Context, text: str) -> str | None:
     """One line for ``single_line``; for ``multi_line``, stop where the block ends.
 
+    The block's indentation is ``ctx.block_indent`` (from the :class:`Decision`), or, when the
+    context has none, :func:`~lspilot.lsp.core.multiline.enclosing_indent` of the prefix.
+
     A closing line (``}``) at the block's indentation is kept only when the document does not
     already have it on the next line, so an editor without auto-closing still gets its brace.
     """
@@ -202,12 +205,13 @@ def limit_scope(ctx: Context, text: str) -> str | None:
         return None
     if ctx.policy == "single_line":
         return text.split("\n", 1)[0]
-    if ctx.block_indent is None:
-        return text
+    block_indent = ctx.block_indent
+    if block_indent is None:  # no Decision at hand (a forced policy): read it from the text
+        block_indent = enclosing_indent(ctx.prefix, ctx.indent.tab_size)
     blank_line = not ctx.line_prefix.strip()
     cut = block_end_reached(
         ctx.language_id,
-        ctx.block_indent,
+        block_indent,
         text,
         tab_size=ctx.indent.tab_size,
         body_indent=ctx.line_prefix if blank_line else None,

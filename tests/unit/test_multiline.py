@@ -13,6 +13,7 @@ from lspilot.lsp.core.multiline import (
     Decision,
     block_end_reached,
     decide_stop_policy,
+    enclosing_indent,
     has_grammar,
 )
 
@@ -331,3 +332,20 @@ def test_python_blocks_do_not_end_at_brackets() -> None:
     text = "x = f(a,\n        b)\n    return x"  # the `)` closes the completion's own call
     assert block_end_reached("python", "", text) == len(text)
     assert block_end_reached("python", "", "a = 1\n    )") == len("a = 1\n    )")
+
+
+@pytest.mark.parametrize(
+    ("prefix", "expected"),
+    [
+        pytest.param("def f(x):\n    ", "", id="empty-body"),
+        pytest.param("class A:\n    def f(self):\n        x = 1\n        ", "    ", id="in-body"),
+        pytest.param("class A:\n    def f(self):", "    ", id="cursor-on-opener"),
+        pytest.param("function f() {", "", id="brace-on-cursor-line"),
+        pytest.param("if (a) {\n  b();\n  // note\n  ", "", id="comment-skipped"),
+        pytest.param("x = 1\n", "", id="top-level"),
+        pytest.param("\tif x {\n\t\ty()\n\t\t", "\t", id="tabs"),
+        pytest.param("def f():\n    return g(\n        a,", "    ", id="continuation-line"),
+    ],
+)
+def test_enclosing_indent(prefix: str, expected: str) -> None:
+    assert enclosing_indent(prefix) == expected

@@ -194,3 +194,8 @@ def test_settled(language_id: str, document: str, streamed: str, expected: bool)
         prefix, suffix, language_id, policy=decision.policy, block_indent=decision.block_indent
     )
     assert settled(ctx, streamed) is expected
+
+
+def test_multi_line_without_a_decision_reads_the_block_from_the_text() -> None:
+    ctx = Context("def f(x):\n    y = 1\n    ", "\n", "python", policy="multi_line")
+    assert postprocess(ctx, "z = 2\n    return z\n\ndef g():\n    pass") == "z = 2\n    return z"
