@@ -64,6 +64,23 @@ class _Entry:
     prefix_end: str
 
 
+_AUTO_CLOSED = ")]}\"'`"
+_OPENS = {")": "(", "]": "[", "}": "{", '"': '"', "'": "'", "`": "`"}
+
+
+def _suffixes_before_auto_close(suffix: str, typed: str) -> list[str]:
+    """The suffix as it may have been before typing ``typed``: itself, and without the
+    closers at its start that an editor inserts for openers in ``typed`` (at most 2)."""
+    candidates = [suffix]
+    for k in (1, 2):
+        head = suffix[:k]
+        if len(head) < k or any(ch not in _AUTO_CLOSED for ch in head):
+            break
+        if all(_OPENS[ch] in typed for ch in head):
+            candidates.append(suffix[k:])
+    return candidates
+
+
 def _digest(text: str) -> bytes:
     # surrogatepass: a lone surrogate from a broken file must not make the cache raise.
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
@@ -173,23 +190,29 @@ class CompletionCache:
         model_id: str = "",
         policy: str = "",
     ) -> str | None:
-        """The cached completion at this cursor, the remainder of one typed through, or None."""
+        """The cached completion at this cursor, the remainder of one typed through, or None.
+
+        Typing through tolerates brackets and quotes that the editor auto-inserted after the
+        cursor meanwhile (typing ``(`` also put a ``)`` in the suffix); the remainder may then
+        repeat them, which ``postprocess.post_cache`` trims.
+        """
         versions = _normalize(ctx_versions)
         limit = min(self._max_typed, len(prefix))
         for typed_len in range(limit + 1):
             base = prefix[: len(prefix) - typed_len]
             if base[len(base) - self._end_chars :] not in self._prefix_ends:
                 continue
-            entry = self._get(self._key(base, suffix, versions, model_id, policy))
-            if entry is None:
-                continue
             typed = prefix[len(prefix) - typed_len :]
-            if entry.text.startswith(typed) and len(entry.text) > typed_len:
-                if typed_len:
-                    self._bump(typed_through_hits=1)
-                else:
-                    self._bump(hits=1)
-                return entry.text[typed_len:]
+            for old_suffix in _suffixes_before_auto_close(suffix, typed):
+                entry = self._get(self._key(base, old_suffix, versions, model_id, policy))
+                if entry is None or not entry.text.startswith(typed):
+                    continue
+                if len(entry.text) > typed_len:
+                    if typed_len:
+                        self._bump(typed_through_hits=1)
+                    else:
+                        self._bump(hits=1)
+                    return entry.text[typed_len:]
         self._bump(misses=1)
         return None
 

@@ -161,3 +161,20 @@ def test_lone_surrogate_does_not_raise() -> None:
     cache = CompletionCache(clock=FakeClock())
     cache.store("x = '\ud800", "", None, "1")
     assert cache.lookup("x = '\ud800", "", None) == "1"
+
+
+@pytest.mark.parametrize(
+    ("typed", "suffix_now", "expected"),
+    [
+        pytest.param("max(", ")" + SUFFIX, "a, b)", id="auto-closed-paren"),
+        pytest.param("max(", ")]" + SUFFIX, None, id="closer-not-opened-by-typing"),
+        pytest.param("max", ")" + SUFFIX, None, id="no-opener-typed"),
+        pytest.param('print("', '")' + SUFFIX, None, id="not-the-cached-text"),
+    ],
+)
+def test_typed_through_an_auto_closed_bracket(
+    typed: str, suffix_now: str, expected: str | None
+) -> None:
+    cache = CompletionCache(clock=FakeClock())
+    cache.store(PREFIX, SUFFIX, None, "max(a, b)")
+    assert cache.lookup(PREFIX + typed, suffix_now, None) == expected
