@@ -31,7 +31,7 @@ from lspilot.lsp.core.context import (
     indent_of,
     scan_brackets,
 )
-from lspilot.lsp.core.multiline import Policy, block_end_reached, enclosing_indent
+from lspilot.lsp.core.multiline import Decision, Policy, block_end_reached, enclosing_indent
 
 __all__ = [
     "FILTERS",
@@ -66,6 +66,18 @@ class Context:
     indent: Indent = Indent()
     policy: Policy = "multi_line"
     block_indent: str | None = None
+
+    @classmethod
+    def for_decision(
+        cls,
+        prefix: str,
+        suffix: str,
+        language_id: str,
+        decision: Decision,
+        indent: Indent = Indent(),
+    ) -> Context:
+        """The context for a request decided by ``decide_stop_policy``: its policy and block."""
+        return cls(prefix, suffix, language_id, indent, decision.policy, decision.block_indent)
 
     @cached_property
     def line_prefix(self) -> str:

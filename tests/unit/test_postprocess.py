@@ -199,3 +199,9 @@ def test_settled(language_id: str, document: str, streamed: str, expected: bool)
 def test_multi_line_without_a_decision_reads_the_block_from_the_text() -> None:
     ctx = Context("def f(x):\n    y = 1\n    ", "\n", "python", policy="multi_line")
     assert postprocess(ctx, "z = 2\n    return z\n\ndef g():\n    pass") == "z = 2\n    return z"
+
+
+def test_context_for_decision_carries_policy_and_block() -> None:
+    decision = decide_stop_policy("python", "def f():\n    ", "\n")
+    ctx = Context.for_decision("def f():\n    ", "\n", "python", decision, Indent(False, 8))
+    assert (ctx.policy, ctx.block_indent, ctx.indent) == ("multi_line", "", Indent(False, 8))
