@@ -74,9 +74,10 @@ class Context:
         suffix: str,
         language_id: str,
         decision: Decision,
-        indent: Indent = Indent(),
+        indent: Indent | None = None,
     ) -> Context:
         """The context for a request decided by ``decide_stop_policy``: its policy and block."""
+        indent = indent if indent is not None else Indent()
         return cls(prefix, suffix, language_id, indent, decision.policy, decision.block_indent)
 
     @cached_property
