@@ -163,9 +163,9 @@ class NvimPool:
         self.workdir = workdir
         self.by_options: dict[str, Nvim] = {}
 
-    def get(self, encoding: str, opts: dict) -> Nvim:
+    def get(self, encoding: str, opts: dict, cmd: list[str] | None = None) -> Nvim:
         setup = {
-            "cmd": server_cmd(),
+            "cmd": cmd or server_cmd(),
             "cmd_env": {k: str(v) for k, v in self.daemon.env.items()},
             "daemon_address": self.daemon.address,
             "offset_encoding": encoding,
@@ -206,8 +206,14 @@ def nvim_session(nvim_pool, tmp_path):
     """Factory: a Neovim editing a new file holding ``content``, the plugin set up with
     ``opts`` and the buffer attached to the lspilot server."""
 
-    def make(content: str, *, encoding: str = "utf-16", opts: dict | None = None) -> Session:
-        nvim = nvim_pool.get(encoding, opts or {})
+    def make(
+        content: str,
+        *,
+        encoding: str = "utf-16",
+        opts: dict | None = None,
+        cmd: list[str] | None = None,
+    ) -> Session:
+        nvim = nvim_pool.get(encoding, opts or {}, cmd)
         path = tmp_path / "sample.py"
         path.write_text(content, encoding="utf-8")
         nvim.command(f"edit {path}")
@@ -470,3 +476,80 @@ def test_checkhealth_reports_server_daemon_and_model(nvim_session):
     assert "server offers textDocument/inlineCompletion" in report, report
     assert re.search(r"OK model: \S+", report), report
     assert re.search(r"OK device: \S+", report), report
+
+
+# -- Against the scripted server ----------------------------------------------------------
+# The tiny model's suggestions are one gibberish line; these need several lines, a range over
+# the closing character after the cursor, and several choices (editor_scripted_server.py).
+
+SCRIPTED = [sys.executable, str(Path(__file__).with_name("editor_scripted_server.py"))]
+FIB = "def fib(n):\n    \n"
+FIB_SUGGESTION = "< 2:\n        return n\n    return fib(n - 1) + fib(n - 2)"
+
+
+def test_multi_line_suggestion_is_drawn_with_virtual_lines_and_accepted_line_by_line(
+    nvim_session,
+):
+    s = nvim_session(FIB, cmd=SCRIPTED)
+    enter_insert_at(s, 1, "    ")
+    s.nvim.input("if n ")
+    s.settled()
+    assert s.ghost() == FIB_SUGGESTION
+    details = s.extmarks()[0][3]
+    assert details["virt_text"][0][0] == "< 2:"
+    assert [vl[0][0] for vl in details["virt_lines"]] == [
+        "        return n",
+        "    return fib(n - 1) + fib(n - 2)",
+    ]
+    s.nvim.input("<M-C-Right>")  # accept the first line and its line break
+    s.nvim.wait_for(
+        lambda: s.lines() == ["def fib(n):", "    if n < 2:", ""],
+        timeout=5,
+        what="the first line accepted",
+    )
+    assert s.cursor() == (2, 0)
+    assert s.ghost() == "        return n\n    return fib(n - 1) + fib(n - 2)"
+    s.nvim.input("<Tab>")
+    expected = [
+        "def fib(n):",
+        "    if n < 2:",
+        "        return n",
+        "    return fib(n - 1) + fib(n - 2)",
+    ]
+    s.nvim.wait_for(
+        lambda: s.lines() == expected, timeout=5, what=f"the rest accepted: {s.lines()}"
+    )
+    assert s.cursor() == (3, len("    return fib(n - 1) + fib(n - 2)"))
+
+
+def test_suggestion_covering_the_closing_parenthesis_replaces_it(nvim_session):
+    s = nvim_session("x = 1\nprint()\n", cmd=SCRIPTED)
+    enter_insert_at(s, 1, "print(")
+    s.nvim.input("<Left><Right>")  # a fresh request with the cursor before ")"
+    s.settled()
+    # The server's item is "a, b)" over the range that ends after ")": only "a, b" is drawn,
+    # inline before the ")" already there, and accepting leaves one ")".
+    assert s.status()["items"] == ["a, b)"]
+    assert s.ghost() == "a, b"
+    assert s.extmarks()[0][3]["virt_text_pos"] == "inline"
+    s.nvim.input("<Tab>")
+    s.nvim.wait_for(lambda: s.lines()[1] == "print(a, b)", timeout=5, what="print(a, b)")
+    assert s.cursor() == (1, len("print(a, b)"))
+
+
+def test_next_and_prev_cycle_through_several_choices(nvim_session):
+    s = nvim_session(FIB, cmd=SCRIPTED)
+    enter_insert_at(s, 1, "    ")
+    s.nvim.input("x")
+    s.settled()
+    assert s.ghost() == "pass"
+    s.nvim.input("<M-]>")
+    s.nvim.wait_for(lambda: s.ghost() == "second choice", timeout=5, what="the second choice")
+    s.nvim.input("<M-]>")
+    s.nvim.wait_for(lambda: s.ghost() == "third choice", timeout=5, what="the third choice")
+    s.nvim.input("<M-]>")
+    s.nvim.wait_for(lambda: s.ghost() == "first choice", timeout=5, what="wrapped around")
+    s.nvim.input("<M-[>")
+    s.nvim.wait_for(lambda: s.ghost() == "third choice", timeout=5, what="back to the third")
+    s.nvim.input("<Tab>")
+    s.nvim.wait_for(lambda: s.lines()[1] == "    xthird choice", timeout=5, what="accepted")
