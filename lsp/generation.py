@@ -34,6 +34,7 @@ class Generation:
         self.snap = snap
         self.request = request
         self.context_versions = context_versions  # other documents in the prompt, for the cache
+        self.decision = None  # the stop decision made for this cursor (set by the suggester)
         self.texts = [""] * request.n
         self.finish_reason = ""
         self.timings: dict = {}

@@ -33,7 +33,7 @@ from .core import postprocess as post
 from .core.cache import CompletionCache
 from .core.context import cursor_window, infer_indent
 from .core.debounce import AdaptiveDebounce, DebounceConfig
-from .core.multiline import decide_stop_policy
+from .core.multiline import Decision, decide_stop_policy
 from .core.snippets import SnippetStore, select_snippets
 from .core.typethrough import track
 from .documents import Snapshot
@@ -100,16 +100,17 @@ class Suggester:
                       on_partial: PartialFn | None = None) -> Outcome:
         s = self.settings()
         request_id = f"{self._client_tag}-{next(_ids)}"
-        policy = self._policy(snap, s)
-        if policy is None:
+        gen, typed = self._reusable(snap, n)
+        # A typed-through remainder keeps the decision of the request that started the stream:
+        # a fresh one, made inside the block, would cut the rest of the block at this line.
+        decision = gen.decision if gen is not None else self._decide(snap, s)
+        if not decision.complete:
             self._supersede(snap.uri)
             return Outcome(request_id, [], source="skipped")
-        ctx = post.Context(prefix=snap.prefix[-s.max_prefix_chars:],
-                           suffix=snap.suffix[: s.max_suffix_chars],
-                           language_id=snap.language_id,
-                           indent=infer_indent(snap.core.text[:50_000]),
-                           policy=policy.value)
-        gen, typed = self._reusable(snap, n)
+        policy = StopPolicy(decision.policy)
+        ctx = post.Context.for_decision(snap.prefix[-s.max_prefix_chars:],
+                                        snap.suffix[: s.max_suffix_chars], snap.language_id,
+                                        decision, indent=infer_indent(snap.core.text[:50_000]))
         snippets = self._snippets(snap, s) if gen is None else ()
         versions = self._versions_of(snippets)
         if gen is None and n == 1 and s.cache:
@@ -124,7 +125,7 @@ class Suggester:
             delay = self._delay(snap, s, invoked)
             if delay > 0:
                 await asyncio.sleep(delay / 1000)
-            gen = await self._start(snap, s, n, policy, request_id, snippets)
+            gen = await self._start(snap, s, n, decision, request_id, snippets)
         source = "model" if not typed and gen.request.request_id == request_id else "type-through"
         gen.attach()
         self._supersede(snap.uri)  # after attaching: the older request may share this stream
@@ -154,14 +155,12 @@ class Suggester:
 
     # --- steps --------------------------------------------------------------------------
 
-    def _policy(self, snap: Snapshot, s: Settings) -> StopPolicy | None:
-        if s.stop != "auto":
-            return StopPolicy(s.stop)
+    def _decide(self, snap: Snapshot, s: Settings) -> Decision:
         decision = decide_stop_policy(snap.core)
         log.debug("stop policy %s (%s)", decision.policy, decision.reason)
-        if not decision.complete:
-            return None
-        return StopPolicy(decision.policy)
+        if s.stop != "auto":  # the user's choice of policy; the block is still the tree's
+            return Decision(s.stop, "configured", decision.block_indent)
+        return decision
 
     def _reusable(self, snap: Snapshot, n: int) -> tuple[Generation | None, str]:
         gen = self._generations.get(snap.uri)
@@ -189,12 +188,7 @@ class Suggester:
         if self.debounce.config.base_ms != s.debounce_ms:
             self.debounce.config = DebounceConfig(base_ms=float(s.debounce_ms),
                                                   min_ms=min(20.0, float(s.debounce_ms)))
-        line_rest = snap.suffix.split("\n", 1)[0]
-        return self.debounce.delay_ms(
-            last_char=snap.prefix[-1:],
-            at_line_end=not line_rest.strip(")]}\"'`;, \t"),
-            at_document_end=not snap.suffix.strip(),
-        )
+        return self.debounce.delay_for(snap.prefix, snap.suffix)
 
     def _snippets(self, snap: Snapshot, s: Settings) -> tuple:
         if not s.extra_context:
@@ -209,8 +203,9 @@ class Suggester:
         versions = self.versions()
         return {sn.path: versions.get(sn.path, 0) for sn in snippets}
 
-    async def _start(self, snap: Snapshot, s: Settings, n: int, policy: StopPolicy,
+    async def _start(self, snap: Snapshot, s: Settings, n: int, decision: Decision,
                      request_id: str, snippets: tuple) -> Generation:
+        policy = StopPolicy(decision.policy)
         request = CompleteRequest(
             request_id=request_id,
             client_id=self._client_tag,
@@ -229,6 +224,7 @@ class Suggester:
         client = await self.connection.ready_client()
         self.requests_started += 1
         gen = Generation(snap, request, client, context_versions=self._versions_of(snippets))
+        gen.decision = decision
         self._generations[snap.uri] = gen
         log.info("[%s] %s, %d snippets", request_id, policy.value, len(snippets))
         return gen
@@ -236,8 +232,8 @@ class Suggester:
     def _remember(self, gen: Generation, s: Settings) -> None:
         if not s.cache or gen.error is not None or gen.finish_reason == "cancelled":
             return
-        ctx = post.Context(prefix=gen.snap.prefix, suffix=gen.snap.suffix,
-                           language_id=gen.snap.language_id, policy=gen.request.stop.value)
+        ctx = post.Context.for_decision(gen.snap.prefix, gen.snap.suffix, gen.snap.language_id,
+                                        gen.decision)
         kept = post.pre_cache(ctx, gen.texts[0]) if s.postprocess else gen.texts[0]
         if kept:
             self.cache.store(gen.snap.prefix, gen.snap.suffix, gen.context_versions, kept,
