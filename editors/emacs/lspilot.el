@@ -157,6 +157,12 @@ Returns (REST . REPLACED)."
 
 ;;;; Requests
 
+(defun lspilot--uri (file)
+  "FILE as an LSP URI (`eglot-path-to-uri' is public from eglot 1.16 on)."
+  (if (fboundp 'eglot-path-to-uri)
+      (funcall #'eglot-path-to-uri file)
+    (funcall #'eglot--path-to-uri file)))
+
 (defun lspilot--server ()
   (and (bound-and-true-p eglot--managed-mode) (eglot-current-server)))
 
@@ -252,7 +258,7 @@ KIND nil is an automatic trigger; `invoked' and `next' are invoked ones."
               (buffer (cl-find-if (lambda (b)
                                     (with-current-buffer b
                                       (and lspilot--pending buffer-file-name
-                                           (equal (eglot--path-to-uri buffer-file-name) uri))))
+                                           (equal (lspilot--uri buffer-file-name) uri))))
                                   (buffer-list))))
     (with-current-buffer buffer
       (let ((req lspilot--pending)
