@@ -326,6 +326,9 @@ def bench_model(name, cfg, args, deadline):
     p512 = rand_prompt(rng, 512, vocab)
 
     def section(key, fn):
+        if args.only and not any(key.startswith(o) for o in args.only):
+            return
+        print(f"[{name}] {key} ...", flush=True)
         if time.perf_counter() > deadline:
             res[key] = {"skipped": "time budget"}
             return
@@ -375,7 +378,7 @@ def bench_model(name, cfg, args, deadline):
         section("stock_ttft_ms", ttft_stock)
 
     # One engine for everything: 64 slots of 8k (the latency tests use one slot at a time).
-    be = EngineBackend(model, device=DEVICE, max_batch=64, max_len=8192,
+    be = EngineBackend(model, device=DEVICE, max_batch=args.max_batch, max_len=args.max_len,
                        compile=not args.no_compile)
     loop = asyncio.new_event_loop()
     try:
@@ -409,7 +412,7 @@ def bench_model(name, cfg, args, deadline):
 
         section("bf16_match", match)
         section("engine_ttft", lambda: loop.run_until_complete(
-            engine_ttft(be, rng, vocab, (512, 2048, 8000))))
+            engine_ttft(be, rng, vocab, args.ttft_lengths)))
         res["engine_stats_latency"] = be.stats()
         conc = {}
         for clients in args.clients:
@@ -534,6 +537,11 @@ def main() -> None:
     ap.add_argument("--compile-static", default="", help="model to also time compiled static")
     ap.add_argument("--budget-s", type=float, default=520)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--only", nargs="*", default=[], help="section name prefixes to run")
+    ap.add_argument("--max-batch", type=int, default=64)
+    ap.add_argument("--max-len", type=int, default=8192)
+    ap.add_argument("--ttft-lengths", nargs="*", type=int, default=[512, 2048, 8000])
     ap.add_argument("--skip-stock", action="store_true", help="engine sections only")
     ap.add_argument("--fp32-match", nargs="*", default=[], help="models to also match in fp32")
     ap.add_argument("--section-timeout-s", type=int, default=120)
@@ -547,6 +555,10 @@ def main() -> None:
         plot([r for r in results if "model" in r], out / "performance.png")
         return
     _import_lspilot()
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("lspilot").setLevel(logging.INFO)
 
     def on_alarm(*_):
         raise TimeoutError("section timed out")
@@ -566,7 +578,8 @@ def main() -> None:
         (out / f"engine_{name}.json").write_text(json.dumps(res, indent=1))
         summary(res)
     try:
-        plot(results, out / "performance.png")
+        if not args.no_plot:
+            plot(results, out / "performance.png")
     except Exception as e:  # noqa: BLE001
         print("plot failed:", e)
 

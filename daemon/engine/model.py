@@ -85,7 +85,7 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class EngineModel:
-    """One forward pass, ``forward(ids, pos, wpos, rows, L)``, over a loaded HF causal LM."""
+    """``prefill`` and ``decode`` steps over a loaded HF causal LM, with a KV cache we own."""
 
     def __init__(
         self, model, max_len: int, compile: bool = False, compile_prefill: bool = False
@@ -239,30 +239,37 @@ class EngineModel:
 
     # -- the two kinds of step ----------------------------------------------------------------
 
-    def decode(self, ids, pos, wpos, n_rows: int, L: int):
-        """One token for slots 0..n_rows-1. ids, pos, wpos: [B, 1] -> logits [B, V] (float32)."""
+    def decode(self, ids, pos, wpos, key_pos):
+        """One token for slots 0..B-1. ids, pos, wpos: [B, 1]; key_pos: [L] -> logits [B, V].
+
+        Sizes come from tensor shapes, not int arguments, so torch.compile treats B and L as
+        dynamic and compiles once for every bucket.
+        """
+        n_rows, L = ids.shape[0], key_pos.shape[0]
         x = self._embed(ids, pos)
-        key_pos = self._key_pos(L)
         mask = key_pos[None, :] <= pos  # [B, L]
         rope = self._rope(pos)
         for i, layer in enumerate(self.layers):
             x = self._block(i, layer, x, rope, wpos, n_rows, L, mask, decode=True)
         return self.lm_head(self.final_norm(x[:, 0])).float()
 
-    def prefill(self, ids, pos, wpos, slots, L: int, last):
+    def prefill(self, ids, pos, wpos, slots, key_pos, last):
         """A chunk of prompt for arbitrary slots.
 
-        ids, pos, wpos: [B, S]; slots: [B]; last: [B] index of each row's last real token.
+        ids, pos, wpos: [B, S]; slots: [B]; key_pos: [L]; last: [B] index of each row's last
+        real token.
         Returns logits [B, V] (float32) at those positions only: the vocabulary projection of
         every prompt position would cost more than the rest of a short chunk.
         """
         x = self._embed(ids, pos)
-        mask = self._key_pos(L)[None, None, :] <= pos[:, :, None]  # [B, S, L]
+        L = key_pos.shape[0]
+        mask = key_pos[None, None, :] <= pos[:, :, None]  # [B, S, L]
         rope = self._rope(pos)
         for i, layer in enumerate(self.layers):
             x = self._block(i, layer, x, rope, wpos, slots, L, mask, decode=False)
         h = x[torch.arange(x.shape[0], device=x.device), last]  # [B, E]
         return self.lm_head(self.final_norm(h)).float()
 
-    def _key_pos(self, L: int):
+    def key_pos(self, L: int):
+        """Cache positions 0..L-1, the argument that sets how far a step attends."""
         return self._key_pos_all[:L]

@@ -322,7 +322,7 @@ class Scheduler:
             req.steps_run += 1
         dev = self.em.device
         logits = self.em.prefill_step(
-            ids.to(dev), pos.to(dev), wpos.to(dev), slots.to(dev), L, last.to(dev)
+            ids.to(dev), pos.to(dev), wpos.to(dev), slots.to(dev), self.em.key_pos(L), last.to(dev)
         )  # [B, V]
         self.counters["prefill_steps_total"] += 1
         self.counters["prefill_tokens_total"] += sum(n for _, n in rows)
@@ -359,7 +359,8 @@ class Scheduler:
             logits = self.graphs.run(B, L, inputs)
         else:
             dev = self.em.device
-            logits = self.em.decode_step(inputs[0].to(dev), inputs[1].to(dev), inputs[2].to(dev), B, L)
+            ids, pos, wpos = inputs.to(dev)
+            logits = self.em.decode_step(ids, pos, wpos, self.em.key_pos(L))
         self.counters["decode_steps_total"] += 1
         self.counters["decode_rows_total"] += len(rows)
         done = []
