@@ -553,3 +553,23 @@ def test_next_and_prev_cycle_through_several_choices(nvim_session):
     s.nvim.wait_for(lambda: s.ghost() == "third choice", timeout=5, what="back to the third")
     s.nvim.input("<Tab>")
     s.nvim.wait_for(lambda: s.lines()[1] == "    xthird choice", timeout=5, what="accepted")
+
+
+def test_tab_without_a_suggestion_is_a_plain_tab(nvim_session):
+    s = nvim_session("x = 1\n", cmd=SCRIPTED, opts={"auto_trigger": False})
+    enter_insert_at(s, 0, "x = 1")
+    s.nvim.input("<Tab>")
+    # Python's ftplugin sets 'expandtab' and 'softtabstop': the Tab becomes spaces.
+    s.nvim.wait_for(
+        lambda: s.lines()[0] in ("x = 1\t", "x = 1   "), timeout=5, what="a tab inserted"
+    )
+    tab = s.lines()[0][len("x = 1") :]
+    assert s.ghost() is None
+    # Asked explicitly, a suggestion comes, and then Tab takes it.
+    s.nvim.lua("require('lspilot').request()")
+    s.settled()
+    assert s.ghost() == "first choice"
+    s.nvim.input("<Tab>")
+    s.nvim.wait_for(
+        lambda: s.lines()[0] == f"x = 1{tab}first choice", timeout=5, what="the suggestion inserted"
+    )

@@ -38,7 +38,7 @@ local function set_keymaps()
     elseif M.is_visible() then
       return "<Cmd>lua require('lspilot').accept()<CR>"
     end
-    return vim.api.nvim_replace_termcodes(keys.accept, true, true, true)
+    return keys.accept -- the key itself, not remapped
   end, "lspilot: accept suggestion", { expr = true, replace_keycodes = true })
   map(keys.accept_word, M.accept_word, "lspilot: accept next word")
   map(keys.accept_line, M.accept_line, "lspilot: accept next line")
