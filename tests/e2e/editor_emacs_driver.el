@@ -81,12 +81,19 @@
       (goto-char (point-min))
       (forward-line (plist-get case :line))
       (forward-char (plist-get case :col))
-      (lspilot-test--type (plist-get case :type))
+      (if (not (eq (plist-get case :burst) t))
+          (lspilot-test--type (plist-get case :type))
+        ;; Each key while the previous key's request is in flight.
+        (dolist (ch (string-to-list (plist-get case :type)))
+          (lspilot-test--type (string ch))
+          (lspilot-test--wait (lambda () lspilot--pending) "a request in flight")))
       (lspilot-test--wait #'lspilot-test--settled "a final suggestion")
       (let* ((ghost (lspilot-current-text))
              (before (buffer-substring-no-properties (point-min) (point-max)))
              (pt (point))
              (binding (key-binding (kbd "TAB")))
+             (overlays (cl-count-if (lambda (o) (overlay-get o 'lspilot))
+                                    (overlays-in (point-min) (point-max))))
              (answer (jsonrpc-request
                       server :textDocument/inlineCompletion
                       `(:textDocument (:uri ,(eglot--path-to-uri buffer-file-name))
@@ -101,7 +108,7 @@
         (lspilot-test--command binding ?\t)
         (lspilot-test--emit
          (list :sent sent :ghost ghost :before before :point (1- pt)
-               :binding (symbol-name binding)
+               :binding (symbol-name binding) :overlays overlays
                :answer (if (> (length items) 0) (aref items 0) nil)
                :word_buffer word-buffer :word_ghost (or word-ghost nil)
                :after (buffer-substring-no-properties (point-min) (point-max))

@@ -92,10 +92,20 @@ def test_emacs_minor_mode_shows_and_accepts_the_server_suggestion(daemon, tmp_pa
     path.write_text(SAMPLE, encoding="utf-8")
     lines = SAMPLE.split("\n")
     cases = []
-    for row, prefix, typed in [(5, "    return ", "m"), (6, '    label = ("😀 漢字 " + ', "s")]:
+    for row, prefix, typed, burst in [
+        (5, "    return ", "m", False),
+        (6, '    label = ("😀 漢字 " + ', "s", False),
+        (4, '    message = "Hello, " + name', " + xyz", True),  # typing on during requests
+    ]:
         assert lines[row].startswith(prefix)
         cases.append(
-            {"line": row, "col": len(prefix), "type": typed, "utf16": utf16(prefix + typed)}
+            {
+                "line": row,
+                "col": len(prefix),
+                "type": typed,
+                "burst": burst,
+                "utf16": utf16(prefix + typed),
+            }
         )
     env = {
         **os.environ,
@@ -141,6 +151,7 @@ def test_emacs_minor_mode_shows_and_accepts_the_server_suggestion(daemon, tmp_pa
         )
         assert res["ghost"] == shown, res
         assert res["binding"] == "lspilot-accept"
+        assert res["overlays"] == 1, res  # one suggestion, for where point is now
         # Accept-word inserted a prefix of the suggestion and kept the rest on screen.
         inserted = res["word_buffer"][
             res["point"] : len(res["word_buffer"]) - (len(res["before"]) - res["point"])
