@@ -77,10 +77,17 @@ class LspilotServer(LanguageServer):
 
 
 def create_server() -> LspilotServer:
-    from .features import commands, completion, configuration, inline_completion, text_sync
+    from .features import (
+        commands,
+        completion,
+        configuration,
+        feedback,
+        inline_completion,
+        text_sync,
+    )
 
     server = LspilotServer()
-    for feature in (configuration, text_sync, inline_completion, completion, commands):
+    for feature in (configuration, text_sync, inline_completion, completion, feedback, commands):
         feature.register(server)
     return server
 

@@ -27,5 +27,8 @@ def register(server) -> None:
             fim_format=info.fim_format,
             context_window=info.context_window,
             server_version=ls.version,
+            feedback=dict(getattr(ls, "feedback", {})),
+            cache=dataclasses.asdict(ls.suggester.cache.stats),
+            daemon_requests_started=ls.suggester.requests_started,
         )
         return result

@@ -329,3 +329,15 @@ async def test_explicit_invocation_offers_several_choices(client: LanguageClient
     assert texts[0] == greedy  # the first choice is the greedy one
     after = await status(daemon.address)
     assert after["requests_total"] == before["requests_total"] + 2  # one request, n=3; + direct
+
+
+async def test_show_and_accept_feedback_is_counted_locally(client: LanguageClient):
+    client.protocol.notify("lspilot/didShowCompletion", {"uri": URI, "requestId": "r"})
+    client.protocol.notify("lspilot/didPartiallyAcceptCompletion",
+                           {"uri": URI, "requestId": "r", "acceptedLength": 7})
+    result = await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="lspilot.status"))
+    feedback = field(result, "feedback")
+    assert [field(feedback, k) for k in ("shown", "partially_accepted", "accepted_utf16_units")] \
+        == [1, 1, 7]
+    assert not [m for m in client.log_messages if "Ignoring notification" in m.message]
