@@ -292,7 +292,8 @@ def generate_batch_run(model, rng, vocab, n=64, new=32):
     prev = model.config._attn_implementation
     model.set_attn_implementation("paged|sdpa")
     try:
-        with torch.inference_mode():
+        # Not under inference_mode: its worker thread updates tensors made here in place.
+        with torch.no_grad():
             model.generate_batch(inputs=prompts[:4], generation_config=gc_)  # warm-up
             t0 = now()
             out = model.generate_batch(inputs=prompts, generation_config=gc_)
@@ -538,6 +539,7 @@ def main() -> None:
     ap.add_argument("--budget-s", type=float, default=520)
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--layers", type=int, default=0, help="override the number of layers")
     ap.add_argument("--only", nargs="*", default=[], help="section name prefixes to run")
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--max-len", type=int, default=8192)
@@ -573,9 +575,16 @@ def main() -> None:
     print(json.dumps(environment()), flush=True)
     results = []
     for name in args.models or list(configs):
-        res = bench_model(name, configs[name], args, deadline)
+        cfg = configs[name]
+        if args.layers:  # a shallower model of the same shapes, e.g. to time compile per layer
+            key = "n_layer" if cfg.model_type == "gpt_bigcode" else "num_hidden_layers"
+            setattr(cfg, key, args.layers)
+        res = bench_model(name, cfg, args, deadline)
+        res["layers_override"] = args.layers
         results.append(res)
-        (out / f"engine_{name}.json").write_text(json.dumps(res, indent=1))
+        tag = f"-{args.layers}l" if args.layers else ""
+        tag += "-eager" if args.no_compile and args.layers else ""
+        (out / f"engine_{name}{tag}.json").write_text(json.dumps(res, indent=1))
         summary(res)
     try:
         if not args.no_plot:

@@ -320,6 +320,9 @@ class Scheduler:
             wpos[b, :n] = pos[b, :n]
             L = max(L, start + n)
             req.steps_run += 1
+        # Attend over a multiple of 64 positions (the mask hides the extra ones): attention
+        # kernels want aligned lengths, and fewer distinct shapes means fewer kernel variants.
+        L = min(-(-L // 64) * 64, self.cache.max_len + 1)
         dev = self.em.device
         logits = self.em.prefill_step(
             ids.to(dev), pos.to(dev), wpos.to(dev), slots.to(dev), self.em.key_pos(L), last.to(dev)
