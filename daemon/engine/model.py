@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 class UnsupportedModel(ValueError):
@@ -129,6 +130,15 @@ class EngineModel:
                 cos, sin = body.rotary_emb(probe, pos)
             self.cos, self.sin = cos[0], sin[0]  # [M + 1, D]
         self.body = body
+        # On CUDA, keep prefill attention off the cuDNN backend, which builds a plan per new
+        # shape; prompt lengths rarely repeat. Suspected (not yet re-measured) cause of ~90 ms
+        # extra first-token time on unrepeated lengths (docs/performance.md). Memory-efficient
+        # attention takes any length and a mask with no per-shape setup.
+        self._prefill_backends = (
+            [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+            if self.device.type == "cuda"
+            else [SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
+        )
         self.shape = ModelShape(arch, len(self.layers), n_heads, n_kv, head_dim, cfg.vocab_size)
         self.cache: KVCache | None = None
         # The steps the scheduler calls. torch.compile fuses the dozens of small elementwise
@@ -265,8 +275,9 @@ class EngineModel:
         L = key_pos.shape[0]
         mask = key_pos[None, None, :] <= pos[:, :, None]  # [B, S, L]
         rope = self._rope(pos)
-        for i, layer in enumerate(self.layers):
-            x = self._block(i, layer, x, rope, wpos, slots, L, mask, decode=False)
+        with sdpa_kernel(self._prefill_backends):
+            for i, layer in enumerate(self.layers):
+                x = self._block(i, layer, x, rope, wpos, slots, L, mask, decode=False)
         h = x[torch.arange(x.shape[0], device=x.device), last]  # [B, E]
         return self.lm_head(self.final_norm(h)).float()
 
