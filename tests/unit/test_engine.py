@@ -1,0 +1,252 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The engine backend on the CPU: greedy output token-identical to ``model.generate``.
+
+Tiny random fp32 models of each supported architecture, built in the test (no files). Covers
+continuous batching (concurrent sequences each equal to its own ``generate``), chunked prefill,
+prefix reuse, cancellation at the next step boundary, deadlines, token constraints, sampling and
+log-probabilities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from lspilot.daemon.backends.base import SamplingParams, Sequence  # noqa: E402
+from lspilot.daemon.engine import EngineBackend, UnsupportedModel  # noqa: E402
+
+VOCAB = 1000
+
+
+def tiny_model(arch: str):
+    torch.manual_seed(0)
+    if arch == "qwen2":
+        cfg = transformers.Qwen2Config(
+            vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        )
+        model = transformers.Qwen2ForCausalLM(cfg)
+    elif arch == "llama":
+        cfg = transformers.LlamaConfig(
+            vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
+            rope_scaling={"type": "linear", "factor": 2.0},
+        )
+        model = transformers.LlamaForCausalLM(cfg)
+    elif arch == "gpt_bigcode":
+        cfg = transformers.GPTBigCodeConfig(
+            vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, multi_query=True, n_positions=1024,
+        )
+        model = transformers.GPTBigCodeForCausalLM(cfg)
+    else:
+        raise ValueError(arch)
+    # No EOS: the reference forces full length with min_new_tokens, which would otherwise also
+    # mask the EOS logit and change the greedy choice.
+    model.config.bos_token_id = model.config.eos_token_id = None
+    model.generation_config.bos_token_id = model.generation_config.eos_token_id = None
+    return model.eval()
+
+
+def prompt(seed: int, n: int) -> list[int]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, VOCAB, (n,), generator=g).tolist()
+
+
+def reference(model, ids: list[int], n: int) -> list[int]:
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        out = model.generate(
+            x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n,
+            do_sample=False, pad_token_id=0,
+        )
+    return out[0, len(ids):].tolist()
+
+
+async def collect(backend, seq: Sequence) -> list[int]:
+    return [step.token_id async for step in backend.generate(seq)]
+
+
+def greedy(ids, n, key="", rid="r") -> Sequence:
+    return Sequence(rid, ids, SamplingParams(max_new_tokens=n), cache_key=key)
+
+
+@pytest.fixture(scope="module", params=["qwen2", "llama", "gpt_bigcode"])
+def model(request):
+    return tiny_model(request.param)
+
+
+@pytest.fixture
+async def backend(model):
+    be = EngineBackend(model, device="cpu", max_batch=4, max_len=256)
+    yield be
+    await be.close()
+
+
+async def test_greedy_matches_generate(model, backend):
+    ids = prompt(1, 40)
+    assert await collect(backend, greedy(ids, 24)) == reference(model, ids, 24)
+
+
+async def test_concurrent_sequences_each_match_generate(model, backend):
+    prompts = [prompt(s, n) for s, n in [(2, 5), (3, 61), (4, 17), (5, 120), (6, 33)]]
+    lengths = [20, 7, 30, 12, 16]
+    # Five sequences on four slots: one waits, then joins the running batch.
+    got = await asyncio.gather(*(
+        collect(backend, greedy(p, n, rid=str(i)))
+        for i, (p, n) in enumerate(zip(prompts, lengths, strict=True))
+    ))
+    for p, n, g in zip(prompts, lengths, got, strict=True):
+        assert g == reference(model, p, n)
+
+
+async def test_chunked_prefill_while_others_decode(model):
+    be = EngineBackend(model, device="cpu", max_batch=3, max_len=256, prefill_chunk=8,
+                       prefill_token_budget=16)
+    try:
+        short, long_ = prompt(7, 6), prompt(8, 150)
+        first = asyncio.ensure_future(collect(be, greedy(short, 40)))
+        await asyncio.sleep(0.01)
+        second = await collect(be, greedy(long_, 10))
+        assert await first == reference(model, short, 40)
+        assert second == reference(model, long_, 10)
+        assert be.stats()["prefill_steps_total"] >= 150 / 16
+    finally:
+        await be.close()
+
+
+async def test_prefix_reuse_counts_a_hit_and_keeps_output(model, backend):
+    doc = prompt(9, 80)
+    await collect(backend, greedy(doc, 5, key="file:///a.py"))
+    edited = doc[:-1] + [(doc[-1] + 1) % VOCAB, 42, 43]  # an edit and two typed tokens
+    seq = greedy(edited, 12, key="file:///a.py")
+    assert await collect(backend, seq) == reference(model, edited, 12)
+    stats = backend.stats()
+    assert stats["prefix_cache_hits"] == 1
+    assert stats["prefix_cache_misses"] == 1
+    assert seq.cached_tokens == 79
+
+
+async def test_prefix_reuse_from_a_busy_slot_copies_the_prefix(model, backend):
+    doc = prompt(10, 60)
+    running = greedy(doc, 200, key="doc")
+    agen = backend.generate(running)
+    await agen.__anext__()  # the first sequence holds its slot, still decoding
+    follow = doc + [7, 8]
+    seq = greedy(follow, 8, key="doc")
+    assert await collect(backend, seq) == reference(model, follow, 8)
+    assert seq.cached_tokens == 60
+    await agen.aclose()
+
+
+async def wait_idle(backend, timeout=5.0):
+    t0 = time.monotonic()
+    while backend.active_sequences() and time.monotonic() - t0 < timeout:
+        await asyncio.sleep(0.005)
+    assert backend.active_sequences() == 0
+
+
+async def test_closing_the_stream_frees_the_slot_at_the_next_step(model):
+    be = EngineBackend(model, device="cpu", max_batch=1, max_len=256)
+    try:
+        seq = greedy(prompt(11, 20), 200)
+        agen = be.generate(seq)
+        for _ in range(3):
+            await agen.__anext__()
+        await agen.aclose()
+        await wait_idle(be)
+        assert seq.steps_after_cancel <= 1
+        assert be.stats()["decode_steps_after_cancel_total"] <= 1
+        # The one slot is free again: a new sequence runs to completion.
+        ids = prompt(12, 9)
+        assert await collect(be, greedy(ids, 5)) == reference(model, ids, 5)
+    finally:
+        await be.close()
+
+
+async def test_cancelled_flag_and_task_cancel_stop_the_sequence(model, backend):
+    seq = greedy(prompt(13, 20), 200)
+    got = []
+    async for step in backend.generate(seq):
+        got.append(step.token_id)
+        if len(got) == 2:
+            seq.cancelled = True  # the daemon's way; the stream ends at the next boundary
+    assert len(got) < 200
+    assert seq.steps_after_cancel <= 1
+
+    seq2 = greedy(prompt(14, 20), 200)
+    task = asyncio.ensure_future(collect(backend, seq2))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await wait_idle(backend)
+    assert seq2.steps_after_cancel <= 1
+
+
+async def test_expired_deadline_ends_the_stream(model, backend):
+    seq = greedy(prompt(15, 20), 200)
+    seq.deadline = time.monotonic() - 1.0  # optional attribute, read with getattr
+    assert await collect(backend, seq) == []
+    await wait_idle(backend)
+
+
+class FirstTokenOneOf:
+    def __init__(self, ids):
+        self.ids = ids
+
+    def allowed_ids(self, generated):
+        return None if generated else self.ids
+
+
+async def test_token_constraint_restricts_the_first_token(model, backend):
+    ids = prompt(16, 12)
+    free = reference(model, ids, 1)[0]
+    allowed = [t for t in (5, 6, 7) if t != free]
+    seq = Sequence("c", ids, SamplingParams(max_new_tokens=4),
+                   constraint=FirstTokenOneOf(allowed))
+    got = await collect(backend, seq)
+    assert got[0] in allowed
+    assert len(got) == 4
+
+
+async def test_logprobs_are_the_models_own(model, backend):
+    ids = prompt(17, 15)
+    seq = Sequence("l", ids, SamplingParams(max_new_tokens=1, logprobs=3))
+    steps = [s async for s in backend.generate(seq)]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, -1]
+    ref = torch.log_softmax(logits.float(), -1).topk(3)
+    (step,) = steps
+    assert [t for t, _ in step.top_logprobs] == ref.indices.tolist()
+    assert [v for _, v in step.top_logprobs] == pytest.approx(ref.values.tolist(), abs=1e-4)
+    assert step.token_id == ref.indices[0].item()
+    assert step.logprob == pytest.approx(ref.values[0].item(), abs=1e-4)
+
+
+async def test_seeded_sampling_is_reproducible(model, backend):
+    ids = prompt(18, 10)
+    params = SamplingParams(max_new_tokens=12, temperature=0.8, top_p=0.9, seed=1234)
+    a = await collect(backend, Sequence("s1", ids, params))
+    b = await collect(backend, Sequence("s2", ids, params))
+    assert a == b
+    assert len(a) == 12
+
+
+async def test_stop_token_ends_the_stream(model, backend):
+    ids = prompt(19, 30)
+    ref = reference(model, ids, 10)
+    stop = ref[3]
+    seq = Sequence("t", ids, SamplingParams(max_new_tokens=10, stop_token_ids=frozenset({stop})))
+    got = await collect(backend, seq)
+    assert got == ref[: ref.index(stop) + 1]
+
+
+def test_unsupported_architecture_is_refused():
+    cfg = transformers.GPT2Config(vocab_size=100, n_embd=32, n_layer=1, n_head=2)
+    with pytest.raises(UnsupportedModel):
+        EngineBackend(transformers.GPT2LMHeadModel(cfg), device="cpu")
