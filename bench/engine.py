@@ -58,23 +58,47 @@ def model_configs():
 
     return {
         "starcoder-1b": GPTBigCodeConfig(
-            vocab_size=49152, n_positions=8192, n_embd=2048, n_layer=24, n_head=16,
-            n_inner=8192, multi_query=True, activation_function="gelu_pytorch_tanh",
+            vocab_size=49152,
+            n_positions=8192,
+            n_embd=2048,
+            n_layer=24,
+            n_head=16,
+            n_inner=8192,
+            multi_query=True,
+            activation_function="gelu_pytorch_tanh",
         ),
         "qwen2.5-coder-0.5b": Qwen2Config(
-            vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-            num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
-            rope_theta=1000000.0, tie_word_embeddings=True,
+            vocab_size=151936,
+            hidden_size=896,
+            intermediate_size=4864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            max_position_embeddings=32768,
+            rope_theta=1000000.0,
+            tie_word_embeddings=True,
         ),
         "qwen2.5-coder-1.5b": Qwen2Config(
-            vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-            num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=32768,
-            rope_theta=1000000.0, tie_word_embeddings=True,  # as the released checkpoint
+            vocab_size=151936,
+            hidden_size=1536,
+            intermediate_size=8960,
+            num_hidden_layers=28,
+            num_attention_heads=12,
+            num_key_value_heads=2,
+            max_position_embeddings=32768,
+            rope_theta=1000000.0,
+            tie_word_embeddings=True,  # as the released checkpoint
         ),
         "deepseek-coder-1.3b": LlamaConfig(
-            vocab_size=32256, hidden_size=2048, intermediate_size=5504, num_hidden_layers=24,
-            num_attention_heads=16, num_key_value_heads=16, max_position_embeddings=16384,
-            rope_theta=100000.0, rope_scaling={"type": "linear", "factor": 4.0},
+            vocab_size=32256,
+            hidden_size=2048,
+            intermediate_size=5504,
+            num_hidden_layers=24,
+            num_attention_heads=16,
+            num_key_value_heads=16,
+            max_position_embeddings=16384,
+            rope_theta=100000.0,
+            rope_scaling={"type": "linear", "factor": 4.0},
         ),
     }
 
@@ -83,11 +107,18 @@ def tiny_configs():
     from transformers import GPTBigCodeConfig, Qwen2Config
 
     return {
-        "tiny-gpt_bigcode": GPTBigCodeConfig(vocab_size=1000, n_positions=8192, n_embd=64,
-                                             n_layer=2, n_head=4, multi_query=True),
-        "tiny-qwen2": Qwen2Config(vocab_size=1000, hidden_size=64, intermediate_size=128,
-                                  num_hidden_layers=2, num_attention_heads=4,
-                                  num_key_value_heads=2, tie_word_embeddings=True),
+        "tiny-gpt_bigcode": GPTBigCodeConfig(
+            vocab_size=1000, n_positions=8192, n_embd=64, n_layer=2, n_head=4, multi_query=True
+        ),
+        "tiny-qwen2": Qwen2Config(
+            vocab_size=1000,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+        ),
     }
 
 
@@ -142,10 +173,15 @@ def stock(model, prompt, n, **kw):
     t0 = now()
     with torch.inference_mode():
         out = model.generate(
-            ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
-            do_sample=False, pad_token_id=0, **kw,
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            pad_token_id=0,
+            **kw,
         )
-    return now() - t0, out[0, len(prompt):].tolist()
+    return now() - t0, out[0, len(prompt) :].tolist()
 
 
 def stock_decode_ms(model, prompt, n=65, reps=3, **kw):
@@ -205,7 +241,9 @@ async def engine_ttft(be, rng, vocab, lengths, reps=3):
             "cold_ms": statistics.median(cold),
             "edit_end_ms": statistics.median(edit_end),
             "edit_300_before_end_ms": statistics.median(edit_fim),
-            "cold_runs": cold, "edit_end_runs": edit_end, "edit_fim_runs": edit_fim,
+            "cold_runs": cold,
+            "edit_end_runs": edit_end,
+            "edit_fim_runs": edit_fim,
             "cached_tokens": cached[-1],
         }
     return out
@@ -247,10 +285,15 @@ async def engine_concurrency(be, rng, vocab, clients, per_client):
     await asyncio.sleep(0.05)  # let the last cancels be reaped
     after = be.stats()
     return {
-        "clients": clients, "requests": done, "wall_s": wall,
-        "completions_per_s": done / wall, "tokens_per_s": tokens / wall,
-        "ttft_p50_ms": pct(ttfts, 0.5), "ttft_p95_ms": pct(ttfts, 0.95),
-        "gap_p50_ms": pct(gaps, 0.5), "gap_p95_ms": pct(gaps, 0.95),
+        "clients": clients,
+        "requests": done,
+        "wall_s": wall,
+        "completions_per_s": done / wall,
+        "tokens_per_s": tokens / wall,
+        "ttft_p50_ms": pct(ttfts, 0.5),
+        "ttft_p95_ms": pct(ttfts, 0.95),
+        "gap_p50_ms": pct(gaps, 0.5),
+        "gap_p95_ms": pct(gaps, 0.95),
         "cancelled": len(after_cancel),
         "steps_after_cancel_max": max((s.steps_after_cancel for s in after_cancel), default=0),
         "steps_after_cancel_total": after["decode_steps_after_cancel_total"]
@@ -275,8 +318,7 @@ def generate_batch_run(model, rng, vocab, n=64, new=32):
     from transformers import GenerationConfig
 
     prompts = [p for p, _, _ in traffic(rng, n, vocab)]
-    gc_ = GenerationConfig(max_new_tokens=new, do_sample=False, eos_token_id=None,
-                           pad_token_id=0)
+    gc_ = GenerationConfig(max_new_tokens=new, do_sample=False, eos_token_id=None, pad_token_id=0)
     import logging
 
     errors = []
@@ -302,8 +344,14 @@ def generate_batch_run(model, rng, vocab, n=64, new=32):
     finally:
         model.set_attn_implementation(prev)
         logging.getLogger("ContinuousBatchingLogger").removeHandler(catch)
-    return {"requests": n, "new_tokens": new, "wall_s": wall, "completions_per_s": n / wall,
-            "generated_tokens": toks, "errors": errors[:3]}
+    return {
+        "requests": n,
+        "new_tokens": new,
+        "wall_s": wall,
+        "completions_per_s": n / wall,
+        "generated_tokens": toks,
+        "errors": errors[:3],
+    }
 
 
 # -- one model ---------------------------------------------------------------------------------
@@ -347,24 +395,39 @@ def bench_model(name, cfg, args, deadline):
 
     def decode_stock():
         ms, first = stock_decode_ms(model, p512)
-        return {"ms_per_token": ms, "ttft_512_ms": first, "bw_share": res["floor_ms_per_token"] / ms}
+        return {
+            "ms_per_token": ms,
+            "ttft_512_ms": first,
+            "bw_share": res["floor_ms_per_token"] / ms,
+        }
 
     def decode_static():
-        ms, first = stock_decode_ms(model, p512, cache_implementation="static",
-                                       disable_compile=True)
-        return {"ms_per_token": ms, "ttft_512_ms": first, "bw_share": res["floor_ms_per_token"] / ms}
+        ms, first = stock_decode_ms(
+            model, p512, cache_implementation="static", disable_compile=True
+        )
+        return {
+            "ms_per_token": ms,
+            "ttft_512_ms": first,
+            "bw_share": res["floor_ms_per_token"] / ms,
+        }
 
     if not args.skip_stock:
         section("stock_decode", decode_stock)
         section("stock_static_decode", decode_static)
     if args.compile_static and name == args.compile_static:
+
         def decode_static_compiled():
             t = time.perf_counter()
             stock(model, p512, 65, cache_implementation="static")
             first_call = time.perf_counter() - t
             ms, first = stock_decode_ms(model, p512, cache_implementation="static")
-            return {"ms_per_token": ms, "ttft_512_ms": first, "first_call_s": first_call,
-                    "bw_share": res["floor_ms_per_token"] / ms}
+            return {
+                "ms_per_token": ms,
+                "ttft_512_ms": first,
+                "first_call_s": first_call,
+                "bw_share": res["floor_ms_per_token"] / ms,
+            }
+
         section("stock_static_compiled_decode", decode_static_compiled)
 
     def ttft_stock():
@@ -379,22 +442,35 @@ def bench_model(name, cfg, args, deadline):
         section("stock_ttft_ms", ttft_stock)
 
     # One engine for everything: 64 slots of 8k (the latency tests use one slot at a time).
-    be = EngineBackend(model, device=DEVICE, max_batch=args.max_batch, max_len=args.max_len,
-                       compile=not args.no_compile)
+    be = EngineBackend(
+        model,
+        device=DEVICE,
+        max_batch=args.max_batch,
+        max_len=args.max_len,
+        compile=not args.no_compile,
+    )
     loop = asyncio.new_event_loop()
     try:
+
         def warm():
             t = time.perf_counter()
             n = loop.run_until_complete(be.warmup())
-            return {"graphs": n, "seconds": time.perf_counter() - t,
-                    "kv_cache_mib": float(be.info.extra["kv_cache_mib"])}
+            return {
+                "graphs": n,
+                "seconds": time.perf_counter() - t,
+                "kv_cache_mib": float(be.info.extra["kv_cache_mib"]),
+            }
 
         section("engine_warmup", warm)
 
         def decode_engine():
             ms, ttft, toks, per = loop.run_until_complete(engine_decode_ms(be, p512))
-            return {"ms_per_token": ms, "ttft_512_ms": ttft, "runs": per,
-                    "bw_share": res["floor_ms_per_token"] / ms}
+            return {
+                "ms_per_token": ms,
+                "ttft_512_ms": ttft,
+                "runs": per,
+                "bw_share": res["floor_ms_per_token"] / ms,
+            }
 
         section("engine_decode", decode_engine)
 
@@ -407,19 +483,28 @@ def bench_model(name, cfg, args, deadline):
                 exact += got == ref
                 k = next((j for j, (a, b) in enumerate(zip(got, ref, strict=True)) if a != b), 64)
                 prefix.append(k / 64)
-            return {"prompts": args.match_prompts, "new_tokens": 64,
-                    "exact_sequences": exact / args.match_prompts,
-                    "mean_prefix_agreement": statistics.mean(prefix)}
+            return {
+                "prompts": args.match_prompts,
+                "new_tokens": 64,
+                "exact_sequences": exact / args.match_prompts,
+                "mean_prefix_agreement": statistics.mean(prefix),
+            }
 
         section("bf16_match", match)
-        section("engine_ttft", lambda: loop.run_until_complete(
-            engine_ttft(be, rng, vocab, args.ttft_lengths)))
+        section(
+            "engine_ttft",
+            lambda: loop.run_until_complete(engine_ttft(be, rng, vocab, args.ttft_lengths)),
+        )
         res["engine_stats_latency"] = be.stats()
         conc = {}
         for clients in args.clients:
             per = max(2, args.min_requests // clients)
-            section(f"_c{clients}", lambda c=clients, k=per: conc.__setitem__(
-                str(c), loop.run_until_complete(engine_concurrency(be, rng, vocab, c, k))))
+            section(
+                f"_c{clients}",
+                lambda c=clients, k=per: conc.__setitem__(
+                    str(c), loop.run_until_complete(engine_concurrency(be, rng, vocab, c, k))
+                ),
+            )
         res["engine_concurrency"] = conc
 
         def same_as_generate_batch():
@@ -431,12 +516,17 @@ def bench_model(name, cfg, args, deadline):
                 return time.perf_counter() - t0
 
             wall = loop.run_until_complete(go())
-            return {"requests": 64, "new_tokens": 32, "wall_s": wall, "completions_per_s": 64 / wall}
+            return {
+                "requests": 64,
+                "new_tokens": 32,
+                "wall_s": wall,
+                "completions_per_s": 64 / wall,
+            }
 
         section("engine_64x32", same_as_generate_batch)
         res["engine_stats_throughput"] = be.stats()
         loop.run_until_complete(be.close())
-        del be
+        be = None
     finally:
         loop.close()
     torch._dynamo.reset()  # compiled code holds the engine, and with it the KV cache
@@ -444,10 +534,12 @@ def bench_model(name, cfg, args, deadline):
     if DEVICE == "cuda":
         torch.cuda.empty_cache()
     if not args.skip_stock:
-        section("stock_sequential",
-                lambda: stock_sequential(model, rng, vocab, args.stock_requests))
+        section(
+            "stock_sequential", lambda: stock_sequential(model, rng, vocab, args.stock_requests)
+        )
     section("generate_batch_64x32", lambda: generate_batch_run(model, rng, vocab))
     if name in args.fp32_match:
+
         def match_fp32():
             m32 = model.float()
             be32 = EngineBackend(m32, device=DEVICE, max_batch=2, max_len=512, compile=False)
@@ -459,16 +551,21 @@ def bench_model(name, cfg, args, deadline):
                     _, ref = stock(m32, p, 64)
                     _, _, got, _ = loop32.run_until_complete(engine_run(be32, p, 64))
                     exact += got == ref
-                    k = next((j for j, (a, b) in enumerate(zip(got, ref, strict=True))
-                              if a != b), 64)
+                    k = next(
+                        (j for j, (a, b) in enumerate(zip(got, ref, strict=True)) if a != b), 64
+                    )
                     prefix.append(k / 64)
                 loop32.run_until_complete(be32.close())
             finally:
                 loop32.close()
-            return {"prompts": args.match_prompts, "exact_sequences": exact / args.match_prompts,
-                    "mean_prefix_agreement": statistics.mean(prefix)}
+            return {
+                "prompts": args.match_prompts,
+                "exact_sequences": exact / args.match_prompts,
+                "mean_prefix_agreement": statistics.mean(prefix),
+            }
+
         section("fp32_match", match_fp32)
-    del model
+    model = None  # drop the weights before the next model
     gc.collect()
     if DEVICE == "cuda":
         torch.cuda.empty_cache()
@@ -481,13 +578,21 @@ def environment():
 
     env = {
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-        "torch": torch.__version__, "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
         "gpu": torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu",
     }
     try:
         env["nvidia_smi"] = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm",
-             "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout.strip()
+            [
+                "nvidia-smi",
+                "--query-gpu=name,driver_version,memory.total,clocks.max.sm",
+                "--format=csv,noheader",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout.strip()
     except Exception as e:  # noqa: BLE001
         env["nvidia_smi"] = str(e)
     return env
@@ -503,13 +608,24 @@ def plot(results: list[dict], path: Path) -> None:
     names = [r["model"] for r in results]
     x = range(len(names))
     w = 0.27
-    for i, (key, label) in enumerate([("stock_decode", "stock generate"),
-                                      ("stock_static_decode", "generate, static cache"),
-                                      ("engine_decode", "engine")]):
+    for i, (key, label) in enumerate(
+        [
+            ("stock_decode", "stock generate"),
+            ("stock_static_decode", "generate, static cache"),
+            ("engine_decode", "engine"),
+        ]
+    ):
         vals = [r.get(key, {}).get("ms_per_token", 0) or 0 for r in results]
         a.bar([j + (i - 1) * w for j in x], vals, w, label=label)
-    a.scatter(list(x), [r["floor_ms_per_token"] for r in results], color="k", marker="_", s=400,
-              label="weights / 4.3 TB/s", zorder=3)
+    a.scatter(
+        list(x),
+        [r["floor_ms_per_token"] for r in results],
+        color="k",
+        marker="_",
+        s=400,
+        label="weights / 4.3 TB/s",
+        zorder=3,
+    )
     a.set_xticks(list(x), names, rotation=15, fontsize=8)
     a.set_yscale("log")
     a.set_ylabel("decode ms/token, batch 1 (log)")
@@ -598,16 +714,25 @@ def summary(r: dict) -> None:
         v = r.get(k, {})
         return f"{v.get(f):.2f}" if isinstance(v.get(f), float) else str(v)[:60]
 
-    print(f"== {r['model']}: floor {r['floor_ms_per_token']:.3f} ms/tok | stock {g('stock_decode')}"
-          f" | static {g('stock_static_decode')} | engine {g('engine_decode')}", flush=True)
+    print(
+        f"== {r['model']}: floor {r['floor_ms_per_token']:.3f} ms/tok | stock {g('stock_decode')}"
+        f" | static {g('stock_static_decode')} | engine {g('engine_decode')}",
+        flush=True,
+    )
     print("   ttft", json.dumps(r.get("engine_ttft", {}), default=str)[:600])
     print("   stock ttft", r.get("stock_ttft_ms"), "| match", r.get("bf16_match"))
     for c, v in r.get("engine_concurrency", {}).items():
-        print(f"   c={c}: {v['completions_per_s']:.1f}/s ttft p50 {v['ttft_p50_ms']:.1f} "
-              f"p95 {v['ttft_p95_ms']:.1f} gap p95 {v['gap_p95_ms']:.2f} "
-              f"after-cancel max {v['steps_after_cancel_max']}")
-    print("   stock seq", r.get("stock_sequential"), "| gen_batch",
-          {k: v for k, v in r.get("generate_batch_64x32", {}).items() if k != "tb"})
+        print(
+            f"   c={c}: {v['completions_per_s']:.1f}/s ttft p50 {v['ttft_p50_ms']:.1f} "
+            f"p95 {v['ttft_p95_ms']:.1f} gap p95 {v['gap_p95_ms']:.2f} "
+            f"after-cancel max {v['steps_after_cancel_max']}"
+        )
+    print(
+        "   stock seq",
+        r.get("stock_sequential"),
+        "| gen_batch",
+        {k: v for k, v in r.get("generate_batch_64x32", {}).items() if k != "tb"},
+    )
 
 
 if __name__ == "__main__":

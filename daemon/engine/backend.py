@@ -71,8 +71,12 @@ class EngineBackend:
         self._sched.start()
 
     async def generate(self, seq: Sequence) -> AsyncIterator[TokenStep]:
-        req = Request(seq, asyncio.get_running_loop(), asyncio.Queue(),
-                      deadline=getattr(seq, "deadline", None))
+        req = Request(
+            seq,
+            asyncio.get_running_loop(),
+            asyncio.Queue(),
+            deadline=getattr(seq, "deadline", None),
+        )
         self._sched.submit(req)
         finished = False
         try:
@@ -101,12 +105,22 @@ class EngineBackend:
 
     def stats(self) -> dict[str, float]:
         c = self._sched.counters
-        out = {k: float(c[k]) for k in (
-            "requests_total", "completed_total", "cancelled_total",
-            "prefix_cache_hits", "prefix_cache_misses", "cached_tokens_total",
-            "prefill_steps_total", "prefill_tokens_total",
-            "decode_steps_total", "decode_rows_total", "decode_steps_after_cancel_total",
-        )}
+        out = {
+            k: float(c[k])
+            for k in (
+                "requests_total",
+                "completed_total",
+                "cancelled_total",
+                "prefix_cache_hits",
+                "prefix_cache_misses",
+                "cached_tokens_total",
+                "prefill_steps_total",
+                "prefill_tokens_total",
+                "decode_steps_total",
+                "decode_rows_total",
+                "decode_steps_after_cancel_total",
+            )
+        }
         out["active_sequences"] = float(self.active_sequences())
         out["cuda_graphs"] = float(len(self._sched.graphs.graphs) if self._sched.graphs else 0)
         return out

@@ -71,7 +71,9 @@ class DecodeGraphs:
         self.wpos[:B].fill_(self.em.max_len)
 
         def step():
-            return self.em.decode_step(self.ids[:B], self.pos[:B], self.wpos[:B], self.em.key_pos(L))
+            return self.em.decode_step(
+                self.ids[:B], self.pos[:B], self.wpos[:B], self.em.key_pos(L)
+            )
 
         t_start = time.perf_counter()
         side = torch.cuda.Stream()
@@ -84,8 +86,12 @@ class DecodeGraphs:
         with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             out = step()
         self.graphs[(B, L)] = (graph, out)
-        log.info("captured decode graph batch=%d len=%d (%.2f s with warm-up)", B, L,
-                 time.perf_counter() - t_start)
+        log.info(
+            "captured decode graph batch=%d len=%d (%.2f s with warm-up)",
+            B,
+            L,
+            time.perf_counter() - t_start,
+        )
         return graph, out
 
     def capture_all(self, max_keys: int | None = None) -> int:

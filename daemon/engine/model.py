@@ -241,8 +241,10 @@ class EngineModel:
         else:  # prefill: rows are arbitrary slots, gathered
             cache.write(i, rows[:, None].expand_as(wpos), wpos, k, v)
             kc, vc = cache.k[i, rows, :, :L], cache.v[i, rows, :, :L]
-        attn = self._attend_decode(q, kc, vc, mask) if decode else self._attend_prefill(
-            q, kc, vc, mask
+        attn = (
+            self._attend_decode(q, kc, vc, mask)
+            if decode
+            else self._attend_prefill(q, kc, vc, mask)
         )
         x = x + o_proj(attn)
         return x + mlp(ln2(x))

@@ -115,9 +115,11 @@ class Scheduler:
         self.cfg = cfg
         self.cache = em.allocate(cfg.max_batch)
         on_cuda = em.device.type == "cuda"
-        self.graphs = DecodeGraphs(em, cfg.max_batch, cfg.min_graph_len) if (
-            on_cuda and cfg.cuda_graphs
-        ) else None
+        self.graphs = (
+            DecodeGraphs(em, cfg.max_batch, cfg.min_graph_len)
+            if (on_cuda and cfg.cuda_graphs)
+            else None
+        )
         feed = cfg.decode_feed_max
         self.decode_feed_max = feed if feed is not None else (4 if self.graphs else 1)
         self.slots = [_Slot() for _ in range(cfg.max_batch)]
@@ -172,8 +174,9 @@ class Scheduler:
         with torch.inference_mode():
             while True:
                 with self._cv:
-                    while not (self._stop or self._inbox or self._calls or self.active
-                               or self.waiting):
+                    while not (
+                        self._stop or self._inbox or self._calls or self.active or self.waiting
+                    ):
                         self._cv.wait()
                     if self._stop:
                         break
@@ -242,9 +245,13 @@ class Scheduler:
             self.waiting.popleft()
             prompt = req.seq.prompt_ids
             if not prompt or len(prompt) >= self.cfg.max_len:
-                self._emit(req, ValueError(
-                    f"prompt of {len(prompt)} tokens; the engine takes 1..{self.cfg.max_len - 1}"
-                ))
+                self._emit(
+                    req,
+                    ValueError(
+                        f"prompt of {len(prompt)} tokens; "
+                        f"the engine takes 1..{self.cfg.max_len - 1}"
+                    ),
+                )
                 continue
             if req.seq.params.max_new_tokens <= 0:
                 self._emit(req, END)

@@ -27,20 +27,35 @@ def tiny_model(arch: str):
     torch.manual_seed(0)
     if arch == "qwen2":
         cfg = transformers.Qwen2Config(
-            vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+            vocab_size=VOCAB,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=1024,
         )
         model = transformers.Qwen2ForCausalLM(cfg)
     elif arch == "llama":
         cfg = transformers.LlamaConfig(
-            vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
+            vocab_size=VOCAB,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=1024,
             rope_scaling={"type": "linear", "factor": 2.0},
         )
         model = transformers.LlamaForCausalLM(cfg)
     elif arch == "gpt_bigcode":
         cfg = transformers.GPTBigCodeConfig(
-            vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, multi_query=True, n_positions=1024,
+            vocab_size=VOCAB,
+            n_embd=64,
+            n_layer=2,
+            n_head=4,
+            multi_query=True,
+            n_positions=1024,
         )
         model = transformers.GPTBigCodeForCausalLM(cfg)
     else:
@@ -61,10 +76,14 @@ def reference(model, ids: list[int], n: int) -> list[int]:
     x = torch.tensor([ids])
     with torch.no_grad():
         out = model.generate(
-            x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n,
-            do_sample=False, pad_token_id=0,
+            x,
+            attention_mask=torch.ones_like(x),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            pad_token_id=0,
         )
-    return out[0, len(ids):].tolist()
+    return out[0, len(ids) :].tolist()
 
 
 async def collect(backend, seq: Sequence) -> list[int]:
@@ -96,17 +115,20 @@ async def test_concurrent_sequences_each_match_generate(model, backend):
     prompts = [prompt(s, n) for s, n in [(2, 5), (3, 61), (4, 17), (5, 120), (6, 33)]]
     lengths = [20, 7, 30, 12, 16]
     # Five sequences on four slots: one waits, then joins the running batch.
-    got = await asyncio.gather(*(
-        collect(backend, greedy(p, n, rid=str(i)))
-        for i, (p, n) in enumerate(zip(prompts, lengths, strict=True))
-    ))
+    got = await asyncio.gather(
+        *(
+            collect(backend, greedy(p, n, rid=str(i)))
+            for i, (p, n) in enumerate(zip(prompts, lengths, strict=True))
+        )
+    )
     for p, n, g in zip(prompts, lengths, got, strict=True):
         assert g == reference(model, p, n)
 
 
 async def test_chunked_prefill_while_others_decode(model):
-    be = EngineBackend(model, device="cpu", max_batch=3, max_len=256, prefill_chunk=8,
-                       prefill_token_budget=16)
+    be = EngineBackend(
+        model, device="cpu", max_batch=3, max_len=256, prefill_chunk=8, prefill_token_budget=16
+    )
     try:
         short, long_ = prompt(7, 6), prompt(8, 150)
         first = asyncio.ensure_future(collect(be, greedy(short, 40)))
@@ -145,7 +167,8 @@ async def test_prefix_reuse_from_a_busy_slot_copies_the_prefix(model, backend):
 
 async def wait_idle(backend, timeout=5.0):
     t0 = time.monotonic()
-    while backend.active_sequences() and time.monotonic() - t0 < timeout:
+    # A counter the worker thread updates: polled, there is no event to wait on.
+    while backend.active_sequences() and time.monotonic() - t0 < timeout:  # noqa: ASYNC110
         await asyncio.sleep(0.005)
     assert backend.active_sequences() == 0
 
@@ -207,8 +230,7 @@ async def test_token_constraint_restricts_the_first_token(model, backend):
     ids = prompt(16, 12)
     free = reference(model, ids, 1)[0]
     allowed = [t for t in (5, 6, 7) if t != free]
-    seq = Sequence("c", ids, SamplingParams(max_new_tokens=4),
-                   constraint=FirstTokenOneOf(allowed))
+    seq = Sequence("c", ids, SamplingParams(max_new_tokens=4), constraint=FirstTokenOneOf(allowed))
     got = await collect(backend, seq)
     assert got[0] in allowed
     assert len(got) == 4
