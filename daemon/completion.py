@@ -21,7 +21,6 @@ from lspilot.protocol.messages import (
     CompleteChunk,
     CompleteRequest,
     FinishReason,
-    StopPolicy,
     Timings,
 )
 
@@ -73,9 +72,15 @@ class CompletionService:
         received = time.perf_counter()
         self.counters.requests_total += 1
         policy = stops.make_context(req.stop, req.prefix, req.suffix)
-        prompt = self.model.build_prompt(req.prefix, req.suffix, req.snippets, req.max_new_tokens,
-                                         path=_path_of(req.uri), heal=req.token_healing,
-                                         comment=_LINE_COMMENT.get(req.language_id, "#"))
+        prompt = self.model.build_prompt(
+            req.prefix,
+            req.suffix,
+            req.snippets,
+            req.max_new_tokens,
+            path=_path_of(req.uri),
+            heal=req.token_healing,
+            comment=_LINE_COMMENT.get(req.language_id, "#"),
+        )
         sequences = [self._sequence(req, prompt, i) for i in range(req.n)]
         active = _Active(sequences)
         self._active[req.request_id] = active
@@ -87,8 +92,13 @@ class CompletionService:
         ]
         tasks = [asyncio.create_task(r.run()) for r in runners]
         active.task = asyncio.current_task()
-        log.info("[%s] %d prompt tokens, %s, n=%d", req.request_id, len(prompt.ids),
-                 policy.policy.value, req.n)
+        log.info(
+            "[%s] %d prompt tokens, %s, n=%d",
+            req.request_id,
+            len(prompt.ids),
+            policy.policy.value,
+            req.n,
+        )
         finished = 0
         try:
             while finished < len(tasks):
@@ -136,9 +146,27 @@ class CompletionService:
 
 # How snippets are marked as comments for models without a repo-level format.
 _LINE_COMMENT = {
-    **dict.fromkeys(("c", "cpp", "csharp", "go", "java", "javascript", "javascriptreact",
-                     "typescript", "typescriptreact", "rust", "swift", "kotlin", "scala", "dart",
-                     "php", "zig"), "//"),
+    **dict.fromkeys(
+        (
+            "c",
+            "cpp",
+            "csharp",
+            "go",
+            "java",
+            "javascript",
+            "javascriptreact",
+            "typescript",
+            "typescriptreact",
+            "rust",
+            "swift",
+            "kotlin",
+            "scala",
+            "dart",
+            "php",
+            "zig",
+        ),
+        "//",
+    ),
     **dict.fromkeys(("lua", "sql", "haskell", "elm"), "--"),
     **dict.fromkeys(("lisp", "clojure", "scheme", "elisp"), ";;"),
 }

@@ -33,14 +33,33 @@ class LoadedModel:
     device: str
     layout: str = "psm"
 
-    def build_prompt(self, prefix: str, suffix: str, snippets: Seq, max_new_tokens: int, *,
-                     path: str = "", heal: bool = False, comment: str = "#"):
+    def build_prompt(
+        self,
+        prefix: str,
+        suffix: str,
+        snippets: Seq,
+        max_new_tokens: int,
+        *,
+        path: str = "",
+        heal: bool = False,
+        comment: str = "#",
+    ):
         from .prompt import build_prompt
 
         budget = max(16, self.context_window - max_new_tokens)
         pairs = [(s.path, s.text) for s in snippets]
-        return build_prompt(self.tokenizer, self.fim, prefix, suffix, pairs, budget=budget,
-                            layout=self.layout, heal=heal, path=path, comment=comment)
+        return build_prompt(
+            self.tokenizer,
+            self.fim,
+            prefix,
+            suffix,
+            pairs,
+            budget=budget,
+            layout=self.layout,
+            heal=heal,
+            path=path,
+            comment=comment,
+        )
 
     def detokenizer(self, prompt_ids, strip_prefix: str = ""):
         from .detok import IncrementalDetokenizer
@@ -81,7 +100,6 @@ def load_model(
     context_window: int | None = None,
     layout: str = "psm",
 ) -> LoadedModel:
-    import torch
     from transformers import AutoModelForCausalLM
 
     from .families import load_tokenizer
@@ -99,8 +117,15 @@ def load_model(
     window = getattr(model.config, "max_position_embeddings", None) or DEFAULT_CONTEXT_CAP
     window = min(window, context_window or DEFAULT_CONTEXT_CAP)
     family = getattr(model.config, "model_type", "unknown")
-    log.info("loaded %s (%s, FIM %s) on %s as %s, context %d", path, family, fim.name, device,
-             torch_dtype, window)
+    log.info(
+        "loaded %s (%s, FIM %s) on %s as %s, context %d",
+        path,
+        family,
+        fim.name,
+        device,
+        torch_dtype,
+        window,
+    )
     return LoadedModel(
         name=name or path.name,
         path=path,

@@ -17,13 +17,24 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="", help="registry name, model directory or .gguf file "
-                   "(default: the registry's default model, pulled on first start)")
-    p.add_argument("--listen", default="", help="unix:/path.sock (default, in the runtime "
-                   "directory) or tcp:127.0.0.1:PORT (then a token is required)")
-    p.add_argument("--allow-remote", action="store_true",
-                   help="allow a non-loopback TCP address (anyone who can reach it and holds "
-                   "the token can use the model)")
+    p.add_argument(
+        "--model",
+        default="",
+        help="registry name, model directory or .gguf file "
+        "(default: the registry's default model, pulled on first start)",
+    )
+    p.add_argument(
+        "--listen",
+        default="",
+        help="unix:/path.sock (default, in the runtime "
+        "directory) or tcp:127.0.0.1:PORT (then a token is required)",
+    )
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback TCP address (anyone who can reach it and holds "
+        "the token can use the model)",
+    )
     p.add_argument("--backend", choices=["auto", "transformers", "engine"], default="auto")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
     p.add_argument("--dtype", default="auto", help="bfloat16, float16, float32 (default: auto)")
@@ -44,8 +55,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"lspilot daemon: {exc}", file=sys.stderr)
         return 2
     if not address.is_loopback() and not args.allow_remote:
-        print(f"lspilot daemon: refusing non-loopback address {address}; pass --allow-remote "
-              "if you really mean to serve other machines", file=sys.stderr)
+        print(
+            f"lspilot daemon: refusing non-loopback address {address}; pass --allow-remote "
+            "if you really mean to serve other machines",
+            file=sys.stderr,
+        )
         return 2
     lock = _take_lock(address)
     if lock is None:
@@ -78,8 +92,14 @@ def _load(args: argparse.Namespace, state):
 
     path, name = _resolve_model(args.model, state)
     state.loading = f"loading {name}"
-    model = load_model(path, name=name, device=args.device, dtype=args.dtype,
-                       fim_override=args.fim, context_window=args.context)
+    model = load_model(
+        path,
+        name=name,
+        device=args.device,
+        dtype=args.dtype,
+        fim_override=args.fim,
+        context_window=args.context,
+    )
     backend = make_backend(args.backend, model)
     return CompletionService(model, backend)
 

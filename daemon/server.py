@@ -137,7 +137,9 @@ class Servicer:
                 yield chunk
         except Exception as exc:  # a bug or a backend crash: this request fails, not the daemon
             log.exception("[%s] request failed", request.request_id)
-            yield CompleteChunk(request.request_id, finish_reason=FinishReason.ERROR, error=str(exc))
+            yield CompleteChunk(
+                request.request_id, finish_reason=FinishReason.ERROR, error=str(exc)
+            )
         finally:
             self.in_flight -= 1
 
@@ -155,8 +157,18 @@ class Servicer:
 
         svc = self.state.service
         if svc is None:
-            return InfoReply(PROTOCOL_VERSION, "", "", False, "", 0, "", "", __version__,
-                             loading=self.state.error or self.state.loading)
+            return InfoReply(
+                PROTOCOL_VERSION,
+                "",
+                "",
+                False,
+                "",
+                0,
+                "",
+                "",
+                __version__,
+                loading=self.state.error or self.state.loading,
+            )
         m = svc.model
         return InfoReply(
             protocol_version=PROTOCOL_VERSION,
@@ -230,7 +242,9 @@ async def serve(
         try:
             state.service = await asyncio.to_thread(load, state)
             state.loading = ""
-            await health_servicer.set(service.HEALTH_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+            await health_servicer.set(
+                service.HEALTH_SERVICE, health_pb2.HealthCheckResponse.SERVING
+            )
             log.info("model ready")
         except Exception as exc:
             log.exception("model failed to load")

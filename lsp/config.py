@@ -66,8 +66,10 @@ def merge(current: Settings, options: Any, warn=log.warning) -> Settings:
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            warn(f"lspilot: setting {_camel(name)}={value!r} is not a {expected.__name__}; "
-                 f"using {getattr(current, name)!r}")
+            warn(
+                f"lspilot: setting {_camel(name)}={value!r} is not a {expected.__name__}; "
+                f"using {getattr(current, name)!r}"
+            )
             continue
         if name == "stop" and value not in ("auto", "single_line", "multi_line"):
             warn(f"lspilot: setting stop={value!r} must be auto, single_line or multi_line")

@@ -54,8 +54,10 @@ class NotCompletable(Exception):
 def take_snapshot(doc: TextDocument, position: types.Position) -> Snapshot:
     """Copy prefix and suffix at ``position``; reject positions outside the document."""
     lines = doc.lines
-    if position.line < 0 or position.line > len(lines) or (
-        position.line == len(lines) and position.character != 0
+    if (
+        position.line < 0
+        or position.line > len(lines)
+        or (position.line == len(lines) and position.character != 0)
     ):
         raise JsonRpcInvalidParams(
             f"position {position.line}:{position.character} is outside {doc.uri} "
@@ -76,9 +78,15 @@ def take_snapshot(doc: TextDocument, position: types.Position) -> Snapshot:
         raise NotCompletable(f"{doc.uri} looks binary (NUL bytes)")
     offset = doc.offset_at_position(position)
     line_start = source.rfind("\n", 0, offset) + 1
-    core = DocumentSnapshot(uri=doc.uri, version=doc.version or 0,
-                            language_id=doc.language_id or "", text=source,
-                            line=position.line, character=offset - line_start, offset=offset)
+    core = DocumentSnapshot(
+        uri=doc.uri,
+        version=doc.version or 0,
+        language_id=doc.language_id or "",
+        text=source,
+        line=position.line,
+        character=offset - line_start,
+        offset=offset,
+    )
     return Snapshot(core=core, position=position)
 
 
@@ -94,6 +102,12 @@ def cursor_after_change(doc: TextDocument, change) -> DocumentSnapshot | None:
     offset = min(len(source), doc.offset_at_position(rng.start) + len(change.text))
     line = source.count("\n", 0, offset)
     line_start = source.rfind("\n", 0, offset) + 1
-    return DocumentSnapshot(uri=doc.uri, version=doc.version or 0,
-                            language_id=doc.language_id or "", text=source, line=line,
-                            character=offset - line_start, offset=offset)
+    return DocumentSnapshot(
+        uri=doc.uri,
+        version=doc.version or 0,
+        language_id=doc.language_id or "",
+        text=source,
+        line=line,
+        character=offset - line_start,
+        offset=offset,
+    )

@@ -29,8 +29,14 @@ TYPE_THROUGH_GRACE_S = 1.0
 
 
 class Generation:
-    def __init__(self, snap: Snapshot, request: CompleteRequest, client: DaemonClient, *,
-                 context_versions: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        snap: Snapshot,
+        request: CompleteRequest,
+        client: DaemonClient,
+        *,
+        context_versions: dict[str, int] | None = None,
+    ) -> None:
         self.snap = snap
         self.request = request
         self.context_versions = context_versions  # other documents in the prompt, for the cache
@@ -44,7 +50,9 @@ class Generation:
         self._done = asyncio.Event()
         self._changed = asyncio.Condition()
         self._grace: asyncio.TimerHandle | None = None
-        self.task = asyncio.create_task(self._stream(client), name=f"generation {request.request_id}")
+        self.task = asyncio.create_task(
+            self._stream(client), name=f"generation {request.request_id}"
+        )
 
     @property
     def done(self) -> bool:

@@ -96,8 +96,14 @@ class Suggester:
 
     # --- a request ----------------------------------------------------------------------
 
-    async def suggest(self, snap: Snapshot, *, n: int = 1, invoked: bool = False,
-                      on_partial: PartialFn | None = None) -> Outcome:
+    async def suggest(
+        self,
+        snap: Snapshot,
+        *,
+        n: int = 1,
+        invoked: bool = False,
+        on_partial: PartialFn | None = None,
+    ) -> Outcome:
         s = self.settings()
         request_id = f"{self._client_tag}-{next(_ids)}"
         gen, typed = self._reusable(snap, n)
@@ -108,9 +114,13 @@ class Suggester:
             self._supersede(snap.uri)
             return Outcome(request_id, [], source="skipped")
         policy = StopPolicy(decision.policy)
-        ctx = post.Context.for_decision(snap.prefix[-s.max_prefix_chars:],
-                                        snap.suffix[: s.max_suffix_chars], snap.language_id,
-                                        decision, indent=infer_indent(snap.core.text[:50_000]))
+        ctx = post.Context.for_decision(
+            snap.prefix[-s.max_prefix_chars :],
+            snap.suffix[: s.max_suffix_chars],
+            snap.language_id,
+            decision,
+            indent=infer_indent(snap.core.text[:50_000]),
+        )
         snippets = self._snippets(snap, s) if gen is None else ()
         versions = self._versions_of(snippets)
         if gen is None and n == 1 and s.cache:
@@ -134,7 +144,7 @@ class Suggester:
             started = time.perf_counter()
             async for text in gen.updates():
                 if on_partial is not None and text.startswith(typed) and len(text) > len(typed):
-                    on_partial(request_id, text[len(typed):])
+                    on_partial(request_id, text[len(typed) :])
             try:
                 await gen.wait()
             except DaemonUnavailable:
@@ -145,13 +155,19 @@ class Suggester:
             if self._waiting.get(snap.uri) is task:
                 del self._waiting[snap.uri]
         if source == "model":
-            self.debounce.observe_latency(gen.timings.get("first_token_ms", 0.0)
-                                          or (time.perf_counter() - started) * 1000)
+            self.debounce.observe_latency(
+                gen.timings.get("first_token_ms", 0.0) or (time.perf_counter() - started) * 1000
+            )
             self._remember(gen, s)
-        raw = [t[len(typed):] for t in gen.texts if t.startswith(typed)]
+        raw = [t[len(typed) :] for t in gen.texts if t.startswith(typed)]
         timings = dict(gen.timings, total_ms=(time.perf_counter() - started) * 1000)
-        return Outcome(gen.request.request_id if source == "model" else request_id,
-                       self._finish(ctx, raw, s), gen.finish_reason, timings, source)
+        return Outcome(
+            gen.request.request_id if source == "model" else request_id,
+            self._finish(ctx, raw, s),
+            gen.finish_reason,
+            timings,
+            source,
+        )
 
     # --- steps --------------------------------------------------------------------------
 
@@ -167,8 +183,12 @@ class Suggester:
         if gen is None:
             return None, ""
         verdict = track(gen.shown(), snap.core)
-        usable = verdict.state == "continue" and gen.request.n >= n and gen.error is None \
+        usable = (
+            verdict.state == "continue"
+            and gen.request.n >= n
+            and gen.error is None
             and not (gen.done and gen.finish_reason == "cancelled")
+        )
         if usable and not verdict.exhausted:
             return gen, verdict.typed
         gen.cancel()
@@ -186,8 +206,9 @@ class Suggester:
         if not s.adaptive_debounce:
             return float(s.debounce_ms)
         if self.debounce.config.base_ms != s.debounce_ms:
-            self.debounce.config = DebounceConfig(base_ms=float(s.debounce_ms),
-                                                  min_ms=min(20.0, float(s.debounce_ms)))
+            self.debounce.config = DebounceConfig(
+                base_ms=float(s.debounce_ms), min_ms=min(20.0, float(s.debounce_ms))
+            )
         return self.debounce.delay_for(snap.prefix, snap.suffix)
 
     def _snippets(self, snap: Snapshot, s: Settings) -> tuple:
@@ -203,15 +224,22 @@ class Suggester:
         versions = self.versions()
         return {sn.path: versions.get(sn.path, 0) for sn in snippets}
 
-    async def _start(self, snap: Snapshot, s: Settings, n: int, decision: Decision,
-                     request_id: str, snippets: tuple) -> Generation:
+    async def _start(
+        self,
+        snap: Snapshot,
+        s: Settings,
+        n: int,
+        decision: Decision,
+        request_id: str,
+        snippets: tuple,
+    ) -> Generation:
         policy = StopPolicy(decision.policy)
         request = CompleteRequest(
             request_id=request_id,
             client_id=self._client_tag,
             uri=snap.uri,
             language_id=snap.language_id,
-            prefix=snap.prefix[-s.max_prefix_chars:],
+            prefix=snap.prefix[-s.max_prefix_chars :],
             suffix=snap.suffix[: s.max_suffix_chars],
             snippets=snippets,
             max_new_tokens=s.max_new_tokens,
@@ -232,12 +260,19 @@ class Suggester:
     def _remember(self, gen: Generation, s: Settings) -> None:
         if not s.cache or gen.error is not None or gen.finish_reason == "cancelled":
             return
-        ctx = post.Context.for_decision(gen.snap.prefix, gen.snap.suffix, gen.snap.language_id,
-                                        gen.decision)
+        ctx = post.Context.for_decision(
+            gen.snap.prefix, gen.snap.suffix, gen.snap.language_id, gen.decision
+        )
         kept = post.pre_cache(ctx, gen.texts[0]) if s.postprocess else gen.texts[0]
         if kept:
-            self.cache.store(gen.snap.prefix, gen.snap.suffix, gen.context_versions, kept,
-                             policy=gen.request.stop.value, uri=gen.snap.uri)
+            self.cache.store(
+                gen.snap.prefix,
+                gen.snap.suffix,
+                gen.context_versions,
+                kept,
+                policy=gen.request.stop.value,
+                uri=gen.snap.uri,
+            )
 
     @staticmethod
     def _finish(ctx: post.Context, texts: list[str], s: Settings) -> list[str]:

@@ -30,8 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--daemon", default="", help="daemon address (default: the user's daemon)")
     p.add_argument("--model", default="", help="model for a daemon this command starts")
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--wait", type=float, default=1800.0,
-                   help="seconds to wait for the model to be pulled and loaded")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=1800.0,
+        help="seconds to wait for the model to be pulled and loaded",
+    )
     p.add_argument("--json", action="store_true", help="also print timings and finish reason")
 
     p = sub.add_parser("status", help="the daemon's model, device and counters")

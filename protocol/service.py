@@ -77,11 +77,15 @@ def generic_handler(implementations: dict[str, Any]) -> grpc.GenericRpcHandler:
             if m.streaming
             else grpc.unary_unary_rpc_method_handler
         )
-        handlers[m.name] = factory(impl, request_deserializer=None, response_serializer=codec.encode)
+        handlers[m.name] = factory(
+            impl, request_deserializer=None, response_serializer=codec.encode
+        )
     return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
 
 def stub(channel: grpc.aio.Channel, method: Method):
     """A client callable for ``method`` on an aio channel."""
     make = channel.unary_stream if method.streaming else channel.unary_unary
-    return make(method.path, request_serializer=codec.encode, response_deserializer=_decoder(method.reply))
+    return make(
+        method.path, request_serializer=codec.encode, response_deserializer=_decoder(method.reply)
+    )

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Range checks beyond types, shared by the daemon (which enforces) and clients (which fail early)."""
+"""Range checks beyond types: the daemon enforces them, clients may check early."""
 
 from __future__ import annotations
 

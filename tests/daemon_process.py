@@ -17,8 +17,14 @@ from lspilot.protocol.client import DaemonClient, DaemonUnavailable
 
 
 class DaemonProcess:
-    def __init__(self, model: Path | str, workdir: Path, *, backend: str = "transformers",
-                 extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        model: Path | str,
+        workdir: Path,
+        *,
+        backend: str = "transformers",
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.model = str(model)
         self.workdir = workdir
         self.backend = backend
@@ -26,16 +32,29 @@ class DaemonProcess:
         self.socket = workdir / "daemon.sock"
         self.address = f"unix:{self.socket}"
         self.log_path = workdir / "daemon.log"
-        self.env = dict(os.environ, LSPILOT_DAEMON_ADDRESS=self.address,
-                        LSPILOT_RUNTIME_DIR=str(workdir))
+        self.env = dict(
+            os.environ, LSPILOT_DAEMON_ADDRESS=self.address, LSPILOT_RUNTIME_DIR=str(workdir)
+        )
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 120.0) -> DaemonProcess:
-        cmd = [sys.executable, "-m", "lspilot", "daemon", "--model", self.model,
-               "--listen", self.address, "--backend", self.backend, *self.extra_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "lspilot",
+            "daemon",
+            "--model",
+            self.model,
+            "--listen",
+            self.address,
+            "--backend",
+            self.backend,
+            *self.extra_args,
+        ]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, env=self.env)
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env
+            )
         self.wait_ready(timeout)
         return self
 

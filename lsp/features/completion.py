@@ -43,7 +43,9 @@ def register(server) -> None:
             return types.CompletionList(is_incomplete=True, items=[])
         word = _WORD_TAIL.search(snap.prefix.rsplit("\n", 1)[-1]).group(0)
         # The word is ASCII, so its length is the same in every position encoding.
-        start = types.Position(line=snap.position.line, character=snap.position.character - len(word))
+        start = types.Position(
+            line=snap.position.line, character=snap.position.character - len(word)
+        )
         label = (word + text).split("\n", 1)[0].strip()[:LABEL_CHARS] or text.strip()[:LABEL_CHARS]
         item = types.CompletionItem(
             label=label,

@@ -17,7 +17,6 @@ from lsprotocol import types
 from lspilot.protocol.client import DaemonError, DaemonUnavailable
 
 from ..connection import ModelLoading
-
 from ..documents import NotCompletable, take_snapshot
 from ..server import RequestFailed
 
@@ -59,8 +58,12 @@ def register(server) -> None:
         texts = [] if stale else outcome.texts
         if settings.partial_updates:
             final = _partial(snap, outcome.request_id, texts[0] if texts else "", True)
-            final.update(finishReason=outcome.finish_reason, timings=outcome.timings, stale=stale,
-                         source=outcome.source)
+            final.update(
+                finishReason=outcome.finish_reason,
+                timings=outcome.timings,
+                stale=stale,
+                source=outcome.source,
+            )
             ls.protocol.notify(PARTIAL_NOTIFICATION, final)
         cursor = types.Range(start=snap.position, end=snap.position)
         return types.InlineCompletionList(

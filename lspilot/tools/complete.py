@@ -20,8 +20,17 @@ from pygls.lsp.client import LanguageClient
 from lspilot.lsp.connection import DaemonConnection
 from lspilot.protocol.client import DaemonError, DaemonUnavailable
 
-LANGUAGES = {".py": "python", ".js": "javascript", ".ts": "typescript", ".rs": "rust",
-             ".go": "go", ".c": "c", ".cpp": "cpp", ".java": "java", ".lua": "lua"}
+LANGUAGES = {
+    ".py": "python",
+    ".js": "javascript",
+    ".ts": "typescript",
+    ".rs": "rust",
+    ".go": "go",
+    ".c": "c",
+    ".cpp": "cpp",
+    ".java": "java",
+    ".lua": "lua",
+}
 
 
 def run(args) -> int:
@@ -58,7 +67,8 @@ async def wait_until_ready(connection: DaemonConnection, wait_s: float) -> None:
 
 async def _complete(args, path: Path, text: str) -> int:
     connection = DaemonConnection(
-        args.daemon, model=args.model,
+        args.daemon,
+        model=args.model,
         on_status=lambda m: print(f"lspilot: {m}", file=sys.stderr, flush=True),
     )
     await wait_until_ready(connection, args.wait)
@@ -74,26 +84,36 @@ async def _complete(args, path: Path, text: str) -> int:
             final.update(params)
 
     await client.start_io(sys.executable, "-m", "lspilot", "lsp")
-    options = {"daemonAddress": str(connection.address), "choicesOnInvoke": 1,
-               "maxNewTokens": args.max_new_tokens}
+    options = {
+        "daemonAddress": str(connection.address),
+        "choicesOnInvoke": 1,
+        "maxNewTokens": args.max_new_tokens,
+    }
     await client.initialize_async(
-        types.InitializeParams(capabilities=types.ClientCapabilities(),
-                               initialization_options=options)
+        types.InitializeParams(
+            capabilities=types.ClientCapabilities(), initialization_options=options
+        )
     )
     client.initialized(types.InitializedParams())
     uri = path.as_uri()
-    client.text_document_did_open(types.DidOpenTextDocumentParams(
-        text_document=types.TextDocumentItem(
-            uri=uri, language_id=LANGUAGES.get(path.suffix, "plaintext"), version=1, text=text)
-    ))
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(
+                uri=uri, language_id=LANGUAGES.get(path.suffix, "plaintext"), version=1, text=text
+            )
+        )
+    )
     started = time.perf_counter()
     try:
-        result = await client.text_document_inline_completion_async(types.InlineCompletionParams(
-            text_document=types.TextDocumentIdentifier(uri=uri),
-            position=types.Position(line=args.line, character=args.character),
-            context=types.InlineCompletionContext(
-                trigger_kind=types.InlineCompletionTriggerKind.Invoked),
-        ))
+        result = await client.text_document_inline_completion_async(
+            types.InlineCompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                position=types.Position(line=args.line, character=args.character),
+                context=types.InlineCompletionContext(
+                    trigger_kind=types.InlineCompletionTriggerKind.Invoked
+                ),
+            )
+        )
     except Exception as exc:  # a JSON-RPC error from the server: show its message
         print(f"lspilot complete: {exc}", file=sys.stderr)
         return 1
@@ -107,12 +127,18 @@ async def _complete(args, path: Path, text: str) -> int:
     if isinstance(inserted, types.StringValue):
         inserted = inserted.value
     if args.json:
-        print(json.dumps({
-            "text": inserted,
-            "finish_reason": final.get("finishReason"),
-            "timings": final.get("timings"),
-            "round_trip_ms": round(elapsed, 1),
-        }, indent=2, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "text": inserted,
+                    "finish_reason": final.get("finishReason"),
+                    "timings": final.get("timings"),
+                    "round_trip_ms": round(elapsed, 1),
+                },
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
     else:
         print(inserted)
     return 0 if items else 1

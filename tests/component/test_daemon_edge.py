@@ -17,14 +17,16 @@ from lspilot.protocol.endpoint import parse_address
 from lspilot.protocol.messages import PROTOCOL_VERSION, CompleteRequest, InfoRequest
 from tests.daemon_process import DaemonProcess
 
-GOOD = CompleteRequest("r1", "c", "file:///a.py", "python", "def f():\n    return ", "\n",
-                       max_new_tokens=4)
+GOOD = CompleteRequest(
+    "r1", "c", "file:///a.py", "python", "def f():\n    return ", "\n", max_new_tokens=4
+)
 
 
 async def _raw_complete(address: str, payload: bytes, metadata=()):
     async with grpc.aio.insecure_channel(parse_address(address).grpc_target) as channel:
-        call = channel.unary_stream(service.COMPLETE.path, request_serializer=lambda b: b,
-                                    response_deserializer=lambda b: b)
+        call = channel.unary_stream(
+            service.COMPLETE.path, request_serializer=lambda b: b, response_deserializer=lambda b: b
+        )
         return [chunk async for chunk in call(payload, metadata=metadata)]
 
 
@@ -38,8 +40,9 @@ def _with(**changes) -> bytes:
     ("payload", "message"),
     [
         pytest.param(b"\xc1garbage", "not a msgpack message", id="garbage"),
-        pytest.param(_with(prefix=42), "CompleteRequest.prefix: expected str, got int",
-                     id="mistyped"),
+        pytest.param(
+            _with(prefix=42), "CompleteRequest.prefix: expected str, got int", id="mistyped"
+        ),
         pytest.param(_with(stop="always"), "CompleteRequest.stop", id="bad-enum"),
         pytest.param(_with(max_new_tokens=0), "CompleteRequest.max_new_tokens", id="out-of-range"),
         pytest.param(_with(prefix="\x00\x01binary"), "binary", id="binary-text"),
@@ -47,8 +50,9 @@ def _with(**changes) -> bytes:
 )
 async def test_bad_messages_are_invalid_argument_naming_the_field(daemon, payload, message):
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await _raw_complete(daemon.address, payload,
-                            ((service.METADATA_VERSION, str(PROTOCOL_VERSION)),))
+        await _raw_complete(
+            daemon.address, payload, ((service.METADATA_VERSION, str(PROTOCOL_VERSION)),)
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in err.value.details()
     # ... and the daemon is still serving
@@ -58,8 +62,9 @@ async def test_bad_messages_are_invalid_argument_naming_the_field(daemon, payloa
 
 async def test_protocol_version_mismatch_is_refused(daemon):
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await _raw_complete(daemon.address, codec.encode(GOOD),
-                            ((service.METADATA_VERSION, "999"),))
+        await _raw_complete(
+            daemon.address, codec.encode(GOOD), ((service.METADATA_VERSION, "999"),)
+        )
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     client = DaemonClient(parse_address(daemon.address))
     try:
@@ -91,8 +96,9 @@ async def test_tcp_requires_the_token(tiny_model_dir, tmp_path):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await _raw_complete(proc.address, codec.encode(GOOD))
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        chunks = await _raw_complete(proc.address, codec.encode(GOOD),
-                                     ((service.METADATA_TOKEN, token),))
+        chunks = await _raw_complete(
+            proc.address, codec.encode(GOOD), ((service.METADATA_TOKEN, token),)
+        )
         assert chunks
     finally:
         proc.stop()
@@ -100,9 +106,19 @@ async def test_tcp_requires_the_token(tiny_model_dir, tmp_path):
 
 def test_non_loopback_address_is_refused(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "lspilot", "daemon", "--listen", "tcp:0.0.0.0:7777",
-         "--model", str(tmp_path)],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "lspilot",
+            "daemon",
+            "--listen",
+            "tcp:0.0.0.0:7777",
+            "--model",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={"LSPILOT_RUNTIME_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 2
@@ -111,9 +127,20 @@ def test_non_loopback_address_is_refused(tmp_path):
 
 def test_second_daemon_on_the_same_address_refuses(daemon):
     result = subprocess.run(
-        [sys.executable, "-m", "lspilot", "daemon", "--listen", daemon.address,
-         "--model", daemon.model],
-        capture_output=True, text=True, timeout=60, env=daemon.env,
+        [
+            sys.executable,
+            "-m",
+            "lspilot",
+            "daemon",
+            "--listen",
+            daemon.address,
+            "--model",
+            daemon.model,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=daemon.env,
     )
     assert result.returncode == 3
     assert "already serves" in result.stderr

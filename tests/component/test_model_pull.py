@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 import pytest
+
 from lspilot.daemon.models import cache
 from lspilot.daemon.models.pull import ensure_model, resolve_model
 from lspilot.daemon.models.registry import load_registry

@@ -48,24 +48,36 @@ class Partials:
 
 
 def open_document(client, uri: str, text: str, version: int = 1, language: str = "python"):
-    client.text_document_did_open(types.DidOpenTextDocumentParams(
-        text_document=types.TextDocumentItem(uri=uri, language_id=language, version=version,
-                                             text=text)))
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(
+                uri=uri, language_id=language, version=version, text=text
+            )
+        )
+    )
 
 
 def type_text(client, uri: str, version: int, line: int, character: int, text: str) -> None:
     """An incremental didChange inserting ``text`` at (line, character)."""
     at = types.Position(line=line, character=character)
-    client.text_document_did_change(types.DidChangeTextDocumentParams(
-        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
-        content_changes=[types.TextDocumentContentChangePartial(
-            range=types.Range(start=at, end=at), text=text)],
-    ))
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[
+                types.TextDocumentContentChangePartial(
+                    range=types.Range(start=at, end=at), text=text
+                )
+            ],
+        )
+    )
 
 
 def inline_params(uri: str, line: int, character: int, invoked: bool = True):
-    kind = (types.InlineCompletionTriggerKind.Invoked if invoked
-            else types.InlineCompletionTriggerKind.Automatic)
+    kind = (
+        types.InlineCompletionTriggerKind.Invoked
+        if invoked
+        else types.InlineCompletionTriggerKind.Automatic
+    )
     return types.InlineCompletionParams(
         text_document=types.TextDocumentIdentifier(uri=uri),
         position=types.Position(line=line, character=character),
@@ -73,13 +85,26 @@ def inline_params(uri: str, line: int, character: int, invoked: bool = True):
     )
 
 
-async def direct_completion(address: str, prefix: str, suffix: str, *, max_new_tokens: int,
-                            stop: StopPolicy = StopPolicy.AUTO) -> str:
+async def direct_completion(
+    address: str,
+    prefix: str,
+    suffix: str,
+    *,
+    max_new_tokens: int,
+    stop: StopPolicy = StopPolicy.AUTO,
+) -> str:
     """The same completion asked of the daemon directly over gRPC (greedy, one choice)."""
     client = DaemonClient(parse_address(address))
-    request = CompleteRequest(request_id="direct", client_id="test", uri="file:///direct",
-                              language_id="python", prefix=prefix, suffix=suffix,
-                              max_new_tokens=max_new_tokens, stop=stop)
+    request = CompleteRequest(
+        request_id="direct",
+        client_id="test",
+        uri="file:///direct",
+        language_id="python",
+        prefix=prefix,
+        suffix=suffix,
+        max_new_tokens=max_new_tokens,
+        stop=stop,
+    )
     text = ""
     try:
         async for chunk in client.complete(request):

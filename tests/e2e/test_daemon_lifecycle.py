@@ -39,19 +39,21 @@ def runtime(tmp_path_factory):
 async def client(lsp_client: LanguageClient, tiny_model_dir, runtime, monkeypatch):
     lsp_client.partials = Partials(lsp_client)
     lsp_client.address = f"unix:{runtime}/d.sock"
-    await lsp_client.initialize_session(types.InitializeParams(
-        capabilities=types.ClientCapabilities(),
-        initialization_options={
-            "daemonAddress": lsp_client.address,
-            "autostartDaemon": True,
-            "model": str(tiny_model_dir),
-            "debounceMs": 0,
-            "maxNewTokens": 1500,
-            "choicesOnInvoke": 1,
-            "stop": "multi_line",
-            "cache": False,
-        },
-    ))
+    await lsp_client.initialize_session(
+        types.InitializeParams(
+            capabilities=types.ClientCapabilities(),
+            initialization_options={
+                "daemonAddress": lsp_client.address,
+                "autostartDaemon": True,
+                "model": str(tiny_model_dir),
+                "debounceMs": 0,
+                "maxNewTokens": 1500,
+                "choicesOnInvoke": 1,
+                "stop": "multi_line",
+                "cache": False,
+            },
+        )
+    )
     yield
     await lsp_client.shutdown_session()
     try:
@@ -65,7 +67,8 @@ async def _complete_when_ready(client, timeout: float = 90.0, line: int = 2, cha
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         result = await client.text_document_inline_completion_async(
-            inline_params(URI, line, character))
+            inline_params(URI, line, character)
+        )
         if result.items or asyncio.get_running_loop().time() > deadline:
             return result
         await asyncio.sleep(0.5)
@@ -73,19 +76,22 @@ async def _complete_when_ready(client, timeout: float = 90.0, line: int = 2, cha
 
 async def test_daemon_killed_mid_request_then_restarted(client: LanguageClient):
     open_document(client, URI, TEXT)
-    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
-        settings={"maxNewTokens": 8}))
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"maxNewTokens": 8})
+    )
     first = await _complete_when_ready(client)  # autostarted by the language server
     assert first.items, "the autostarted daemon served no completion"
     pid = (await status(client.address))["pid"]
 
-    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
-        settings={"maxNewTokens": 1500}))
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"maxNewTokens": 1500})
+    )
     # Type something the suggestion does not start with, so the next request needs the model.
     other = "#" if not first.items[0].insert_text.startswith("#") else "@"
     type_text(client, URI, 2, 2, 0, other)
     pending = asyncio.ensure_future(
-        client.text_document_inline_completion_async(inline_params(URI, 2, 1)))
+        client.text_document_inline_completion_async(inline_params(URI, 2, 1))
+    )
     await client.partials.wait(lambda p: not field(p, "done"))
     os.kill(pid, signal.SIGKILL)  # a crash, mid-generation
     with pytest.raises(JsonRpcException) as err:
@@ -93,8 +99,9 @@ async def test_daemon_killed_mid_request_then_restarted(client: LanguageClient):
     assert err.value.code == -32803  # RequestFailed, with a message, not an empty success
     assert "unavailable" in str(err.value)
 
-    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
-        settings={"maxNewTokens": 8}))
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"maxNewTokens": 8})
+    )
     again = await _complete_when_ready(client, line=2, character=1)  # a new daemon
     assert again.items
     new_pid = (await status(client.address))["pid"]

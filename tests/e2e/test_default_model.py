@@ -36,9 +36,24 @@ def default_daemon(tmp_path_factory):
 
 def test_default_model_completes_a_real_program(default_daemon, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "lspilot", "complete", str(EXAMPLE), "--line", "4",
-         "--character", "4", "--json", "--daemon", default_daemon.address],
-        capture_output=True, text=True, timeout=300, env=default_daemon.env,
+        [
+            sys.executable,
+            "-m",
+            "lspilot",
+            "complete",
+            str(EXAMPLE),
+            "--line",
+            "4",
+            "--character",
+            "4",
+            "--json",
+            "--daemon",
+            default_daemon.address,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=default_daemon.env,
     )
     assert result.returncode == 0, result.stderr
     suggestion = json.loads(result.stdout)["text"]
@@ -47,8 +62,9 @@ def test_default_model_completes_a_real_program(default_daemon, tmp_path):
     completed = tmp_path / "fib.py"
     completed.write_text("\n".join(lines))
     # Not a fixed string: the completed program must run and print the right numbers.
-    run = subprocess.run([sys.executable, str(completed)], capture_output=True, text=True,
-                         timeout=60)
+    run = subprocess.run(
+        [sys.executable, str(completed)], capture_output=True, text=True, timeout=60
+    )
     assert run.returncode == 0, f"{suggestion!r} broke the program: {run.stderr}"
     assert run.stdout.strip() == "[0, 1, 1, 2, 3, 5, 8, 13, 21, 34]", suggestion
 

@@ -5,10 +5,10 @@ SentencePiece spaces and byte fallback, and stripping healed text."""
 from __future__ import annotations
 
 import pytest
+
 from lspilot.daemon.detok import IncrementalDetokenizer
 from lspilot.daemon.fim import detect_fim_format
 from lspilot.daemon.prompt import _encode
-
 from tests.tiny_models import fixture_tokenizer
 
 FAMILIES = ["qwen", "starcoder", "deepseek", "codellama", "codegen"]

@@ -6,11 +6,11 @@ generate a few greedy tokens (with token healing for Qwen) to prove the loading 
 from __future__ import annotations
 
 import pytest
+
 from lspilot.daemon.detok import IncrementalDetokenizer
 from lspilot.daemon.families import load_tokenizer
 from lspilot.daemon.fim import detect_fim_format
 from lspilot.daemon.prompt import build_prompt
-
 from tests.tiny_models import FAMILIES, build_tiny_model
 
 torch = pytest.importorskip("torch")

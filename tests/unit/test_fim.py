@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import pytest
-from lspilot.daemon.fim import FIM_FORMAT_NAMES, FimFormat, FimFormatError, detect_fim_format
 
+from lspilot.daemon.fim import FIM_FORMAT_NAMES, FimFormat, FimFormatError, detect_fim_format
 from tests.tiny_models import fake_tokenizer, fixture_tokenizer
 
 

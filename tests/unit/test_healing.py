@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from lspilot.daemon.healing import Healing, HealingConstraint, heal, token_table
 
+from lspilot.daemon.healing import Healing, HealingConstraint, heal, token_table
 from tests.tiny_models import fake_tokenizer, fixture_tokenizer
 
 FAMILIES = ["qwen", "starcoder", "deepseek", "codellama", "codegen"]

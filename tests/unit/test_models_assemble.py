@@ -7,6 +7,7 @@ import hashlib
 import zipfile
 
 import pytest
+
 from lspilot.daemon.models.assemble import (
     file_chunk,
     join_chunks,

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from lspilot.daemon.models import cache, cli
 from lspilot.daemon.models.errors import (
     ConversionError,

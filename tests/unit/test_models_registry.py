@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+
 from lspilot.daemon.models.errors import RegistryError, UnknownModelError
 from lspilot.daemon.models.registry import (
     HubSource,

@@ -5,6 +5,7 @@ typing, SPM, snippets and healing, against real tokenizers."""
 from __future__ import annotations
 
 import pytest
+
 from lspilot.daemon.fim import detect_fim_format
 from lspilot.daemon.prompt import (
     PromptBudgetError,
@@ -14,7 +15,6 @@ from lspilot.daemon.prompt import (
     cut_suffix,
     line_starts,
 )
-
 from tests.tiny_models import fixture_tokenizer
 
 FAMILIES = ["qwen", "starcoder", "deepseek", "codellama", "codegen"]

@@ -43,8 +43,14 @@ def test_request_round_trip():
 
 
 def test_chunk_round_trip_with_optional_nested():
-    chunk = CompleteChunk("r1", text="x", tokens=3, finish_reason=FinishReason.STOP,
-                          timings=Timings(prefill_ms=1.5, prompt_tokens=9), logprobs=(-0.5,))
+    chunk = CompleteChunk(
+        "r1",
+        text="x",
+        tokens=3,
+        finish_reason=FinishReason.STOP,
+        timings=Timings(prefill_ms=1.5, prompt_tokens=9),
+        logprobs=(-0.5,),
+    )
     assert codec.decode(CompleteChunk, codec.encode(chunk)) == chunk
 
 
@@ -55,17 +61,28 @@ def test_unknown_fields_are_tolerated():
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        pytest.param({"prefix": 5}, "CompleteRequest.prefix: expected str, got int", id="int-as-str"),
-        pytest.param({"max_new_tokens": "64"}, "CompleteRequest.max_new_tokens: expected int",
-                     id="str-as-int"),
-        pytest.param({"max_new_tokens": True}, "max_new_tokens: expected int, got bool",
-                     id="bool-as-int"),
-        pytest.param({"stop": "sometimes"}, "CompleteRequest.stop: 'sometimes' is not one of",
-                     id="bad-enum"),
-        pytest.param({"snippets": [{"path": "a"}]}, "CompleteRequest.snippets[0].text: missing",
-                     id="nested-missing"),
-        pytest.param({"snippets": "abc"}, "CompleteRequest.snippets: expected array",
-                     id="str-as-array"),
+        pytest.param(
+            {"prefix": 5}, "CompleteRequest.prefix: expected str, got int", id="int-as-str"
+        ),
+        pytest.param(
+            {"max_new_tokens": "64"},
+            "CompleteRequest.max_new_tokens: expected int",
+            id="str-as-int",
+        ),
+        pytest.param(
+            {"max_new_tokens": True}, "max_new_tokens: expected int, got bool", id="bool-as-int"
+        ),
+        pytest.param(
+            {"stop": "sometimes"}, "CompleteRequest.stop: 'sometimes' is not one of", id="bad-enum"
+        ),
+        pytest.param(
+            {"snippets": [{"path": "a"}]},
+            "CompleteRequest.snippets[0].text: missing",
+            id="nested-missing",
+        ),
+        pytest.param(
+            {"snippets": "abc"}, "CompleteRequest.snippets: expected array", id="str-as-array"
+        ),
     ],
 )
 def test_mistyped_fields_are_named(changes, message):

@@ -32,14 +32,30 @@ def test_auto_policy(prefix, suffix, expected):
         pytest.param(S, "x = ", "\n", "foo(1)\nbar", False, 6, id="single-line-newline"),
         pytest.param(S, "x = ", "\n", "foo(1", False, None, id="single-line-running"),
         pytest.param(S, "x = ", "\n", "foo(1", True, 5, id="single-line-finished"),
-        pytest.param(M, "def f():\n    ", "\n", "a = 1\n    return a\nprint(f())", False, 18,
-                     id="dedent-ends-block"),
-        pytest.param(M, "def f():\n    ", "\n    return x\n", "a = 1\n    return x\n", False, 5,
-                     id="reaches-suffix-next-line"),
-        pytest.param(M, "def f():\n    ", "\n", "a = 1\n\n\n    b = 2", False, 5,
-                     id="two-blank-lines"),
-        pytest.param(M, "def f():\n    ", "\n", "a = 1\n    b = 2", True, 15,
-                     id="finished-keeps-all"),
+        pytest.param(
+            M,
+            "def f():\n    ",
+            "\n",
+            "a = 1\n    return a\nprint(f())",
+            False,
+            18,
+            id="dedent-ends-block",
+        ),
+        pytest.param(
+            M,
+            "def f():\n    ",
+            "\n    return x\n",
+            "a = 1\n    return x\n",
+            False,
+            5,
+            id="reaches-suffix-next-line",
+        ),
+        pytest.param(
+            M, "def f():\n    ", "\n", "a = 1\n\n\n    b = 2", False, 5, id="two-blank-lines"
+        ),
+        pytest.param(
+            M, "def f():\n    ", "\n", "a = 1\n    b = 2", True, 15, id="finished-keeps-all"
+        ),
         pytest.param(M, "    ", "", "x\n  y", False, 1, id="less-indented-than-cursor"),
     ],
 )
