@@ -447,7 +447,7 @@ def bench_model(name, cfg, args, deadline):
         device=DEVICE,
         max_batch=args.max_batch,
         max_len=args.max_len,
-        compile=not args.no_compile,
+        compile=args.compile,
     )
     loop = asyncio.new_event_loop()
     try:
@@ -653,7 +653,7 @@ def main() -> None:
     ap.add_argument("--match-prompts", type=int, default=8)
     ap.add_argument("--compile-static", default="", help="model to also time compiled static")
     ap.add_argument("--budget-s", type=float, default=520)
-    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the decode step")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--layers", type=int, default=0, help="override the number of layers")
     ap.add_argument("--only", nargs="*", default=[], help="section name prefixes to run")
@@ -699,7 +699,7 @@ def main() -> None:
         res["layers_override"] = args.layers
         results.append(res)
         tag = f"-{args.layers}l" if args.layers else ""
-        tag += "-eager" if args.no_compile and args.layers else ""
+        tag += "-compiled" if args.compile else ""
         (out / f"engine_{name}{tag}.json").write_text(json.dumps(res, indent=1))
         summary(res)
     try:
