@@ -203,7 +203,7 @@ def main() -> None:
         run("stock_int8", lambda: time_stock(q8, ids, args))
         run("engine_int8", lambda: time_engine(q8, ids, args))
     ref = v.get("stock_bf16", {}).get("tokens")
-    for name, r in v.items():
+    for r in v.values():
         if ref and "tokens" in r:
             r["same_tokens_as_stock_bf16"] = r["tokens"] == ref
     out = Path(args.out)
