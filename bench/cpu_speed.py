@@ -73,10 +73,27 @@ def fim_prompt(tok, n_prefix=1500, n_suffix=300) -> list[int]:
     return [special[0], *prefix, special[1], *suffix, special[2]]
 
 
-def stock(model, ids, n, **kw) -> tuple[float, list[int]]:
+class _Clock:
+    """A generate() streamer that only records when each new token arrives."""
+
+    def __init__(self):
+        self.times: list[float] = []
+        self._prompt_seen = False
+
+    def put(self, value):
+        if self._prompt_seen:  # the first put is the prompt itself
+            self.times.append(time.perf_counter())
+        self._prompt_seen = True
+
+    def end(self):
+        pass
+
+
+def stock(model, ids, n, **kw) -> tuple[float, list[float], list[int]]:
     import torch
 
     x = torch.tensor([ids])
+    clock = _Clock()
     t0 = time.perf_counter()
     with torch.inference_mode():
         out = model.generate(
@@ -87,19 +104,23 @@ def stock(model, ids, n, **kw) -> tuple[float, list[int]]:
             do_sample=False,
             pad_token_id=0,
             eos_token_id=None,
+            streamer=clock,
             **kw,
         )
-    return time.perf_counter() - t0, out[0, len(ids) :].tolist()
+    return t0, clock.times, out[0, len(ids) :].tolist()
 
 
 def time_stock(model, ids, args, **kw) -> dict:
+    # Token timestamps from a streamer, as for the engine: a decode rate computed from two
+    # separate runs would carry their prefill noise, seconds on a shared machine.
     stock(model, ids[:64], 2, **kw)  # warm-up
-    ttft = statistics.median(stock(model, ids, 1, **kw)[0] for _ in range(args.reps))
-    full, toks = stock(model, ids, args.new_tokens, **kw)
+    runs = [stock(model, ids, args.new_tokens, **kw) for _ in range(args.reps)]
     return {
-        "ttft_ms": ttft * 1000,
-        "decode_ms_per_token": (full - ttft) / (args.new_tokens - 1) * 1000,
-        "tokens": toks,
+        "ttft_ms": statistics.median((r[1][0] - r[0]) * 1000 for r in runs),
+        "decode_ms_per_token": statistics.median(
+            (r[1][-1] - r[1][0]) / (len(r[1]) - 1) * 1000 for r in runs
+        ),
+        "tokens": runs[-1][2],
     }
 
 
@@ -156,6 +177,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "cpu_speed.json"))
     ap.add_argument("--skip", nargs="*", default=[], help="variants to leave out")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     try:
@@ -166,12 +188,17 @@ def main() -> None:
         lspilot.__path__.append(str(ROOT))
     import torch
 
+    if args.threads:
+        # On a shared machine, fewer threads than cores can be much faster: OpenMP teams wait
+        # on each other at every small op when another process holds a core.
+        torch.set_num_threads(args.threads)
     model, tok, source = load_model(torch.bfloat16)
     ids = fim_prompt(tok)
     res = {
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "machine": f"{os.cpu_count()} CPUs, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
+        "load_average": os.getloadavg(),
         "model": source,
         "prompt_tokens": len(ids),
         "new_tokens": args.new_tokens,

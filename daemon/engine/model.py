@@ -133,9 +133,10 @@ class EngineModel:
         # On CUDA, keep prefill attention off the cuDNN backend, which builds a plan per new
         # shape; prompt lengths rarely repeat. Suspected (not yet re-measured) cause of ~90 ms
         # extra first-token time on unrepeated lengths (docs/performance.md). Memory-efficient
-        # attention takes any length and a mask with no per-shape setup.
+        # attention takes any length and a mask with no per-shape setup; flash attention serves
+        # the maskless causal prefill of a prompt from position 0.
         self._prefill_backends = (
-            [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+            [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
             if self.device.type == "cuda"
             else [SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
         )
@@ -221,8 +222,15 @@ class EngineModel:
         if G > 1:
             kc = kc[:, :, None].expand(B, Hkv, G, L, D).reshape(B, H, L, D)
             vc = vc[:, :, None].expand(B, Hkv, G, L, D).reshape(B, H, L, D)
+        # No mask: causal over the chunk itself, the fused kernel stock transformers uses too.
+        # Rows are right-padded, so a real token never sees a padding one.
         out = F.scaled_dot_product_attention(
-            q, kc, vc, attn_mask=mask[:, None], scale=self.scaling
+            q,
+            kc,
+            vc,
+            attn_mask=None if mask is None else mask[:, None],
+            is_causal=mask is None,
+            scale=self.scaling,
         )  # [B, H, S, D]
         return out.transpose(1, 2).reshape(B, S, H * D)
 
@@ -238,7 +246,10 @@ class EngineModel:
             wslot = self._arange[:rows, None].expand_as(wpos)
             cache.write(i, wslot, wpos, k, v)
             kc, vc = cache.k[i, :rows, :, :L], cache.v[i, :rows, :, :L]
-        else:  # prefill: rows are arbitrary slots, gathered
+        elif mask is None:  # prefill from position 0: the chunk attends only to itself
+            cache.write(i, rows[:, None].expand_as(wpos), wpos, k, v)
+            kc, vc = k, v
+        else:  # prefill after cached tokens: rows are arbitrary slots, gathered
             cache.write(i, rows[:, None].expand_as(wpos), wpos, k, v)
             kc, vc = cache.k[i, rows, :, :L], cache.v[i, rows, :, :L]
         attn = (
@@ -265,17 +276,18 @@ class EngineModel:
             x = self._block(i, layer, x, rope, wpos, n_rows, L, mask, decode=True)
         return self.lm_head(self.final_norm(x[:, 0])).float()
 
-    def prefill(self, ids, pos, wpos, slots, key_pos, last):
+    def prefill(self, ids, pos, wpos, slots, key_pos, last, from_zero: bool = False):
         """A chunk of prompt for arbitrary slots.
 
         ids, pos, wpos: [B, S]; slots: [B]; key_pos: [L]; last: [B] index of each row's last
-        real token.
+        real token; from_zero: every row's chunk starts at position 0.
         Returns logits [B, V] (float32) at those positions only: the vocabulary projection of
         every prompt position would cost more than the rest of a short chunk.
         """
         x = self._embed(ids, pos)
         L = key_pos.shape[0]
-        mask = key_pos[None, None, :] <= pos[:, :, None]  # [B, S, L]
+        # from_zero: every row starts at position 0, so nothing cached is attended.
+        mask = None if from_zero else key_pos[None, None, :] <= pos[:, :, None]  # [B, S, L]
         rope = self._rope(pos)
         with sdpa_kernel(self._prefill_backends):
             for i, layer in enumerate(self.layers):

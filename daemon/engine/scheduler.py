@@ -320,8 +320,10 @@ class Scheduler:
         last = torch.tensor([n - 1 for _, n in rows])
         slots = torch.tensor([r.slot for r, _ in rows])
         L = 0
+        from_zero = True
         for b, (req, n) in enumerate(rows):
             start = len(self.slots[req.slot].tokens)
+            from_zero = from_zero and start == 0
             ids[b, :n] = torch.tensor(req.pending[:n])
             pos[b, :n] = torch.arange(start, start + n)
             wpos[b, :n] = pos[b, :n]
@@ -332,7 +334,13 @@ class Scheduler:
         L = min(-(-L // 64) * 64, self.cache.max_len + 1)
         dev = self.em.device
         logits = self.em.prefill_step(
-            ids.to(dev), pos.to(dev), wpos.to(dev), slots.to(dev), self.em.key_pos(L), last.to(dev)
+            ids.to(dev),
+            pos.to(dev),
+            wpos.to(dev),
+            slots.to(dev),
+            self.em.key_pos(L),
+            last.to(dev),
+            from_zero=from_zero,
         )  # [B, V]
         self.counters["prefill_steps_total"] += 1
         self.counters["prefill_tokens_total"] += sum(n for _, n in rows)
