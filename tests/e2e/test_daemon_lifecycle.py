@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import subprocess
 import sys
 
 import pytest
@@ -110,3 +112,34 @@ async def test_daemon_killed_mid_request_then_restarted(client: LanguageClient):
     assert any("unavailable" in m for m in errors), "the editor was not told"
     infos = [m.message for m in client.log_messages if m.type == types.MessageType.Info]
     assert any("starting lspilot daemon" in m for m in infos)
+
+
+async def test_two_editors_starting_at_once_share_one_daemon(tiny_model_dir, runtime):
+    from pygls.lsp.client import LanguageClient as PlainClient
+
+    address = f"unix:{runtime}/shared.sock"
+    clients = [PlainClient("editor", "1") for _ in range(2)]
+    for c in clients:
+        await c.start_io(sys.executable, "-m", "lspilot", "lsp")
+    options = {"daemonAddress": address, "model": str(tiny_model_dir), "debounceMs": 0,
+               "maxNewTokens": 8, "stop": "single_line"}
+    await asyncio.gather(*(c.initialize_async(types.InitializeParams(
+        capabilities=types.ClientCapabilities(), initialization_options=options))
+        for c in clients))
+    for c in clients:
+        c.initialized(types.InitializedParams())
+        open_document(c, URI, TEXT)
+    try:
+        # Both ask at once; each may need several tries while the one daemon loads its model.
+        results = await asyncio.gather(*(_complete_when_ready(c) for c in clients))
+        assert all(r.items for r in results)
+        daemons = subprocess.run(["pgrep", "-f", f"lspilot daemon --listen {address}"],
+                                 capture_output=True, text=True).stdout.split()
+        assert len(daemons) == 1, f"{len(daemons)} daemons serve {address}"
+    finally:
+        for c in clients:
+            await c.shutdown_async(None)
+            c.exit(None)
+            await c.stop()
+        with contextlib.suppress(Exception):
+            os.kill((await status(address))["pid"], signal.SIGTERM)
