@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 
 import pytest
@@ -121,11 +120,23 @@ async def test_two_editors_starting_at_once_share_one_daemon(tiny_model_dir, run
     clients = [PlainClient("editor", "1") for _ in range(2)]
     for c in clients:
         await c.start_io(sys.executable, "-m", "lspilot", "lsp")
-    options = {"daemonAddress": address, "model": str(tiny_model_dir), "debounceMs": 0,
-               "maxNewTokens": 8, "stop": "single_line"}
-    await asyncio.gather(*(c.initialize_async(types.InitializeParams(
-        capabilities=types.ClientCapabilities(), initialization_options=options))
-        for c in clients))
+    options = {
+        "daemonAddress": address,
+        "model": str(tiny_model_dir),
+        "debounceMs": 0,
+        "maxNewTokens": 8,
+        "stop": "single_line",
+    }
+    await asyncio.gather(
+        *(
+            c.initialize_async(
+                types.InitializeParams(
+                    capabilities=types.ClientCapabilities(), initialization_options=options
+                )
+            )
+            for c in clients
+        )
+    )
     for c in clients:
         c.initialized(types.InitializedParams())
         open_document(c, URI, TEXT)
@@ -133,8 +144,10 @@ async def test_two_editors_starting_at_once_share_one_daemon(tiny_model_dir, run
         # Both ask at once; each may need several tries while the one daemon loads its model.
         results = await asyncio.gather(*(_complete_when_ready(c) for c in clients))
         assert all(r.items for r in results)
-        daemons = subprocess.run(["pgrep", "-f", f"lspilot daemon --listen {address}"],
-                                 capture_output=True, text=True).stdout.split()
+        pgrep = await asyncio.create_subprocess_exec(
+            "pgrep", "-f", f"lspilot daemon --listen {address}", stdout=asyncio.subprocess.PIPE
+        )
+        daemons = (await pgrep.communicate())[0].decode().split()
         assert len(daemons) == 1, f"{len(daemons)} daemons serve {address}"
     finally:
         for c in clients:
