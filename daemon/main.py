@@ -105,14 +105,20 @@ def _load(args: argparse.Namespace, state):
 
 
 def make_backend(kind: str, model):
+    """The fast engine where it supports the architecture, else plain transformers.
+
+    ``auto`` falls back quietly (with a log line); asking for ``engine`` explicitly fails loudly
+    on an architecture the engine does not know.
+    """
     if kind in ("engine", "auto"):
+        from .engine import EngineBackend, UnsupportedModel
+
         try:
-            from .engine import EngineBackend
-        except ImportError:
+            return EngineBackend(model.model, device=model.device)
+        except UnsupportedModel as exc:
             if kind == "engine":
                 raise
-        else:
-            return EngineBackend(model.model, device=model.device)
+            log.info("engine does not support this model (%s); using transformers", exc)
     from .backends.hf import TransformersBackend
 
     return TransformersBackend(model.model, device=model.device)
