@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--daemon", default="")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("stop", help="stop the daemon (editors start a new one on demand)")
+    p.add_argument("--daemon", default="")
+
     p = sub.add_parser("model", help="pull and list models")
     from lspilot.daemon.models.cli import add_subcommands
 
@@ -71,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         from lspilot.tools.status import run
 
         return run(args)
+    if args.command == "stop":
+        from lspilot.tools.status import stop
+
+        return stop(args)
     if args.command == "model":
         from lspilot.daemon.models.cli import run
 

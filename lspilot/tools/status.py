@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
+import signal
 import sys
 
 from lspilot.protocol.client import DaemonClient, DaemonError
 from lspilot.protocol.endpoint import default_address, parse_address
 
 
-def run(args) -> int:
+def _fetch(args, command: str):
     address = parse_address(args.daemon) if args.daemon else default_address()
 
     async def fetch():
@@ -23,9 +25,25 @@ def run(args) -> int:
             await client.close()
 
     try:
-        reply = asyncio.run(fetch())
+        return address, asyncio.run(fetch())
     except DaemonError as exc:
-        print(f"lspilot status: no daemon at {address}: {exc}", file=sys.stderr)
+        print(f"lspilot {command}: no daemon at {address}: {exc}", file=sys.stderr)
+        return address, None
+
+
+def stop(args) -> int:
+    """SIGTERM to the daemon's pid, as reported by the daemon itself (same user only)."""
+    address, reply = _fetch(args, "stop")
+    if reply is None:
+        return 1
+    os.kill(reply.pid, signal.SIGTERM)
+    print(f"stopped the daemon at {address} (pid {reply.pid})")
+    return 0
+
+
+def run(args) -> int:
+    address, reply = _fetch(args, "status")
+    if reply is None:
         return 1
     data = dataclasses.asdict(reply)
     data["address"] = str(address)

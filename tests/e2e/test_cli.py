@@ -100,3 +100,15 @@ def test_status_without_a_daemon_is_a_clear_error(tmp_path):
     )
     assert result.returncode == 1
     assert "no daemon at" in result.stderr
+
+
+def test_stop_ends_the_daemon(tiny_model_dir, tmp_path):
+    from tests.daemon_process import DaemonProcess
+
+    proc = DaemonProcess(tiny_model_dir, tmp_path).start()
+    try:
+        result = _lspilot("stop", "--daemon", proc.address, env=proc.env)
+        assert result.returncode == 0, result.stderr
+        assert proc.proc.wait(timeout=30) == 0
+    finally:
+        proc.stop()
