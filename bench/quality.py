@@ -746,7 +746,7 @@ def table(summary: dict[str, dict[str, dict[str, Any]]]) -> str:
 
 
 def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.0f}%"
+    return "–" if x is None else f"{100 * x:.1f}%"
 
 
 def _num(x: float | None, digits: int = 2) -> str:
