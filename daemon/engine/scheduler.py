@@ -271,9 +271,14 @@ class Scheduler:
         if src >= 0 and self.slots[src].owner is None:
             dst = src
         else:
-            # An empty slot if any (lowest index keeps decode batches small), else the least
-            # recently used cached one.
-            dst = min(free, key=lambda i: (self.slots[i].key != "", self.slots[i].last_used, i))
+            # The lowest-index slot holding no document's KV, else the least recently used one.
+            # Low indices matter: a decode step covers slots 0..max, so a sequence alone in
+            # slot 5 costs six rows (on the CPU, six rows of compute).
+            def rank(i: int) -> tuple[bool, int, int]:
+                keyed = self.slots[i].key != ""
+                return keyed, self.slots[i].last_used if keyed else 0, i
+
+            dst = min(free, key=rank)
             if src >= 0 and reuse > 0:
                 self.cache.copy_prefix(src, dst, reuse)
         if key:
