@@ -82,7 +82,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "full": {},
     "no-postprocess": {"postprocess": False},
     "no-extra-context": {"extraContext": False},
-    "token-healing": {"tokenHealing": True},
+    "token-healing": {"tokenHealing": True},  # the default since 2026-11-28 (after code)
+    "no-token-healing": {"tokenHealing": False},
 }
 
 MAX_NEW_TOKENS = {"single": 24, "multi": 96}

@@ -31,7 +31,7 @@ from .config import Settings
 from .connection import DaemonConnection
 from .core import postprocess as post
 from .core.cache import CompletionCache
-from .core.context import cursor_window, infer_indent
+from .core.context import current_line_prefix, cursor_window, infer_indent
 from .core.debounce import AdaptiveDebounce, DebounceConfig
 from .core.multiline import Decision, decide_stop_policy
 from .core.snippets import SnippetStore, select_snippets
@@ -55,6 +55,14 @@ class Outcome:
 
 
 PartialFn = Callable[[str, str], None]  # (request_id, suggestion so far)
+
+
+def _after_code(prefix: str) -> bool:
+    """Heal only after code typed on this line, not after indentation the editor inserted:
+    healing there re-asks the model for the indentation and lets it start another statement
+    (at ``if n < 2: return n`` / cursor, the default model wrote ``else:`` instead of the
+    return it writes without healing)."""
+    return bool(current_line_prefix(prefix).strip())
 
 
 class Suggester:
@@ -247,7 +255,7 @@ class Suggester:
             temperature=s.temperature,
             n=n,
             deadline_ms=s.request_timeout_ms,
-            token_healing=s.token_healing,
+            token_healing=s.token_healing and _after_code(snap.prefix),
         )
         client = await self.connection.ready_client()
         self.requests_started += 1

@@ -92,6 +92,7 @@ async def direct_completion(
     *,
     max_new_tokens: int,
     stop: StopPolicy = StopPolicy.AUTO,
+    token_healing: bool = False,
 ) -> str:
     """The same completion asked of the daemon directly over gRPC (greedy, one choice)."""
     client = DaemonClient(parse_address(address))
@@ -104,6 +105,7 @@ async def direct_completion(
         suffix=suffix,
         max_new_tokens=max_new_tokens,
         stop=stop,
+        token_healing=token_healing,
     )
     text = ""
     try:

@@ -48,6 +48,7 @@ async def test_complete_prints_the_models_suggestion(daemon, tmp_path):
         "\n",
         max_new_tokens=24,
         stop=StopPolicy.AUTO,
+        token_healing=True,  # the default setting
     )
     assert data["text"] == expected
     assert data["finish_reason"] in ("stop", "length")

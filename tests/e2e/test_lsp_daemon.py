@@ -57,6 +57,7 @@ async def client(lsp_client: LanguageClient, daemon):
                 # has its own test below and golden tables in tests/unit.
                 "postprocess": False,
                 "cache": False,
+                "tokenHealing": False,
             },
         )
     )
@@ -250,6 +251,7 @@ async def encoded_client(lsp_client: LanguageClient, daemon, request):
                 "maxNewTokens": MAX_NEW,
                 "choicesOnInvoke": 1,
                 "stop": "single_line",
+                "tokenHealing": False,
             },
         )
     )
