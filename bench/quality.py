@@ -82,6 +82,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "full": {},
     "no-postprocess": {"postprocess": False},
     "no-extra-context": {"extraContext": False},
+    "extra-context": {"extraContext": True},  # off by default since 2026-11-28
     "token-healing": {"tokenHealing": True},  # the default since 2026-11-28 (after code)
     "no-token-healing": {"tokenHealing": False},
 }
