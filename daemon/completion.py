@@ -136,6 +136,7 @@ class CompletionService:
             stop_token_ids=self.model.fim.stop_ids,
         )
         return Sequence(
+            deadline=time.monotonic() + req.deadline_ms / 1000 if req.deadline_ms else None,
             request_id=f"{req.request_id}/{index}",
             prompt_ids=list(prompt.ids),
             params=params,

@@ -38,6 +38,8 @@ class Sequence:
     cache_key: str = ""
     # Token healing: restricts the first tokens so they reproduce text cut from the prompt.
     constraint: TokenConstraint | None = None
+    # time.monotonic() after which the backend stops the sequence by itself (None: no deadline).
+    deadline: float | None = None
     cancelled: bool = False
     steps_after_cancel: int = 0
     cached_tokens: int = 0  # prompt tokens whose KV was reused

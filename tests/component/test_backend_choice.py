@@ -33,3 +33,21 @@ def test_auto_falls_back_to_transformers_for_an_unknown_one(models):
 def test_asking_for_the_engine_on_an_unknown_architecture_fails_loudly(models):
     with pytest.raises(UnsupportedModel):
         make_backend("engine", models["codegen"])
+
+
+async def test_int8_quantised_daemon_serves_completions(tiny_model_dir, tmp_path):
+    from lspilot.protocol.messages import StopPolicy
+    from tests.daemon_process import DaemonProcess
+    from tests.e2e.lsp_session import direct_completion
+
+    proc = DaemonProcess(
+        tiny_model_dir, tmp_path, extra_args=("--quantize", "int8", "--threads", "1")
+    ).start()
+    try:
+        text = await direct_completion(
+            proc.address, "import os\n\n", "", max_new_tokens=8, stop=StopPolicy.MULTI_LINE
+        )
+        assert text.strip()
+        assert "linear layers to int8" in proc.log()
+    finally:
+        proc.stop()
