@@ -48,6 +48,6 @@ async def test_int8_quantised_daemon_serves_completions(tiny_model_dir, tmp_path
             proc.address, "import os\n\n", "", max_new_tokens=8, stop=StopPolicy.MULTI_LINE
         )
         assert text.strip()
-        assert "linear layers to int8" in proc.log()
+        assert "linear layers to int8" in proc.log_path.read_text()
     finally:
         proc.stop()
