@@ -106,6 +106,10 @@ def _load(args: argparse.Namespace, state):
 
     path, name = _resolve_model(args.model, state)
     state.loading = f"loading {name}"
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     model = load_model(
         path,
         name=name,
@@ -113,6 +117,7 @@ def _load(args: argparse.Namespace, state):
         dtype=args.dtype,
         fim_override=args.fim,
         context_window=args.context,
+        quantize=args.quantize,
     )
     backend = make_backend(args.backend, model)
     return CompletionService(model, backend)
