@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 # The CPU build of torch; override (e.g. TORCH_SPEC=torch) for a CUDA machine.
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.lspilot-installed
+LINTED := lsp daemon protocol lspilot tests bench
 
 .PHONY: install demo test lint clean
 
@@ -23,10 +24,13 @@ demo: install
 
 test: install
 	bash scripts/editors-for-tests.sh
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 	$(PY) -m pytest -ra
 
 lint: install
-	$(VENV)/bin/ruff check lsp daemon protocol lspilot tests bench
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
