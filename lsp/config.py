@@ -41,6 +41,7 @@ class Settings:
     token_healing: bool = True
     postprocess: bool = True
     cache: bool = True
+    type_through: bool = True  # keep serving a shown or streaming suggestion the user types along
 
 
 def _camel(name: str) -> str:

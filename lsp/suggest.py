@@ -114,7 +114,11 @@ class Suggester:
     ) -> Outcome:
         s = self.settings()
         request_id = f"{self._client_tag}-{next(_ids)}"
-        gen, typed = self._reusable(snap, n)
+        if s.type_through:
+            gen, typed = self._reusable(snap, n)
+        else:
+            self._drop(snap.uri)
+            gen, typed = None, ""
         # A typed-through remainder keeps the decision of the request that started the stream:
         # a fresh one, made inside the block, would cut the rest of the block at this line.
         decision = gen.decision if gen is not None else self._decide(snap, s)
@@ -202,6 +206,11 @@ class Suggester:
         gen.cancel()
         del self._generations[snap.uri]
         return None, ""
+
+    def _drop(self, uri: str) -> None:
+        gen = self._generations.pop(uri, None)
+        if gen is not None:
+            gen.cancel()
 
     def _supersede(self, uri: str) -> None:
         task = self._waiting.pop(uri, None)
