@@ -55,8 +55,9 @@ USEFUL_CHARS = 3  # a suggestion counts when it predicts at least this many next
 
 
 def rhythm(rng: random.Random, char: str) -> float:
-    """Seconds before the next key: ~8 keys/s, a pause to think after each line."""
-    return rng.uniform(0.6, 1.0) if char == "\n" else rng.uniform(0.08, 0.16)
+    """Seconds before the next key: ~8 keys/s within a line, a pause to think (2.5-3.5 s)
+    before each new line, which is when a suggestion on a 2-core CPU has time to appear."""
+    return rng.uniform(2.5, 3.5) if char == "\n" else rng.uniform(0.08, 0.16)
 
 
 class Typist:
@@ -132,11 +133,12 @@ async def type_hole(client, hole, uri: str, chars: int, rng: random.Random) -> d
     )
     typist = Typist(client, uri, hole.line, hole.character)
     text = hole.expected[:chars]
-    useful = 0
+    useful = shown_count = 0
     typist.ask(0)
     for index, char in enumerate(text):
         await asyncio.sleep(rhythm(rng, char))
         shown = typist.shown.get(index, "")
+        shown_count += bool(shown)
         if len(shown) >= USEFUL_CHARS and text[index:].startswith(shown[:USEFUL_CHARS]):
             useful += 1
         typist.type_char(char)
@@ -149,7 +151,12 @@ async def type_hole(client, hole, uri: str, chars: int, rng: random.Random) -> d
     client.text_document_did_close(
         types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
     )
-    return {"hole": hole.id, "keystrokes": len(text), "useful_keystrokes": useful}
+    return {
+        "hole": hole.id,
+        "keystrokes": len(text),
+        "shown_keystrokes": shown_count,
+        "useful_keystrokes": useful,
+    }
 
 
 async def run_config(name: str, settings: dict, daemon: DaemonProcess, holes, args) -> dict:
@@ -191,6 +198,7 @@ async def run_config(name: str, settings: dict, daemon: DaemonProcess, holes, ar
     await client.stop()
     keystrokes = sum(h["keystrokes"] for h in per_hole)
     useful = sum(h["useful_keystrokes"] for h in per_hole)
+    shown = sum(h["shown_keystrokes"] for h in per_hole)
     requests = after["requests_total"] - before["requests_total"]
     cancelled = after["cancelled_total"] - before["cancelled_total"]
     return {
