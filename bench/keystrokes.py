@@ -205,6 +205,7 @@ async def run_config(name: str, settings: dict, daemon: DaemonProcess, holes, ar
         "config": name,
         "settings": settings,
         "keystrokes": keystrokes,
+        "shown_keystrokes": shown,
         "useful_keystrokes": useful,
         "daemon_requests": requests,
         "daemon_cancelled": cancelled,
