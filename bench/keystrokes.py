@@ -68,6 +68,7 @@ class Typist:
         self.uri = uri
         self.line, self.character = line, character
         self.version = 1
+        self.typed = 0  # characters typed so far: the index the next answer belongs to
         self.pending: tuple[str, asyncio.Future] | None = None
         self.shown: dict[int, str] = {}  # typed index -> newest suggestion for that cursor
         self.ids = 0
@@ -102,6 +103,11 @@ class Typist:
         if items:
             self.shown[index] = items[0].insert_text
 
+    def partial(self, line: int, character: int, text: str) -> None:
+        """A streamed suggestion for the cursor it names; kept if that is still the cursor."""
+        if (line, character) == (self.line, self.character):
+            self.shown[self.typed] = text
+
     def type_char(self, char: str) -> None:
         at = types.Position(line=self.line, character=self.character)
         self.version += 1
@@ -117,13 +123,14 @@ class Typist:
                 ],
             )
         )
+        self.typed += 1
         if char == "\n":
             self.line, self.character = self.line + 1, 0
         else:
             self.character += len(char.encode("utf-16-le")) // 2
 
 
-async def type_hole(client, hole, uri: str, chars: int, rng: random.Random) -> dict:
+async def type_hole(client, hole, uri: str, chars: int, rng: random.Random, typists: dict) -> dict:
     client.text_document_did_open(
         types.DidOpenTextDocumentParams(
             text_document=types.TextDocumentItem(
@@ -132,6 +139,7 @@ async def type_hole(client, hole, uri: str, chars: int, rng: random.Random) -> d
         )
     )
     typist = Typist(client, uri, hole.line, hole.character)
+    typists[uri] = typist
     text = hole.expected[:chars]
     useful = shown_count = 0
     typist.ask(0)
@@ -162,9 +170,14 @@ async def type_hole(client, hole, uri: str, chars: int, rng: random.Random) -> d
 async def run_config(name: str, settings: dict, daemon: DaemonProcess, holes, args) -> dict:
     client = LanguageClient("typing-bench", "1")
 
+    typists: dict[str, Typist] = {}
+
     @client.feature("lspilot/partialCompletion")
     def _partial(params) -> None:
-        pass  # ghost text while streaming: an editor draws it; the score uses final answers
+        # Ghost text while the model streams: editor plugins draw it, so it counts as shown.
+        typist = typists.get(params.textDocument.uri)
+        if typist is not None and not params.done:
+            typist.partial(params.position.line, params.position.character, params.text)
 
     await client.start_io(sys.executable, "-m", "lspilot", "lsp")
     options = {
@@ -185,7 +198,7 @@ async def run_config(name: str, settings: dict, daemon: DaemonProcess, holes, ar
     per_hole = []
     for i, hole in enumerate(holes):
         per_hole.append(
-            await type_hole(client, hole, f"file:///bench/{name}/{i}.py", args.chars, rng)
+            await type_hole(client, hole, f"file:///bench/{name}/{i}.py", args.chars, rng, typists)
         )
         print(
             f"[{name}] {hole.id}: {per_hole[-1]['useful_keystrokes']}/"
@@ -216,16 +229,17 @@ async def run_config(name: str, settings: dict, daemon: DaemonProcess, holes, ar
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| config | keystrokes | useful keystrokes | daemon requests | of them cancelled "
-        "| requests per keystroke |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| config | keystrokes | suggestion shown | useful (next 3 chars right) "
+        "| daemon requests | of them cancelled | requests per keystroke |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        share = r["useful_keystrokes"] / max(1, r["keystrokes"])
+        n = max(1, r["keystrokes"])
         lines.append(
-            f"| {r['config']} | {r['keystrokes']} | {r['useful_keystrokes']} "
-            f"({share:.0%}) | {r['daemon_requests']} | {r['daemon_cancelled']} | "
-            f"{r['daemon_requests'] / max(1, r['keystrokes']):.2f} |"
+            f"| {r['config']} | {r['keystrokes']} | {r['shown_keystrokes']} | "
+            f"{r['useful_keystrokes']} ({r['useful_keystrokes'] / n:.0%}) | "
+            f"{r['daemon_requests']} | {r['daemon_cancelled']} | "
+            f"{r['daemon_requests'] / n:.2f} |"
         )
     return "\n".join(lines)
 
