@@ -85,6 +85,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "extra-context": {"extraContext": True},  # off by default since 2026-11-28
     "token-healing": {"tokenHealing": True},  # the default since 2026-11-28 (after code)
     "no-token-healing": {"tokenHealing": False},
+    "three-choices": {"choicesOnInvoke": 3},  # scored on the first item and on any item
 }
 
 MAX_NEW_TOKENS = {"single": 24, "multi": 96}
@@ -346,6 +347,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         "holes": len(results),
         "errors": len(results) - n,
         "exact": _share(sum(r["exact"] for r in ok), n),
+        "exact_any_choice": _share(sum(r.get("exact_any", r["exact"]) for r in ok), n),
         "edit_similarity": round(statistics.fmean(r["edit_similarity"] for r in ok), 3)
         if ok
         else None,
@@ -606,6 +608,7 @@ class Session:
             self._close(hole.path)
             self._open(hole.path, (DATA / hole.path).read_text())
         items = result.items if isinstance(result, types.InlineCompletionList) else (result or [])
+        self.last_items = [_text(i.insert_text) for i in items]
         text = items[0].insert_text if items else ""
         if isinstance(text, types.StringValue):
             text = text.value
@@ -687,7 +690,15 @@ async def _one(session: Session, name: str, hole: Hole, timeout: float) -> dict[
         timings=final.get("timings"),
         **score(hole, text),
     )
+    # With several choices (an explicit invocation), is any of them the right one?
+    want = normalize(hole.expected)
+    record["choices"] = len(session.last_items)
+    record["exact_any"] = any(normalize(t) == want for t in session.last_items)
     return record
+
+
+def _text(value) -> str:
+    return value.value if isinstance(value, types.StringValue) else value
 
 
 def _progress(name: str, kind: str, i: int, n: int, hole: Hole, r: dict[str, Any]) -> None:
