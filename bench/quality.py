@@ -698,7 +698,8 @@ async def _one(session: Session, name: str, hole: Hole, timeout: float) -> dict[
 
 
 def _text(value) -> str:
-    return value.value if isinstance(value, types.StringValue) else value
+    """An item's insertText: a plain string, or a snippet (StringValue) whose value we take."""
+    return getattr(value, "value", value)
 
 
 def _progress(name: str, kind: str, i: int, n: int, hole: Hole, r: dict[str, Any]) -> None:
