@@ -35,23 +35,17 @@ MODEL_DIR = Path.home() / ".cache" / "lspilot" / "models" / "qwen2.5-coder-0.5b"
 
 def load_model(dtype):
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if (MODEL_DIR / "config.json").exists():
         model = AutoModelForCausalLM.from_pretrained(MODEL_DIR, dtype=dtype)
         tok = AutoTokenizer.from_pretrained(MODEL_DIR)
         return model.eval(), tok, str(MODEL_DIR)
-    cfg = Qwen2Config(
-        vocab_size=151936,
-        hidden_size=896,
-        intermediate_size=4864,
-        num_hidden_layers=24,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        max_position_embeddings=32768,
-        rope_theta=1000000.0,
-        tie_word_embeddings=True,
-    )
+    # The same architecture definition as the GPU benchmark, so both measure one model.
+    sys.path.insert(0, str(Path(__file__).parent))
+    from engine import model_configs
+
+    cfg = model_configs()["qwen2.5-coder-0.5b"]
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
     return model.eval(), None, "random weights (qwen2 0.5B architecture)"

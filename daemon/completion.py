@@ -191,10 +191,11 @@ class _ChoiceRunner:
         self.received = received
         self.deadline = deadline
         self.prompt = prompt
+        self.first_token: float | None = None  # perf_counter() when the first token came
 
     async def run(self) -> None:
         try:
-            reason, text_len, tokens = await self._stream()
+            reason, tokens = await self._stream()
         except asyncio.CancelledError:
             self.queue.put_nowait(None)
             raise
@@ -207,7 +208,7 @@ class _ChoiceRunner:
         self.queue.put_nowait(self._chunk("", tokens, reason, timings=self._timings()))
         self.queue.put_nowait(None)
 
-    async def _stream(self) -> tuple[FinishReason, int, int]:
+    async def _stream(self) -> tuple[FinishReason, int]:
         detok = self.service.model.detokenizer(self.prompt.ids, self.prompt.removed_text)
         text = ""
         emitted = 0
@@ -252,10 +253,10 @@ class _ChoiceRunner:
             end = final.cut if final.cut is not None else len(text)
             if end > emitted:
                 self.queue.put_nowait(self._chunk(text[emitted:end], tokens, None))
-        return reason, emitted, tokens
+        return reason, tokens
 
     def _timings(self) -> Timings:
-        first = getattr(self, "first_token", None)
+        first = self.first_token
         return Timings(
             queued_ms=0.0,
             prefill_ms=self.seq.prefill_ms,
