@@ -31,7 +31,7 @@ from .config import Settings
 from .connection import DaemonConnection
 from .core import postprocess as post
 from .core.cache import CompletionCache
-from .core.context import current_line_prefix, cursor_window, infer_indent
+from .core.context import clip_context, current_line_prefix, cursor_window, infer_indent
 from .core.debounce import AdaptiveDebounce, DebounceConfig
 from .core.multiline import Decision, decide_stop_policy
 from .core.snippets import SnippetStore, select_snippets
@@ -126,9 +126,10 @@ class Suggester:
             self._supersede(snap.uri)
             return Outcome(request_id, [], source="skipped")
         policy = StopPolicy(decision.policy)
+        # What crosses the wire: bounded, cut at line boundaries (the daemon spends the tokens).
+        window = clip_context(snap.prefix, snap.suffix, s.max_prefix_chars, s.max_suffix_chars)
         ctx = post.Context.for_decision(
-            snap.prefix[-s.max_prefix_chars :],
-            snap.suffix[: s.max_suffix_chars],
+            *window,
             snap.language_id,
             decision,
             indent=infer_indent(snap.core.text[:50_000]),
@@ -147,7 +148,7 @@ class Suggester:
             delay = self._delay(snap, s, invoked)
             if delay > 0:
                 await asyncio.sleep(delay / 1000)
-            gen = await self._start(snap, s, n, decision, request_id, snippets)
+            gen = await self._start(snap, s, n, decision, request_id, snippets, window)
         source = "model" if not typed and gen.request.request_id == request_id else "type-through"
         gen.attach()
         self._supersede(snap.uri)  # after attaching: the older request may share this stream
@@ -249,6 +250,7 @@ class Suggester:
         decision: Decision,
         request_id: str,
         snippets: tuple,
+        window: tuple[str, str],
     ) -> Generation:
         policy = StopPolicy(decision.policy)
         request = CompleteRequest(
@@ -256,8 +258,8 @@ class Suggester:
             client_id=self._client_tag,
             uri=snap.uri,
             language_id=snap.language_id,
-            prefix=snap.prefix[-s.max_prefix_chars :],
-            suffix=snap.suffix[: s.max_suffix_chars],
+            prefix=window[0],
+            suffix=window[1],
             snippets=snippets,
             max_new_tokens=s.max_new_tokens,
             stop=policy,
