@@ -14,7 +14,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 from pygls.workspace import TextDocument
 
-from .core.context import DocumentSnapshot
+from .core.context import DocumentSnapshot, is_binary_or_huge
 
 MAX_DOCUMENT_CHARS = 4_000_000
 
@@ -72,10 +72,9 @@ def take_snapshot(doc: TextDocument, position: types.Position) -> Snapshot:
             f"({units} units in {doc.position_codec.encoding})"
         )
     source = doc.source
-    if len(source) > MAX_DOCUMENT_CHARS:
-        raise NotCompletable(f"{doc.uri} is larger than {MAX_DOCUMENT_CHARS} characters")
-    if "\x00" in source:
-        raise NotCompletable(f"{doc.uri} looks binary (NUL bytes)")
+    # The core samples the start of the text; a NUL anywhere would be refused by the daemon.
+    if is_binary_or_huge(source, MAX_DOCUMENT_CHARS) or "\x00" in source:
+        raise NotCompletable(f"{doc.uri} is binary or over {MAX_DOCUMENT_CHARS} characters")
     offset = doc.offset_at_position(position)
     line_start = source.rfind("\n", 0, offset) + 1
     core = DocumentSnapshot(

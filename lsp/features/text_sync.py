@@ -14,6 +14,7 @@ import time
 
 from lsprotocol import types
 
+from ..core.context import is_binary_or_huge
 from ..documents import MAX_DOCUMENT_CHARS, cursor_after_change
 
 
@@ -21,7 +22,7 @@ def register(server) -> None:
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls, params: types.DidOpenTextDocumentParams) -> None:
         doc = params.text_document
-        if len(doc.text) > MAX_DOCUMENT_CHARS or "\x00" in doc.text:
+        if is_binary_or_huge(doc.text, MAX_DOCUMENT_CHARS):
             ls.log_to_editor(
                 f"lspilot: not completing {doc.uri} (binary or over "
                 f"{MAX_DOCUMENT_CHARS} characters)",

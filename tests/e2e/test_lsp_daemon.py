@@ -402,3 +402,15 @@ async def test_show_and_accept_feedback_is_counted_locally(client: LanguageClien
         field(feedback, k) for k in ("shown", "partially_accepted", "accepted_utf16_units")
     ] == [1, 1, 7]
     assert not [m for m in client.log_messages if "Ignoring notification" in m.message]
+
+
+async def test_binary_document_gets_no_suggestion_and_a_warning(client: LanguageClient, daemon):
+    before = await status(daemon.address)
+    open_document(client, "file:///work/blob.py", "x = 1\n\x00\x01\x02 data\n")
+    result = await client.text_document_inline_completion_async(
+        inline_params("file:///work/blob.py", 0, 4)
+    )
+    assert list(result.items) == []
+    warnings = [m.message for m in client.log_messages if m.type == types.MessageType.Warning]
+    assert any("not completing file:///work/blob.py" in m for m in warnings)
+    assert (await status(daemon.address))["requests_total"] == before["requests_total"]
