@@ -263,6 +263,7 @@ async def engine_concurrency(be, rng, vocab, clients, per_client):
     work = [traffic(rng, per_client, vocab) for _ in range(clients)]
     before = be.stats()
     ttfts, gaps, after_cancel, done = [], [], [], 0
+    steady = []  # TTFTs of requests after each client's first: the burst of 64 arrivals left out
     tokens = 0
 
     async def client(ci):
@@ -273,6 +274,8 @@ async def engine_concurrency(be, rng, vocab, clients, per_client):
             )
             if times:
                 ttfts.append((times[0] - t0) * 1000)
+                if ri > 0:
+                    steady.append(ttfts[-1])
                 gaps.extend((b - a) * 1000 for a, b in zip(times, times[1:], strict=False))
             tokens += len(toks)
             done += 1
@@ -292,6 +295,8 @@ async def engine_concurrency(be, rng, vocab, clients, per_client):
         "tokens_per_s": tokens / wall,
         "ttft_p50_ms": pct(ttfts, 0.5),
         "ttft_p95_ms": pct(ttfts, 0.95),
+        "steady_ttft_p50_ms": pct(steady, 0.5),
+        "steady_ttft_p95_ms": pct(steady, 0.95),
         "gap_p50_ms": pct(gaps, 0.5),
         "gap_p95_ms": pct(gaps, 0.95),
         "cancelled": len(after_cancel),
@@ -352,6 +357,141 @@ def generate_batch_run(model, rng, vocab, n=64, new=32):
         "generated_tokens": toks,
         "errors": errors[:3],
     }
+
+
+def graph_replay_ms(be, shapes, reps=200):
+    """Pure GPU time of one captured decode step per (batch, attended length), CUDA events."""
+    import torch
+
+    graphs = be._sched.graphs
+    if graphs is None:
+        return {}
+    out = {}
+    for B, L in shapes:
+        B, L = graphs.shape_for(B, L)
+        graph, _ = graphs.graphs.get((B, L)) or graphs.capture(B, L)
+        # Every row attends L keys; writes go to the trash row, so no slot is disturbed.
+        graphs.pos[:B].fill_(L - 1)
+        graphs.wpos[:B].fill_(be._em.max_len)
+        for _ in range(10):
+            graph.replay()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        for _ in range(5):
+            start.record()
+            for _ in range(reps):
+                graph.replay()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / reps)
+        graphs.pos[:B].zero_()
+        out[f"B{B}_L{L}"] = statistics.median(times)
+    return out
+
+
+def fused_vs_eager(em, vocab, B=4, S=700, L=1024, steps=16):
+    """The fused decode step against the eager one on the same cache, in the model's dtype:
+    relative logit error per step and how often the greedy token agrees (chained greedily)."""
+    import torch
+
+    if em.fused is None:
+        return {}
+    g = torch.Generator(device=em.device).manual_seed(0)
+    ids = torch.randint(10, vocab, (B, S), device=em.device, generator=g)
+    pos = torch.arange(S, device=em.device)[None].expand(B, S).contiguous()
+    with torch.inference_mode():
+        last = torch.full((B,), S - 1, device=em.device)
+        em.prefill(ids, pos, pos, torch.arange(B, device=em.device), em.key_pos(S), last, True)
+        nid = torch.randint(10, vocab, (B, 1), device=em.device, generator=g)
+        errs, agree = [], 0
+        for t in range(steps):
+            p = torch.full((B, 1), S + t, device=em.device)
+            ref = em.decode(nid, p, p, em.key_pos(L))
+            got = em.fused.decode(nid, p, p, em.key_pos(L))
+            errs.append(((got - ref).norm() / ref.norm()).item())
+            same = got.argmax(-1) == ref.argmax(-1)
+            agree += int(same.sum())
+            nid = ref.argmax(-1, keepdim=True)  # both follow the eager path's tokens
+    return {"rel_err_median": statistics.median(errs), "rel_err_max": max(errs),
+            "argmax_agree": agree / (B * steps)}  # fmt: skip
+
+
+def kernel_times(em, B=2, L=1024):
+    """Each fused kernel of one layer, timed alone (do_bench median), with the bytes it must
+    read: a per-kernel profile of the decode step without hardware counters."""
+    import torch
+    import triton.testing
+
+    from lspilot.daemon.engine import kernels as K
+
+    fd = em.fused
+    if fd is None:
+        return {}
+    lw, sh, cache = fd.layers[0], em.shape, em.cache
+    dev, dt = em.device, em.dtype
+    E = lw.w_qkv.shape[1]
+    x = torch.randn(B, E, device=dev, dtype=dt)
+    pos = torch.full((B,), L - 1, device=dev, dtype=torch.long)
+    wpos = torch.full((B,), em.max_len, device=dev, dtype=torch.long)
+    cos, sin = (None, None) if fd.bigcode else (em.cos, em.sin)
+    kc, vc = cache.k[0], cache.v[0]
+    q = K.qkv_rope(x, lw.w_qkv, lw.b_qkv, n_heads=sh.n_heads, n_kv=sh.n_kv_heads,
+                   head_dim=sh.head_dim, k_cache=kc, v_cache=vc, pos=pos, wpos=wpos, cos=cos,
+                   sin=sin, norm=fd.norm_kind, norm_w=lw.ln1[0], norm_b=lw.ln1[1])  # fmt: skip
+    attn = K.attention(q, kc, vc, pos, L, em.scaling)
+    act = K.ACT_GELU_TANH if fd.bigcode else K.ACT_SILU_MUL
+    h = K.linear(x, lw.w_up, lw.b_up, norm=fd.norm_kind, norm_w=lw.ln2[0], norm_b=lw.ln2[1],
+                 act=act)  # fmt: skip
+    kv_bytes = 2 * B * sh.n_kv_heads * L * sh.head_dim * kc.element_size()
+    ops = {
+        "qkv_rope": (
+            lambda: K.qkv_rope(
+                x,
+                lw.w_qkv,
+                lw.b_qkv,
+                n_heads=sh.n_heads,
+                n_kv=sh.n_kv_heads,
+                head_dim=sh.head_dim,
+                k_cache=kc,
+                v_cache=vc,
+                pos=pos,
+                wpos=wpos,
+                cos=cos,
+                sin=sin,
+                norm=fd.norm_kind,
+                norm_w=lw.ln1[0],
+                norm_b=lw.ln1[1],
+            ),
+            lw.w_qkv,
+        ),  # fmt: skip
+        "attention": (lambda: K.attention(q, kc, vc, pos, L, em.scaling), None),
+        "o_proj": (lambda: K.linear(attn, lw.w_o, lw.b_o, residual=x, out=x), lw.w_o),
+        "up_act": (
+            lambda: K.linear(
+                x, lw.w_up, lw.b_up, norm=fd.norm_kind, norm_w=lw.ln2[0], norm_b=lw.ln2[1], act=act
+            ),
+            lw.w_up,
+        ),  # fmt: skip
+        "down": (lambda: K.linear(h, lw.w_down, lw.b_down, residual=x, out=x), lw.w_down),
+        "lm_head": (
+            lambda: K.linear(
+                x,
+                fd.head,
+                fd.head_bias,
+                norm=fd.norm_kind,
+                norm_w=fd.final[0],
+                norm_b=fd.final[1],
+                out_dtype=torch.float32,
+            ),
+            fd.head,
+        ),  # fmt: skip
+    }
+    out = {"B": B, "L": L}
+    for name, (fn, w) in ops.items():
+        us = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") * 1000
+        nbytes = kv_bytes if w is None else w.numel() * w.element_size()
+        out[name] = {"us": us, "bytes": nbytes, "tb_s": nbytes / us / 1e6}
+    return out
 
 
 # -- one model ---------------------------------------------------------------------------------
@@ -432,7 +572,7 @@ def bench_model(name, cfg, args, deadline):
 
     def ttft_stock():
         out = {}
-        for n in (512, 2048, 8000):
+        for n in args.ttft_lengths:
             p = rand_prompt(rng, n, vocab)
             stock(model, p, 1)
             out[str(n)] = statistics.median(stock(model, p, 1)[0] * 1000 for _ in range(3))
@@ -441,6 +581,25 @@ def bench_model(name, cfg, args, deadline):
     if not args.skip_stock:
         section("stock_ttft_ms", ttft_stock)
 
+    replay_shapes = [(1, 512), (1, 4096), (8, 1024), (32, 1024), (64, 1024)]
+
+    def eager_engine():
+        # The engine before the Triton kernels (HF modules in CUDA graphs), same run.
+        be0 = EngineBackend(model, device=DEVICE, max_batch=64, max_len=4096, fused=False)
+        lp = asyncio.new_event_loop()
+        try:
+            ms, ttft, _, per = lp.run_until_complete(engine_decode_ms(be0, p512))
+            replay = graph_replay_ms(be0, replay_shapes)
+            lp.run_until_complete(be0.close())
+        finally:
+            lp.close()
+        return {"ms_per_token": ms, "ttft_512_ms": ttft, "runs": per, "graph_replay_ms": replay,
+                "bw_share": res["floor_ms_per_token"] / ms}  # fmt: skip
+
+    if not args.skip_eager:
+        section("eager_engine_decode", eager_engine)
+        gc.collect()
+
     # One engine for everything: 64 slots of 8k (the latency tests use one slot at a time).
     be = EngineBackend(
         model,
@@ -448,7 +607,9 @@ def bench_model(name, cfg, args, deadline):
         max_batch=args.max_batch,
         max_len=args.max_len,
         compile=args.compile,
+        fused=None if args.fused == "auto" else args.fused == "on",
     )
+    res["fused_decode"] = be.info.extra.get("fused_decode")
     loop = asyncio.new_event_loop()
     try:
 
@@ -473,6 +634,9 @@ def bench_model(name, cfg, args, deadline):
             }
 
         section("engine_decode", decode_engine)
+        section("engine_graph_replay_ms", lambda: graph_replay_ms(be, replay_shapes))
+        section("kernel_times", lambda: kernel_times(be._em))
+        section("fused_vs_eager", lambda: fused_vs_eager(be._em, vocab))
 
         def match():
             exact, prefix = 0, []
@@ -659,8 +823,10 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=[], help="section name prefixes to run")
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--max-len", type=int, default=8192)
-    ap.add_argument("--ttft-lengths", nargs="*", type=int, default=[512, 2048, 8000])
+    ap.add_argument("--ttft-lengths", nargs="*", type=int, default=[512, 2048, 4096, 8000])
     ap.add_argument("--skip-stock", action="store_true", help="engine sections only")
+    ap.add_argument("--skip-eager", action="store_true", help="no eager-engine comparison")
+    ap.add_argument("--fused", choices=["auto", "on", "off"], default="auto")
     ap.add_argument("--fp32-match", nargs="*", default=[], help="models to also match in fp32")
     ap.add_argument("--section-timeout-s", type=int, default=120)
     ap.add_argument("--tiny", action="store_true", help="smoke test: tiny models on the CPU")
@@ -719,12 +885,36 @@ def summary(r: dict) -> None:
         f" | static {g('stock_static_decode')} | engine {g('engine_decode')}",
         flush=True,
     )
-    print("   ttft", json.dumps(r.get("engine_ttft", {}), default=str)[:600])
+    print(f"   eager engine {g('eager_engine_decode')} | fused {r.get('fused_decode')}")
+    print("   fused vs eager", r.get("fused_vs_eager"))
+    print("   replay fused", r.get("engine_graph_replay_ms"))
+    print("   replay eager", r.get("eager_engine_decode", {}).get("graph_replay_ms"))
+    kt = r.get("kernel_times", {})
+    print(
+        "   kernels",
+        {
+            k: (round(v["us"], 1), round(v["tb_s"], 2)) if isinstance(v, dict) and "us" in v else v
+            for k, v in kt.items()
+        },
+    )
+    print(
+        "   ttft",
+        json.dumps(
+            {
+                k: {kk: vv for kk, vv in v.items() if not kk.endswith("runs")}
+                if isinstance(v, dict)
+                else v
+                for k, v in r.get("engine_ttft", {}).items()
+            },
+            default=str,
+        )[:700],
+    )
     print("   stock ttft", r.get("stock_ttft_ms"), "| match", r.get("bf16_match"))
     for c, v in r.get("engine_concurrency", {}).items():
         print(
             f"   c={c}: {v['completions_per_s']:.1f}/s ttft p50 {v['ttft_p50_ms']:.1f} "
-            f"p95 {v['ttft_p95_ms']:.1f} gap p95 {v['gap_p95_ms']:.2f} "
+            f"p95 {v['ttft_p95_ms']:.1f} steady p95 {v.get('steady_ttft_p95_ms')} "
+            f"gap p95 {v['gap_p95_ms']:.2f} "
             f"after-cancel max {v['steps_after_cancel_max']}"
         )
     print(

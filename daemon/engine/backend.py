@@ -34,18 +34,22 @@ class EngineBackend:
         cuda_graphs: bool = True,
         compile: bool = False,
         compile_prefill: bool = False,
+        fused: bool | None = None,
         decode_feed_max: int | None = None,
     ) -> None:
         """``model``: a loaded transformers causal LM (llama, qwen2, qwen3, mistral or
         gpt_bigcode), already on ``device``. ``compile``: torch.compile the decode step before
         capturing it (off by default: on the H200 a 2-layer model compiled in 39 s and decoded
         in 0.48 ms/token, but the full 24-layer compile took about 170 s and its speed is not
-        measured yet; see docs/performance.md)."""
+        measured yet; see docs/performance.md). ``fused``: the Triton decode step (None: on CUDA
+        where supported; see ``fused``)."""
         model_device = next(model.parameters()).device
         if torch.device(device).type != model_device.type:
             raise ValueError(f"model is on {model_device}, backend asked for {device}")
         model.eval()
-        self._em = EngineModel(model, max_len, compile=compile, compile_prefill=compile_prefill)
+        self._em = EngineModel(
+            model, max_len, compile=compile, compile_prefill=compile_prefill, fused=fused
+        )
         self.config = EngineConfig(
             max_batch=max_batch,
             max_len=max_len,
@@ -65,6 +69,7 @@ class EngineBackend:
                 "max_len": str(max_len),
                 "cuda_graphs": str(self._sched.graphs is not None).lower(),
                 "compiled": str(compile).lower(),
+                "fused_decode": str(self._em.fused is not None).lower(),
                 "kv_cache_mib": f"{self._sched.cache.nbytes / 2**20:.0f}",
             },
         )

@@ -20,11 +20,14 @@ N = slots, M = max_len, H / Hkv = query / key-value heads, G = H // Hkv, D = hea
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+log = logging.getLogger(__name__)
 
 
 class UnsupportedModel(ValueError):
@@ -89,7 +92,12 @@ class EngineModel:
     """``prefill`` and ``decode`` steps over a loaded HF causal LM, with a KV cache we own."""
 
     def __init__(
-        self, model, max_len: int, compile: bool = False, compile_prefill: bool = False
+        self,
+        model,
+        max_len: int,
+        compile: bool = False,
+        compile_prefill: bool = False,
+        fused: bool | None = None,
     ) -> None:
         cfg = model.config
         arch = getattr(cfg, "model_type", "")
@@ -147,10 +155,36 @@ class EngineModel:
         # step on the GPU, even inside a CUDA graph: each kernel costs a few microseconds.
         self.decode_step = self.decode
         self.prefill_step = self.prefill
-        if compile:
+        self.fused = self._fused_decode(fused)
+        if self.fused is not None:
+            self.decode_step = self.fused.decode
+        elif compile:
             self.decode_step = torch.compile(self.decode, dynamic=True, fullgraph=True)
         if compile_prefill:  # prefill is compute-bound at large chunks; compiling it is optional
             self.prefill_step = torch.compile(self.prefill, dynamic=True, fullgraph=True)
+
+    def _fused_decode(self, fused: bool | None):
+        """The Triton decode step (``fused``), or None for the eager one.
+
+        None (auto): on CUDA when Triton imports and the architecture is supported. True: always
+        (on the CPU only under ``TRITON_INTERPRET=1``, which the tests use); unsupported raises.
+        """
+        if fused is False or (fused is None and self.device.type != "cuda"):
+            return None
+        try:
+            from .fused import FusedDecode, fused_support
+        except ImportError as exc:  # no Triton on this machine
+            if fused:
+                raise UnsupportedModel(f"fused decode needs Triton: {exc}") from exc
+            log.info("fused decode off: %s", exc)
+            return None
+        reason = fused_support(self)
+        if reason is not None:
+            if fused:
+                raise UnsupportedModel(f"fused decode: {reason}")
+            log.info("fused decode off: %s", reason)
+            return None
+        return FusedDecode(self)
 
     def allocate(self, slots: int) -> KVCache:
         self.cache = KVCache(self.shape, slots, self.max_len, self.device, self.dtype)

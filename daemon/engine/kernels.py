@@ -1,0 +1,391 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Triton kernels for the fused decode step: five launches per layer instead of ~60.
+
+A decode step at small batch reads every weight once and does almost no arithmetic, so its time
+is bytes plus launches. HF's modules spend ~60 small kernels per layer (a norm is seven, rope
+eight); each costs microseconds even inside a CUDA graph. These kernels fold the small work into
+the matrix products that have to run anyway:
+
+- ``linear``: ``y = epilogue(norm(x) @ W.T + bias)``. The norm (RMS or LayerNorm) is computed
+  by every program from the whole input row, which is tiny at decode time (E <= a few thousand
+  values); the epilogue adds a residual, or applies GELU, or SiLU(gate) * up for a
+  gate/up-stacked weight.
+- ``qkv_rope``: the same product for the stacked q/k/v weight, then rotary embedding, then q to
+  a buffer and k, v straight into the KV cache at each row's write position.
+- ``attention``: split-K ("flash-decoding") attention of one new query per row over its cached
+  keys; the grouped query heads of one KV head share each key load. A small second kernel merges
+  the splits by their log-sum-exp.
+
+Products use ``tl.dot`` on tiles of at least 16 rows; a decode batch below that is masked, which
+costs nothing that matters here (the weights, not the rows, are the bytes). Every kernel also
+runs in Triton's interpreter (``TRITON_INTERPRET=1``) on the CPU in float32, which is how the
+unit tests check them against the eager forward.
+
+Shapes: B = rows, K = input features, N = output features, E = hidden, H / Hkv = query / KV
+heads, G = H // Hkv, D = head_dim, M = cache positions per slot.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+NORM_NONE, NORM_RMS, NORM_LAYER = 0, 1, 2
+ACT_NONE, ACT_GELU_TANH, ACT_SILU_MUL = 0, 1, 2
+
+
+@triton.jit
+def _row_stats(
+    x_ptr, rm, m_ok, K: tl.constexpr, eps, NORM: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    # x: [B, K] -> per-row (mean, rstd) in float32; mean is 0 for RMS norm.
+    s1 = tl.zeros([BLOCK_M], tl.float32)
+    s2 = tl.zeros([BLOCK_M], tl.float32)
+    rk = tl.arange(0, BLOCK_K)
+    for k0 in range(0, K, BLOCK_K):
+        kk = k0 + rk
+        x = tl.load(
+            x_ptr + rm[:, None] * K + kk[None, :],
+            mask=m_ok[:, None] & (kk[None, :] < K),
+            other=0.0,
+        ).to(tl.float32)
+        s1 += tl.sum(x, axis=1)
+        s2 += tl.sum(x * x, axis=1)
+    if NORM == 2:
+        mean = s1 / K
+        var = tl.maximum(s2 / K - mean * mean, 0.0)
+    else:
+        mean = s1 * 0.0
+        var = s2 / K
+    return mean, 1.0 / tl.sqrt(var + eps)
+
+
+@triton.jit
+def _load_x(
+    x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk, K: tl.constexpr, mean, rstd, NORM: tl.constexpr
+):
+    # One [BLOCK_M, BLOCK_K] tile of norm(x), in the weights' dtype.
+    w_dtype = w_ptr.dtype.element_ty
+    k_ok = kk < K
+    x = tl.load(
+        x_ptr + rm[:, None] * K + kk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0
+    )
+    if NORM != 0:
+        xf = (x.to(tl.float32) - mean[:, None]) * rstd[:, None]
+        nw = tl.load(nw_ptr + kk, mask=k_ok, other=0.0).to(tl.float32)
+        if NORM == 1:  # HF's RMSNorm rounds to the model dtype before the weight multiply
+            xf = xf.to(w_dtype).to(tl.float32) * nw[None, :]
+        else:  # LayerNorm: weight and bias in float32, one rounding
+            xf = xf * nw[None, :]
+            xf += tl.load(nb_ptr + kk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
+        x = xf
+    return x.to(w_dtype)
+
+
+@triton.jit
+def _linear_kernel(
+    x_ptr, w_ptr, b_ptr, nw_ptr, nb_ptr, res_ptr, y_ptr,
+    B, N, K: tl.constexpr, eps,
+    NORM: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, RESIDUAL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    # x: [B, K]; w: [N, K] (or [2N, K] gate rows then up rows for ACT_SILU_MUL); y: [B, N]
+    pid_n, pid_m = tl.program_id(0), tl.program_id(1)
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    m_ok, n_ok = rm < B, rn < N
+    w_dtype = w_ptr.dtype.element_ty
+    mean = tl.zeros([BLOCK_M], tl.float32)
+    rstd = mean + 1.0
+    if NORM != 0:
+        mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_K)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    acc_up = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        kk = k0 + rk
+        x = _load_x(x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk, K, mean, rstd, NORM)
+        w_mask = n_ok[None, :] & (kk[:, None] < K)
+        w = tl.load(w_ptr + rn[None, :] * K + kk[:, None], mask=w_mask, other=0.0)  # [BK, BN]
+        acc += tl.dot(x, w)
+        if ACT == 2:
+            u = tl.load(w_ptr + (rn[None, :] + N) * K + kk[:, None], mask=w_mask, other=0.0)
+            acc_up += tl.dot(x, u)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        if ACT == 2:
+            acc_up += tl.load(b_ptr + N + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    # Every product is rounded to the model dtype first, as the separate HF modules return it.
+    a = acc.to(w_dtype).to(tl.float32)
+    if ACT == 1:  # GELU, tanh approximation (gelu_pytorch_tanh)
+        inner = 0.7978845608028654 * (a + 0.044715 * a * a * a)
+        t = 2.0 / (1.0 + tl.exp(-2.0 * inner)) - 1.0
+        a = 0.5 * a * (1.0 + t)
+    elif ACT == 2:  # SiLU(gate) * up
+        u = acc_up.to(w_dtype).to(tl.float32)
+        a = (a / (1.0 + tl.exp(-a))).to(w_dtype).to(tl.float32) * u
+    offs = rm[:, None] * N + rn[None, :]
+    mask = m_ok[:, None] & n_ok[None, :]
+    if RESIDUAL:
+        a += tl.load(res_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(y_ptr + offs, a.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _qkv_rope_kernel(
+    x_ptr, w_ptr, b_ptr, nw_ptr, nb_ptr, cos_ptr, sin_ptr, pos_ptr, wpos_ptr,
+    q_ptr, k_ptr, v_ptr,
+    B, K: tl.constexpr, eps, n_heads, n_kv,
+    s_slot, s_head, s_pos,
+    NORM: tl.constexpr, HAS_BIAS: tl.constexpr, ROPE: tl.constexpr,
+    D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    # x: [B, K]; w: [(H + 2 Hkv) D, K], q heads then k heads then v heads; q: [B, H, D];
+    # k, v: one layer of the cache, [slots, Hkv, M + 1, D] with row b writing slot b.
+    # A program computes columns j and j + D/2 of one head, the pairs rope rotates together.
+    t, pid_j, pid_m = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    HALF: tl.constexpr = D // 2
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rj = pid_j * BLOCK_J + tl.arange(0, BLOCK_J)
+    rk = tl.arange(0, BLOCK_K)
+    m_ok = rm < B
+    row1, row2 = t * D + rj, t * D + HALF + rj
+    mean = tl.zeros([BLOCK_M], tl.float32)
+    rstd = mean + 1.0
+    if NORM != 0:
+        mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_K)
+    acc1 = tl.zeros([BLOCK_M, BLOCK_J], tl.float32)
+    acc2 = tl.zeros([BLOCK_M, BLOCK_J], tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        kk = k0 + rk
+        x = _load_x(x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk, K, mean, rstd, NORM)
+        k_ok = kk[:, None] < K
+        acc1 += tl.dot(x, tl.load(w_ptr + row1[None, :] * K + kk[:, None], mask=k_ok, other=0.0))
+        acc2 += tl.dot(x, tl.load(w_ptr + row2[None, :] * K + kk[:, None], mask=k_ok, other=0.0))
+    if HAS_BIAS:
+        acc1 += tl.load(b_ptr + row1).to(tl.float32)[None, :]
+        acc2 += tl.load(b_ptr + row2).to(tl.float32)[None, :]
+    out_dtype = q_ptr.dtype.element_ty
+    a1 = acc1.to(out_dtype).to(tl.float32)  # HF rounds the projection before rotating it
+    a2 = acc2.to(out_dtype).to(tl.float32)
+    if ROPE:
+        if t < n_heads + n_kv:  # q and k heads rotate, v heads do not
+            p = tl.load(pos_ptr + rm, mask=m_ok, other=0)
+            cs = cos_ptr + p[:, None] * D + rj[None, :]
+            sn = sin_ptr + p[:, None] * D + rj[None, :]
+            c1, c2 = tl.load(cs).to(tl.float32), tl.load(cs + HALF).to(tl.float32)
+            s1, s2 = tl.load(sn).to(tl.float32), tl.load(sn + HALF).to(tl.float32)
+            a1, a2 = a1 * c1 - a2 * s1, a2 * c2 + a1 * s2
+    mask = m_ok[:, None]
+    if t < n_heads:
+        dst = q_ptr + rm[:, None] * (n_heads * D) + t * D + rj[None, :]
+    else:
+        wp = tl.load(wpos_ptr + rm, mask=m_ok, other=0)
+        row = rm[:, None] * s_slot + wp[:, None] * s_pos + rj[None, :]
+        if t < n_heads + n_kv:
+            dst = k_ptr + row + (t - n_heads) * s_head
+        else:
+            dst = v_ptr + row + (t - n_heads - n_kv) * s_head
+    tl.store(dst, a1.to(out_dtype), mask=mask)
+    tl.store(dst + HALF, a2.to(out_dtype), mask=mask)
+
+
+@triton.jit
+def _attn_split_kernel(
+    q_ptr, k_ptr, v_ptr, pos_ptr, o_ptr, lse_ptr,
+    scale, n_heads, s_slot, s_head, s_pos,
+    SPLIT: tl.constexpr, G: tl.constexpr, D: tl.constexpr,
+    BLOCK_G: tl.constexpr, BLOCK_L: tl.constexpr,
+):  # fmt: skip
+    # q: [B, H, D]; k, v: one layer of the cache; row b attends slot b, positions 0..pos[b].
+    # o: [B, H, S, D] float32 partial outputs, lse: [B, H, S] their log-sum-exp.
+    b, hk, s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    n_splits = tl.num_programs(2)
+    rg = tl.arange(0, BLOCK_G)
+    rd = tl.arange(0, D)
+    rl = tl.arange(0, BLOCK_L)
+    g_ok = rg < G
+    head = hk * G + rg
+    q_offs = (b * n_heads + head[:, None]) * D + rd[None, :]
+    q = tl.load(q_ptr + q_offs, mask=g_ok[:, None], other=0.0)
+    n_keys = tl.load(pos_ptr + b) + 1
+    start = s * SPLIT
+    end = tl.minimum(start + SPLIT, n_keys)
+    kv = b * s_slot + hk * s_head
+    m_i = tl.full([BLOCK_G], -1e30, tl.float32)
+    l_i = tl.zeros([BLOCK_G], tl.float32)
+    acc = tl.zeros([BLOCK_G, D], tl.float32)
+    # A fixed trip count (masked past ``end``): splits past the row's length load nothing.
+    for l0 in range(0, SPLIT, BLOCK_L):
+        ll = start + l0 + rl
+        l_ok = ll < end
+        offs = kv + ll[:, None] * s_pos + rd[None, :]
+        k = tl.load(k_ptr + offs, mask=l_ok[:, None], other=0.0)  # [BLOCK_L, D]
+        scores = tl.dot(q, tl.trans(k)) * scale  # [BLOCK_G, BLOCK_L]
+        scores = tl.where(l_ok[None, :], scores, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(scores, axis=1))
+        alpha = tl.exp(m_i - m_new)
+        p = tl.exp(scores - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        v = tl.load(v_ptr + offs, mask=l_ok[:, None], other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    lse = tl.where(l_i > 0, m_i + tl.log(l_i), float("-inf"))
+    out = acc / tl.maximum(l_i, 1e-30)[:, None]
+    row = (b * n_heads + head) * n_splits + s
+    tl.store(o_ptr + row[:, None] * D + rd[None, :], out, mask=g_ok[:, None])
+    tl.store(lse_ptr + row, lse, mask=g_ok)
+
+
+@triton.jit
+def _attn_merge_kernel(o_ptr, lse_ptr, out_ptr, n_splits, D: tl.constexpr, BLOCK_S: tl.constexpr):
+    # o: [B * H, S, D], lse: [B * H, S] -> out: [B * H, D] in the model's dtype
+    r = tl.program_id(0)
+    rs = tl.arange(0, BLOCK_S)
+    rd = tl.arange(0, D)
+    s_ok = rs < n_splits
+    lse = tl.load(lse_ptr + r * n_splits + rs, mask=s_ok, other=float("-inf"))
+    w = tl.exp(lse - tl.max(lse, axis=0))
+    w = w / tl.sum(w, axis=0)
+    o = tl.load(
+        o_ptr + (r * n_splits + rs[:, None]) * D + rd[None, :], mask=s_ok[:, None], other=0.0
+    )
+    out = tl.sum(o * w[:, None], axis=0)
+    tl.store(out_ptr + r * D + rd, out.to(out_ptr.dtype.element_ty))
+
+
+# -- launchers ---------------------------------------------------------------------------------
+
+
+def _block_m(B: int) -> int:
+    return 16 if B <= 16 else (32 if B <= 32 else 64)
+
+
+def _block_n(N: int, B: int) -> int:
+    # Small tiles keep enough programs in flight to pull the weights at full bandwidth; wide
+    # outputs (the vocabulary) and large batches take wider ones.
+    if N >= 32768:
+        return 64
+    return 16 if B <= 16 else 32
+
+
+def _block_k(K: int) -> int:
+    return 128 if K <= 1024 else 256
+
+
+def linear(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    *,
+    norm: int = NORM_NONE,
+    norm_w: torch.Tensor | None = None,
+    norm_b: torch.Tensor | None = None,
+    eps: float = 1e-6,
+    act: int = ACT_NONE,
+    residual: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """``epilogue(norm(x) @ w.T + bias)``; x: [B, K] -> [B, N] (N = rows of w, halved for
+    ``ACT_SILU_MUL``). ``residual`` is added last; ``out`` may be ``residual`` itself."""
+    B, K = x.shape
+    N = w.shape[0] // 2 if act == ACT_SILU_MUL else w.shape[0]
+    if out is None:
+        out = torch.empty(B, N, device=x.device, dtype=out_dtype or x.dtype)
+    BM, BN = _block_m(B), _block_n(N, B)
+    dummy = w
+    grid = (triton.cdiv(N, BN), triton.cdiv(B, BM))
+    _linear_kernel[grid](
+        x, w, bias if bias is not None else dummy,
+        norm_w if norm_w is not None else dummy, norm_b if norm_b is not None else dummy,
+        residual if residual is not None else dummy, out,
+        B, N, K, eps,
+        NORM=norm, HAS_BIAS=bias is not None, ACT=act, RESIDUAL=residual is not None,
+        BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=_block_k(K), num_warps=4, num_stages=3,
+    )  # fmt: skip
+    return out
+
+
+def qkv_rope(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    n_heads: int,
+    n_kv: int,
+    head_dim: int,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    pos: torch.Tensor,
+    wpos: torch.Tensor,
+    cos: torch.Tensor | None = None,
+    sin: torch.Tensor | None = None,
+    norm: int = NORM_RMS,
+    norm_w: torch.Tensor | None = None,
+    norm_b: torch.Tensor | None = None,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """x: [B, E] -> q: [B, H, D]; writes k, v of row b into slot b at ``wpos[b]``.
+
+    k_cache, v_cache: one layer, [slots, Hkv, M + 1, D]; pos, wpos: [B] int64; cos, sin:
+    [M + 1, D] (None: no rotary embedding, as in gpt_bigcode)."""
+    B, K = x.shape
+    D = head_dim
+    q = torch.empty(B, n_heads, D, device=x.device, dtype=x.dtype)
+    BJ = min(16, D // 2)
+    BM = _block_m(B)
+    grid = (n_heads + 2 * n_kv, (D // 2) // BJ, triton.cdiv(B, BM))
+    rope = cos is not None
+    dummy = w
+    s_slot, s_head, s_pos, _ = k_cache.stride()
+    _qkv_rope_kernel[grid](
+        x, w, bias if bias is not None else dummy,
+        norm_w if norm_w is not None else dummy, norm_b if norm_b is not None else dummy,
+        cos if rope else dummy, sin if rope else dummy, pos, wpos,
+        q, k_cache, v_cache,
+        B, K, eps, n_heads, n_kv,
+        s_slot, s_head, s_pos,
+        NORM=norm, HAS_BIAS=bias is not None, ROPE=rope,
+        D=D, BLOCK_M=BM, BLOCK_J=BJ, BLOCK_K=_block_k(K), num_warps=4, num_stages=3,
+    )  # fmt: skip
+    return q
+
+
+def split_len_for(n_keys: int, rows: int, n_kv: int) -> int:
+    """Keys per split: enough splits to give the GPU ~128 programs, at least 64 keys each."""
+    want = max(1, 128 // max(1, rows * n_kv))
+    length = max(64, triton.next_power_of_2(triton.cdiv(n_keys, want)))
+    return length
+
+
+def attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    pos: torch.Tensor,
+    n_keys: int,
+    scale: float,
+) -> torch.Tensor:
+    """q: [B, H, D]; row b attends slot b at positions 0..pos[b] (< n_keys) -> [B, H * D]."""
+    B, H, D = q.shape
+    Hkv = k_cache.shape[1]
+    G = H // Hkv
+    split = split_len_for(n_keys, B, Hkv)
+    S = triton.cdiv(n_keys, split)
+    part = torch.empty(B, H, S, D, device=q.device, dtype=torch.float32)
+    lse = torch.empty(B, H, S, device=q.device, dtype=torch.float32)
+    s_slot, s_head, s_pos, _ = k_cache.stride()
+    _attn_split_kernel[(B, Hkv, S)](
+        q, k_cache, v_cache, pos, part, lse,
+        scale, H, s_slot, s_head, s_pos,
+        SPLIT=split, G=G, D=D, BLOCK_G=max(16, triton.next_power_of_2(G)), BLOCK_L=64,
+        num_warps=4, num_stages=2,
+    )  # fmt: skip
+    out = torch.empty(B, H * D, device=q.device, dtype=q.dtype)
+    _attn_merge_kernel[(B * H,)](
+        part, lse, out, S, D=D, BLOCK_S=max(2, triton.next_power_of_2(S)), num_warps=1
+    )
+    return out
