@@ -416,11 +416,32 @@ def fused_vs_eager(em, vocab, B=4, S=700, L=1024, steps=16):
             "argmax_agree": agree / (B * steps)}  # fmt: skip
 
 
+def _graph_us(fn, reps=20):
+    """GPU time of ``fn`` in µs: ``reps`` calls captured in one CUDA graph, replays timed with
+    events (host launch overhead excluded, as in the captured decode step)."""
+    import torch
+
+    fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(reps):
+            fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(7):
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1000 / reps)
+    return statistics.median(times)
+
+
 def kernel_times(em, B=2, L=1024):
-    """Each fused kernel of one layer, timed alone (do_bench median), with the bytes it must
+    """Each fused kernel of one layer on the GPU alone (graph-replayed), with the bytes it must
     read: a per-kernel profile of the decode step without hardware counters."""
     import torch
-    import triton.testing
 
     from lspilot.daemon.engine import kernels as K
 
@@ -428,51 +449,35 @@ def kernel_times(em, B=2, L=1024):
     if fd is None:
         return {}
     lw, sh, cache = fd.layers[0], em.shape, em.cache
-    dev, dt = em.device, em.dtype
+    dev = em.device
     E = lw.w_qkv.shape[1]
-    x = torch.randn(B, E, device=dev, dtype=dt)
+    x = torch.randn(B, E, device=dev, dtype=torch.float32)
     pos = torch.full((B,), L - 1, device=dev, dtype=torch.long)
     wpos = torch.full((B,), em.max_len, device=dev, dtype=torch.long)
     cos, sin = (None, None) if fd.bigcode else (em.cos, em.sin)
     kc, vc = cache.k[0], cache.v[0]
-    q = K.qkv_rope(x, lw.w_qkv, lw.b_qkv, n_heads=sh.n_heads, n_kv=sh.n_kv_heads,
-                   head_dim=sh.head_dim, k_cache=kc, v_cache=vc, pos=pos, wpos=wpos, cos=cos,
-                   sin=sin, norm=fd.norm_kind, norm_w=lw.ln1[0], norm_b=lw.ln1[1])  # fmt: skip
-    attn = K.attention(q, kc, vc, pos, L, em.scaling)
     act = K.ACT_GELU_TANH if fd.bigcode else K.ACT_SILU_MUL
-    h = K.linear(x, lw.w_up, lw.b_up, norm=fd.norm_kind, norm_w=lw.ln2[0], norm_b=lw.ln2[1],
-                 act=act)  # fmt: skip
+
+    def qkv():
+        return K.qkv_rope(x, lw.w_qkv, lw.b_qkv, n_heads=sh.n_heads, n_kv=sh.n_kv_heads,
+                          head_dim=sh.head_dim, k_cache=kc, v_cache=vc, pos=pos, wpos=wpos,
+                          cos=cos, sin=sin, norm=fd.norm_kind, norm_w=lw.ln1[0],
+                          norm_b=lw.ln1[1])  # fmt: skip
+
+    def up(**kw):
+        return K.linear(x, lw.w_up, lw.b_up, norm=fd.norm_kind, norm_w=lw.ln2[0],
+                        norm_b=lw.ln2[1], act=act, **kw)  # fmt: skip
+
+    q = qkv()
+    attn = K.attention(q, kc, vc, pos, L, em.scaling)
+    h = up()
     kv_bytes = 2 * B * sh.n_kv_heads * L * sh.head_dim * kc.element_size()
     ops = {
-        "qkv_rope": (
-            lambda: K.qkv_rope(
-                x,
-                lw.w_qkv,
-                lw.b_qkv,
-                n_heads=sh.n_heads,
-                n_kv=sh.n_kv_heads,
-                head_dim=sh.head_dim,
-                k_cache=kc,
-                v_cache=vc,
-                pos=pos,
-                wpos=wpos,
-                cos=cos,
-                sin=sin,
-                norm=fd.norm_kind,
-                norm_w=lw.ln1[0],
-                norm_b=lw.ln1[1],
-            ),
-            lw.w_qkv,
-        ),  # fmt: skip
+        "qkv_rope": (qkv, lw.w_qkv),
         "attention": (lambda: K.attention(q, kc, vc, pos, L, em.scaling), None),
-        "o_proj": (lambda: K.linear(attn, lw.w_o, lw.b_o, residual=x, out=x), lw.w_o),
-        "up_act": (
-            lambda: K.linear(
-                x, lw.w_up, lw.b_up, norm=fd.norm_kind, norm_w=lw.ln2[0], norm_b=lw.ln2[1], act=act
-            ),
-            lw.w_up,
-        ),  # fmt: skip
-        "down": (lambda: K.linear(h, lw.w_down, lw.b_down, residual=x, out=x), lw.w_down),
+        "o_proj": (lambda: K.linear(attn, lw.w_o, lw.b_o, accumulate=x), lw.w_o),
+        "up_act": (up, lw.w_up),
+        "down": (lambda: K.linear(h, lw.w_down, lw.b_down, accumulate=x), lw.w_down),
         "lm_head": (
             lambda: K.linear(
                 x,
@@ -488,9 +493,36 @@ def kernel_times(em, B=2, L=1024):
     }
     out = {"B": B, "L": L}
     for name, (fn, w) in ops.items():
-        us = triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") * 1000
+        us = _graph_us(fn)
         nbytes = kv_bytes if w is None else w.numel() * w.element_size()
         out[name] = {"us": us, "bytes": nbytes, "tb_s": nbytes / us / 1e6}
+    out["layer_us"] = sum(out[k]["us"] for k in ops if k != "lm_head")
+
+    # Tile sweep of the two kinds of product at this batch: does the heuristic pick well?
+    def tiles(n_out, k_in, bn, bk, split_ok):
+        steps = -(-k_in // bk)
+        split = max(1, min(steps, 264 // -(-n_out // bn))) if split_ok else 1
+        return K.Tiles(False, max(2, B), bn, bk, -(-steps // split) * bk, 512)
+
+    E_in, I_in, N_down = lw.w_up.shape[1], lw.w_down.shape[1], lw.w_down.shape[0]
+    N_up = h.shape[1]
+    sweep = {}
+    for bn in (8, 16, 32):
+        for bk in (64, 128, 256, 512):
+            for warps in (2, 4, 8):
+                t_up, t_down = tiles(N_up, E_in, bn, bk, False), tiles(N_down, I_in, bn, bk, True)
+                cases = {
+                    "up_act": lambda t=t_up, w=warps: up(tiles=t, num_warps=w),
+                    "down": lambda t=t_down, w=warps: K.linear(
+                        h, lw.w_down, lw.b_down, accumulate=x, tiles=t, num_warps=w
+                    ),
+                }
+                for name, fn in cases.items():
+                    try:
+                        sweep[f"{name}_bn{bn}_bk{bk}_w{warps}"] = _graph_us(fn)
+                    except Exception as e:  # noqa: BLE001 - a tile that does not compile
+                        sweep[f"{name}_bn{bn}_bk{bk}_w{warps}"] = type(e).__name__
+    out["sweep"] = sweep
     return out
 
 

@@ -121,7 +121,8 @@ class FusedDecode:
         em, cache, sh = self.em, self.em.cache, self.em.shape
         n_keys = key_pos.shape[0]
         pos1, wpos1 = pos.reshape(-1), wpos.reshape(-1)  # [B]
-        x = em._embed(ids, pos)[:, 0].contiguous()  # [B, E], updated in place below
+        # The residual stream in float32: the output and down projections add into it in place.
+        x = em._embed(ids, pos)[:, 0].float()  # [B, E]
         cos, sin = (None, None) if self.bigcode else (em.cos, em.sin)
         mlp_act = K.ACT_GELU_TANH if self.bigcode else K.ACT_SILU_MUL
         for i, lw in enumerate(self.layers):
@@ -133,13 +134,13 @@ class FusedDecode:
                 norm=self.norm_kind, norm_w=lw.ln1[0], norm_b=lw.ln1[1], eps=lw.ln1[2],
             )  # fmt: skip  # q: [B, H, D]
             attn = K.attention(q, k_cache, v_cache, pos1, n_keys, em.scaling)  # [B, H D]
-            K.linear(attn, lw.w_o, lw.b_o, residual=x, out=x)
+            K.linear(attn, lw.w_o, lw.b_o, accumulate=x)
             h = K.linear(
                 x, lw.w_up, lw.b_up,
                 norm=self.norm_kind, norm_w=lw.ln2[0], norm_b=lw.ln2[1], eps=lw.ln2[2],
                 act=mlp_act,
             )  # fmt: skip  # [B, I]
-            K.linear(h, lw.w_down, lw.b_down, residual=x, out=x)
+            K.linear(h, lw.w_down, lw.b_down, accumulate=x)
         w, b, eps = self.final
         return K.linear(
             x, self.head, self.head_bias,

@@ -27,6 +27,8 @@ heads, G = H // Hkv, D = head_dim, M = cache positions per slot.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
@@ -38,13 +40,14 @@ ACT_NONE, ACT_GELU_TANH, ACT_SILU_MUL = 0, 1, 2
 @triton.jit
 def _row_stats(
     x_ptr, rm, m_ok, K: tl.constexpr, eps, NORM: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    BLOCK_KS: tl.constexpr,
 ):  # fmt: skip
-    # x: [B, K] -> per-row (mean, rstd) in float32; mean is 0 for RMS norm.
+    # x: [B, K] -> per-row (mean, rstd) in float32; mean is 0 for RMS norm. The loop is
+    # unrolled so all loads of the (small) rows are in flight at once.
     s1 = tl.zeros([BLOCK_M], tl.float32)
     s2 = tl.zeros([BLOCK_M], tl.float32)
-    rk = tl.arange(0, BLOCK_K)
-    for k0 in range(0, K, BLOCK_K):
+    rk = tl.arange(0, BLOCK_KS)
+    for k0 in tl.static_range(0, K, BLOCK_KS):
         kk = k0 + rk
         x = tl.load(
             x_ptr + rm[:, None] * K + kk[None, :],
@@ -85,14 +88,37 @@ def _load_x(
 
 
 @triton.jit
+def _tile_product(x, w_ptr, rows, row_ok, kk, K: tl.constexpr, DOT: tl.constexpr):
+    # x: [BM, BK] (model dtype) times weight rows ``rows`` [BN] at columns kk -> [BM, BN] fp32.
+    # DOT uses the tensor cores (BM >= 16); otherwise multiply-and-sum on the CUDA cores, which
+    # lets a small batch use a tile of just its own rows.
+    k_ok = kk < K
+    if DOT:
+        w = tl.load(
+            w_ptr + rows[None, :] * K + kk[:, None], mask=row_ok[None, :] & k_ok[:, None], other=0.0
+        )  # [BK, BN]
+        out = tl.dot(x, w)
+    else:
+        w = tl.load(
+            w_ptr + rows[:, None] * K + kk[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0
+        )  # [BN, BK]
+        out = tl.sum(x.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
+    return out
+
+
+@triton.jit
 def _linear_kernel(
-    x_ptr, w_ptr, b_ptr, nw_ptr, nb_ptr, res_ptr, y_ptr,
+    x_ptr, w_ptr, b_ptr, nw_ptr, nb_ptr, y_ptr,
     B, N, K: tl.constexpr, eps,
-    NORM: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, RESIDUAL: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    NORM: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, ATOMIC: tl.constexpr,
+    DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    K_SPLIT: tl.constexpr, BLOCK_KS: tl.constexpr,
 ):  # fmt: skip
-    # x: [B, K]; w: [N, K] (or [2N, K] gate rows then up rows for ACT_SILU_MUL); y: [B, N]
-    pid_n, pid_m = tl.program_id(0), tl.program_id(1)
+    # x: [B, K]; w: [N, K] (or [2N, K] gate rows then up rows for ACT_SILU_MUL); y: [B, N].
+    # Program (n, m, k) computes a [BLOCK_M, BLOCK_N] tile over inputs k*K_SPLIT..+K_SPLIT.
+    # ATOMIC: float32 y += the partial product (y is the residual stream: the residual add is
+    # free, and splitting K gives a narrow output like o_proj enough programs to fill the GPU).
+    pid_n, pid_m, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
@@ -101,36 +127,35 @@ def _linear_kernel(
     mean = tl.zeros([BLOCK_M], tl.float32)
     rstd = mean + 1.0
     if NORM != 0:
-        mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_K)
+        mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_KS)
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     acc_up = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        kk = k0 + rk
+    for k0 in range(0, K_SPLIT, BLOCK_K):
+        kk = pid_k * K_SPLIT + k0 + rk
         x = _load_x(x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk, K, mean, rstd, NORM)
-        w_mask = n_ok[None, :] & (kk[:, None] < K)
-        w = tl.load(w_ptr + rn[None, :] * K + kk[:, None], mask=w_mask, other=0.0)  # [BK, BN]
-        acc += tl.dot(x, w)
+        acc += _tile_product(x, w_ptr, rn, n_ok, kk, K, DOT)
         if ACT == 2:
-            u = tl.load(w_ptr + (rn[None, :] + N) * K + kk[:, None], mask=w_mask, other=0.0)
-            acc_up += tl.dot(x, u)
+            acc_up += _tile_product(x, w_ptr, rn + N, n_ok, kk, K, DOT)
     if HAS_BIAS:
-        acc += tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+        first = (pid_k == 0).to(tl.float32)  # the bias once, from the first split
+        acc += first * tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
         if ACT == 2:
-            acc_up += tl.load(b_ptr + N + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-    # Every product is rounded to the model dtype first, as the separate HF modules return it.
-    a = acc.to(w_dtype).to(tl.float32)
-    if ACT == 1:  # GELU, tanh approximation (gelu_pytorch_tanh)
-        inner = 0.7978845608028654 * (a + 0.044715 * a * a * a)
-        t = 2.0 / (1.0 + tl.exp(-2.0 * inner)) - 1.0
-        a = 0.5 * a * (1.0 + t)
-    elif ACT == 2:  # SiLU(gate) * up
-        u = acc_up.to(w_dtype).to(tl.float32)
-        a = (a / (1.0 + tl.exp(-a))).to(w_dtype).to(tl.float32) * u
+            acc_up += first * tl.load(b_ptr + N + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     offs = rm[:, None] * N + rn[None, :]
     mask = m_ok[:, None] & n_ok[None, :]
-    if RESIDUAL:
-        a += tl.load(res_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    tl.store(y_ptr + offs, a.to(y_ptr.dtype.element_ty), mask=mask)
+    if ATOMIC:
+        tl.atomic_add(y_ptr + offs, acc, mask=mask)
+    else:
+        # The product is rounded to the model dtype first, as the separate HF modules return it.
+        a = acc.to(w_dtype).to(tl.float32)
+        if ACT == 1:  # GELU, tanh approximation (gelu_pytorch_tanh)
+            inner = 0.7978845608028654 * (a + 0.044715 * a * a * a)
+            t = 2.0 / (1.0 + tl.exp(-2.0 * inner)) - 1.0
+            a = 0.5 * a * (1.0 + t)
+        elif ACT == 2:  # SiLU(gate) * up
+            u = acc_up.to(w_dtype).to(tl.float32)
+            a = (a / (1.0 + tl.exp(-a))).to(w_dtype).to(tl.float32) * u
+        tl.store(y_ptr + offs, a.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -139,8 +164,9 @@ def _qkv_rope_kernel(
     q_ptr, k_ptr, v_ptr,
     B, K: tl.constexpr, eps, n_heads, n_kv,
     s_slot, s_head, s_pos,
-    NORM: tl.constexpr, HAS_BIAS: tl.constexpr, ROPE: tl.constexpr,
+    NORM: tl.constexpr, HAS_BIAS: tl.constexpr, ROPE: tl.constexpr, DOT: tl.constexpr,
     D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_KS: tl.constexpr,
 ):  # fmt: skip
     # x: [B, K]; w: [(H + 2 Hkv) D, K], q heads then k heads then v heads; q: [B, H, D];
     # k, v: one layer of the cache, [slots, Hkv, M + 1, D] with row b writing slot b.
@@ -155,15 +181,14 @@ def _qkv_rope_kernel(
     mean = tl.zeros([BLOCK_M], tl.float32)
     rstd = mean + 1.0
     if NORM != 0:
-        mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_K)
+        mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_KS)
     acc1 = tl.zeros([BLOCK_M, BLOCK_J], tl.float32)
     acc2 = tl.zeros([BLOCK_M, BLOCK_J], tl.float32)
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + rk
         x = _load_x(x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk, K, mean, rstd, NORM)
-        k_ok = kk[:, None] < K
-        acc1 += tl.dot(x, tl.load(w_ptr + row1[None, :] * K + kk[:, None], mask=k_ok, other=0.0))
-        acc2 += tl.dot(x, tl.load(w_ptr + row2[None, :] * K + kk[:, None], mask=k_ok, other=0.0))
+        acc1 += _tile_product(x, w_ptr, row1, rj < HALF, kk, K, DOT)
+        acc2 += _tile_product(x, w_ptr, row2, rj < HALF, kk, K, DOT)
     if HAS_BIAS:
         acc1 += tl.load(b_ptr + row1).to(tl.float32)[None, :]
         acc2 += tl.load(b_ptr + row2).to(tl.float32)[None, :]
@@ -259,20 +284,38 @@ def _attn_merge_kernel(o_ptr, lse_ptr, out_ptr, n_splits, D: tl.constexpr, BLOCK
 # -- launchers ---------------------------------------------------------------------------------
 
 
-def _block_m(B: int) -> int:
-    return 16 if B <= 16 else (32 if B <= 32 else 64)
+PROGRAMS = 264  # two per multiprocessor on an H100/H200: enough loads in flight per weight
 
 
-def _block_n(N: int, B: int) -> int:
-    # Small tiles keep enough programs in flight to pull the weights at full bandwidth; wide
-    # outputs (the vocabulary) and large batches take wider ones.
-    if N >= 32768:
-        return 64
-    return 16 if B <= 16 else 32
+@dataclass(frozen=True)
+class Tiles:
+    """Tile sizes of one product, from its shape and batch (static per captured graph)."""
+
+    dot: bool  # tensor-core tiles (batch >= 16) or multiply-and-sum (a few rows)
+    block_m: int
+    block_n: int
+    block_k: int
+    k_split: int  # inputs per program along K (== K unless split for an atomic output)
+    block_ks: int  # chunk of the row-statistics pass
+
+    @staticmethod
+    def choose(B: int, N: int, K: int, splittable: bool = False) -> Tiles:
+        dot = B > 8
+        block_m = (16 if B <= 16 else 32 if B <= 32 else 64) if dot else max(2, _pow2(B))
+        block_n = (64 if N >= 32768 else 32) if dot else 16
+        block_k = 128 if dot else max(32, 512 // block_m)  # [BM, BN, BK] stays in registers
+        block_k = min(block_k, _pow2(K))
+        steps = -(-K // block_k)
+        split = 1
+        if splittable:  # split K until there are enough programs, keeping whole BK steps
+            programs = -(-N // block_n) * -(-B // block_m)
+            split = max(1, min(steps, PROGRAMS // max(1, programs)))
+        k_split = -(-steps // split) * block_k
+        return Tiles(dot, block_m, block_n, block_k, k_split, min(512, _pow2(K)))
 
 
-def _block_k(K: int) -> int:
-    return 128 if K <= 1024 else 256
+def _pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
 
 
 def linear(
@@ -285,26 +328,33 @@ def linear(
     norm_b: torch.Tensor | None = None,
     eps: float = 1e-6,
     act: int = ACT_NONE,
-    residual: torch.Tensor | None = None,
-    out: torch.Tensor | None = None,
+    accumulate: torch.Tensor | None = None,
     out_dtype: torch.dtype | None = None,
+    tiles: Tiles | None = None,
+    num_warps: int = 4,
 ) -> torch.Tensor:
-    """``epilogue(norm(x) @ w.T + bias)``; x: [B, K] -> [B, N] (N = rows of w, halved for
-    ``ACT_SILU_MUL``). ``residual`` is added last; ``out`` may be ``residual`` itself."""
+    """``act(norm(x) @ w.T + bias)``; x: [B, K] -> [B, N] (N = rows of w, halved for
+    ``ACT_SILU_MUL``). ``accumulate``: a float32 [B, N] tensor that the product is added to in
+    place (split over K, atomically) and returned; no activation then. ``tiles``, ``num_warps``:
+    override the heuristic (the benchmark's tile sweep)."""
     B, K = x.shape
     N = w.shape[0] // 2 if act == ACT_SILU_MUL else w.shape[0]
-    if out is None:
-        out = torch.empty(B, N, device=x.device, dtype=out_dtype or x.dtype)
-    BM, BN = _block_m(B), _block_n(N, B)
+    if accumulate is not None:
+        if act != ACT_NONE or accumulate.dtype != torch.float32:
+            raise ValueError("accumulate takes no activation and a float32 tensor")
+        out = accumulate
+    else:
+        out = torch.empty(B, N, device=x.device, dtype=out_dtype or w.dtype)
+    t = tiles or Tiles.choose(B, N, K, splittable=accumulate is not None)
+    grid = (triton.cdiv(N, t.block_n), triton.cdiv(B, t.block_m), triton.cdiv(K, t.k_split))
     dummy = w
-    grid = (triton.cdiv(N, BN), triton.cdiv(B, BM))
     _linear_kernel[grid](
         x, w, bias if bias is not None else dummy,
-        norm_w if norm_w is not None else dummy, norm_b if norm_b is not None else dummy,
-        residual if residual is not None else dummy, out,
+        norm_w if norm_w is not None else dummy, norm_b if norm_b is not None else dummy, out,
         B, N, K, eps,
-        NORM=norm, HAS_BIAS=bias is not None, ACT=act, RESIDUAL=residual is not None,
-        BLOCK_M=BM, BLOCK_N=BN, BLOCK_K=_block_k(K), num_warps=4, num_stages=3,
+        NORM=norm, HAS_BIAS=bias is not None, ACT=act, ATOMIC=accumulate is not None,
+        DOT=t.dot, BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k,
+        K_SPLIT=t.k_split, BLOCK_KS=t.block_ks, num_warps=num_warps, num_stages=3,
     )  # fmt: skip
     return out
 
@@ -334,10 +384,10 @@ def qkv_rope(
     [M + 1, D] (None: no rotary embedding, as in gpt_bigcode)."""
     B, K = x.shape
     D = head_dim
-    q = torch.empty(B, n_heads, D, device=x.device, dtype=x.dtype)
+    q = torch.empty(B, n_heads, D, device=x.device, dtype=w.dtype)
+    t = Tiles.choose(B, (n_heads + 2 * n_kv) * D, K)
     BJ = min(16, D // 2)
-    BM = _block_m(B)
-    grid = (n_heads + 2 * n_kv, (D // 2) // BJ, triton.cdiv(B, BM))
+    grid = (n_heads + 2 * n_kv, (D // 2) // BJ, triton.cdiv(B, t.block_m))
     rope = cos is not None
     dummy = w
     s_slot, s_head, s_pos, _ = k_cache.stride()
@@ -348,8 +398,9 @@ def qkv_rope(
         q, k_cache, v_cache,
         B, K, eps, n_heads, n_kv,
         s_slot, s_head, s_pos,
-        NORM=norm, HAS_BIAS=bias is not None, ROPE=rope,
-        D=D, BLOCK_M=BM, BLOCK_J=BJ, BLOCK_K=_block_k(K), num_warps=4, num_stages=3,
+        NORM=norm, HAS_BIAS=bias is not None, ROPE=rope, DOT=t.dot,
+        D=D, BLOCK_M=t.block_m, BLOCK_J=BJ, BLOCK_K=t.block_k, BLOCK_KS=t.block_ks,
+        num_warps=4, num_stages=3,
     )  # fmt: skip
     return q
 
