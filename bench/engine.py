@@ -438,7 +438,7 @@ def _graph_us(fn, reps=20):
     return statistics.median(times)
 
 
-def kernel_times(em, B=2, L=1024):
+def kernel_times(em, B=2, L=1024, sweep=False):
     """Each fused kernel of one layer on the GPU alone (graph-replayed), with the bytes it must
     read: a per-kernel profile of the decode step without hardware counters."""
     import torch
@@ -498,6 +498,9 @@ def kernel_times(em, B=2, L=1024):
         out[name] = {"us": us, "bytes": nbytes, "tb_s": nbytes / us / 1e6}
     out["layer_us"] = sum(out[k]["us"] for k in ops if k != "lm_head")
 
+    if not sweep:
+        return out
+
     # Tile sweep of the two kinds of product at this batch: does the heuristic pick well?
     def tiles(n_out, k_in, bn, bk, split_ok):
         steps = -(-k_in // bk)
@@ -509,7 +512,7 @@ def kernel_times(em, B=2, L=1024):
     sweep = {}
     for bn in (8, 16, 32):
         for bk in (64, 128, 256, 512):
-            for warps in (2, 4, 8):
+            for warps in (4, 8):
                 t_up, t_down = tiles(N_up, E_in, bn, bk, False), tiles(N_down, I_in, bn, bk, True)
                 cases = {
                     "up_act": lambda t=t_up, w=warps: up(tiles=t, num_warps=w),
@@ -667,7 +670,7 @@ def bench_model(name, cfg, args, deadline):
 
         section("engine_decode", decode_engine)
         section("engine_graph_replay_ms", lambda: graph_replay_ms(be, replay_shapes))
-        section("kernel_times", lambda: kernel_times(be._em))
+        section("kernel_times", lambda: kernel_times(be._em, sweep=name in args.sweep))
         section("fused_vs_eager", lambda: fused_vs_eager(be._em, vocab))
 
         def match():
@@ -859,6 +862,7 @@ def main() -> None:
     ap.add_argument("--skip-stock", action="store_true", help="engine sections only")
     ap.add_argument("--skip-eager", action="store_true", help="no eager-engine comparison")
     ap.add_argument("--fused", choices=["auto", "on", "off"], default="auto")
+    ap.add_argument("--sweep", nargs="*", default=[], help="models to sweep kernel tiles for")
     ap.add_argument("--fp32-match", nargs="*", default=[], help="models to also match in fp32")
     ap.add_argument("--section-timeout-s", type=int, default=120)
     ap.add_argument("--tiny", action="store_true", help="smoke test: tiny models on the CPU")
