@@ -458,11 +458,11 @@ def kernel_times(em, B=2, L=1024, sweep=False):
     kc, vc = cache.k[0], cache.v[0]
     act = K.ACT_GELU_TANH if fd.bigcode else K.ACT_SILU_MUL
 
-    def qkv():
+    def qkv(**kw):
         return K.qkv_rope(x, lw.w_qkv, lw.b_qkv, n_heads=sh.n_heads, n_kv=sh.n_kv_heads,
                           head_dim=sh.head_dim, k_cache=kc, v_cache=vc, pos=pos, wpos=wpos,
                           cos=cos, sin=sin, norm=fd.norm_kind, norm_w=lw.ln1[0],
-                          norm_b=lw.ln1[1])  # fmt: skip
+                          norm_b=lw.ln1[1], **kw)  # fmt: skip
 
     def up(**kw):
         return K.linear(x, lw.w_up, lw.b_up, norm=fd.norm_kind, norm_w=lw.ln2[0],
@@ -500,31 +500,33 @@ def kernel_times(em, B=2, L=1024, sweep=False):
 
     if not sweep:
         return out
-
-    # Tile sweep of the two kinds of product at this batch: does the heuristic pick well?
-    def tiles(n_out, k_in, bn, bk, split_ok):
-        steps = -(-k_in // bk)
-        split = max(1, min(steps, 264 // -(-n_out // bn))) if split_ok else 1
-        return K.Tiles(False, max(2, B), bn, bk, -(-steps // split) * bk, 512)
-
-    E_in, I_in, N_down = lw.w_up.shape[1], lw.w_down.shape[1], lw.w_down.shape[0]
-    N_up = h.shape[1]
+    # Tile sweep of every product at this batch: which tiles the heuristic should pick.
+    Kt = K.Tiles
+    shapes = {  # op: (N, K, splittable, call taking tiles)
+        "qkv_rope": (lw.w_qkv.shape[0], E, False, lambda t: qkv(tiles=t)),
+        "o_proj": (lw.w_o.shape[0], lw.w_o.shape[1], True,
+                   lambda t: K.linear(attn, lw.w_o, lw.b_o, accumulate=x, tiles=t)),
+        "up_act": (h.shape[1], E, False, lambda t: up(tiles=t)),
+        "down": (lw.w_down.shape[0], lw.w_down.shape[1], True,
+                 lambda t: K.linear(h, lw.w_down, lw.b_down, accumulate=x, tiles=t)),
+        "lm_head": (fd.head.shape[0], E, False, lambda t: K.linear(
+            x, fd.head, fd.head_bias, norm=fd.norm_kind, norm_w=fd.final[0],
+            norm_b=fd.final[1], out_dtype=torch.float32, tiles=t)),
+    }  # fmt: skip
     sweep = {}
-    for bn in (8, 16, 32):
-        for bk in (64, 128, 256, 512):
-            for warps in (4, 8):
-                t_up, t_down = tiles(N_up, E_in, bn, bk, False), tiles(N_down, I_in, bn, bk, True)
-                cases = {
-                    "up_act": lambda t=t_up, w=warps: up(tiles=t, num_warps=w),
-                    "down": lambda t=t_down, w=warps: K.linear(
-                        h, lw.w_down, lw.b_down, accumulate=x, tiles=t, num_warps=w
-                    ),
-                }
-                for name, fn in cases.items():
-                    try:
-                        sweep[f"{name}_bn{bn}_bk{bk}_w{warps}"] = _graph_us(fn)
-                    except Exception as e:  # noqa: BLE001 - a tile that does not compile
-                        sweep[f"{name}_bn{bn}_bk{bk}_w{warps}"] = type(e).__name__
+    for op, (N, Kin, split_ok, call) in shapes.items():
+        for dot in (False, True):
+            for bn in (16,) if op == "qkv_rope" else (16, 32, 64) if not split_ok else (16, 32):
+                for bk in (128, 256, 512):
+                    for warps in (4, 8):
+                        for programs in (264, 528) if split_ok else (0,):
+                            t = Kt.make(B, N, Kin, dot=dot, block_n=bn, block_k=bk,
+                                        num_warps=warps, programs=programs)  # fmt: skip
+                            key = f"{op}|dot{int(dot)}|bn{bn}|bk{bk}|w{warps}|p{programs}"
+                            try:
+                                sweep[key] = _graph_us(lambda c=call, t=t: c(t))
+                            except Exception as e:  # noqa: BLE001 - a tile that does not fit
+                                sweep[key] = type(e).__name__
     out["sweep"] = sweep
     return out
 
@@ -671,6 +673,8 @@ def bench_model(name, cfg, args, deadline):
         section("engine_decode", decode_engine)
         section("engine_graph_replay_ms", lambda: graph_replay_ms(be, replay_shapes))
         section("kernel_times", lambda: kernel_times(be._em, sweep=name in args.sweep))
+        if name in args.sweep:
+            section("kernel_times_b8", lambda: kernel_times(be._em, B=8, sweep=True))
         section("fused_vs_eager", lambda: fused_vs_eager(be._em, vocab))
 
         def match():
@@ -911,6 +915,21 @@ def main() -> None:
         print("plot failed:", e)
 
 
+def print_kernels(kt: dict) -> None:
+    times = {k: v for k, v in kt.items() if isinstance(v, dict) and "us" in v}
+    if not times:
+        return
+    print(
+        f"   kernels B={kt['B']}",
+        {k: (round(v["us"], 1), round(v["tb_s"], 2)) for k, v in times.items()},
+    )
+    sweep = {k: v for k, v in kt.get("sweep", {}).items() if isinstance(v, float)}
+    for op in ("qkv_rope", "o_proj", "up_act", "down", "lm_head"):
+        best = sorted((v, k) for k, v in sweep.items() if k.startswith(op + "|"))[:3]
+        if best:
+            print(f"   sweep {op}", [(k.split("|", 1)[1], round(v, 1)) for v, k in best])
+
+
 def summary(r: dict) -> None:
     def g(k, f="ms_per_token"):
         v = r.get(k, {})
@@ -925,14 +944,8 @@ def summary(r: dict) -> None:
     print("   fused vs eager", r.get("fused_vs_eager"))
     print("   replay fused", r.get("engine_graph_replay_ms"))
     print("   replay eager", r.get("eager_engine_decode", {}).get("graph_replay_ms"))
-    kt = r.get("kernel_times", {})
-    print(
-        "   kernels",
-        {
-            k: (round(v["us"], 1), round(v["tb_s"], 2)) if isinstance(v, dict) and "us" in v else v
-            for k, v in kt.items()
-        },
-    )
+    for kname in ("kernel_times", "kernel_times_b8"):
+        print_kernels(r.get(kname, {}))
     print(
         "   ttft",
         json.dumps(

@@ -291,27 +291,40 @@ PROGRAMS = 264  # two per multiprocessor on an H100/H200: enough loads in flight
 class Tiles:
     """Tile sizes of one product, from its shape and batch (static per captured graph)."""
 
-    dot: bool  # tensor-core tiles (batch >= 16) or multiply-and-sum (a few rows)
+    dot: bool  # tensor-core tiles (at least 16 rows, masked) or multiply-and-sum
     block_m: int
     block_n: int
     block_k: int
     k_split: int  # inputs per program along K (== K unless split for an atomic output)
     block_ks: int  # chunk of the row-statistics pass
+    num_warps: int = 4
+
+    @staticmethod
+    def make(
+        B: int, N: int, K: int, *, dot: bool, block_n: int, block_k: int,
+        num_warps: int = 4, programs: int = 0,
+    ) -> Tiles:  # fmt: skip
+        """``programs``: split K until about that many programs run (0: no split)."""
+        if dot:
+            block_m = 16 if B <= 16 else 32 if B <= 32 else 64
+        else:
+            block_m = max(2, _pow2(B))
+        block_k = min(block_k, _pow2(K))
+        steps = -(-K // block_k)
+        split = 1
+        if programs:  # keep whole BK steps per split
+            tiles_out = -(-N // block_n) * -(-B // block_m)
+            split = max(1, min(steps, programs // max(1, tiles_out)))
+        k_split = -(-steps // split) * block_k
+        return Tiles(dot, block_m, block_n, block_k, k_split, min(512, _pow2(K)), num_warps)
 
     @staticmethod
     def choose(B: int, N: int, K: int, splittable: bool = False) -> Tiles:
         dot = B > 8
-        block_m = (16 if B <= 16 else 32 if B <= 32 else 64) if dot else max(2, _pow2(B))
         block_n = (64 if N >= 32768 else 32) if dot else 16
-        block_k = 128 if dot else max(32, 512 // block_m)  # [BM, BN, BK] stays in registers
-        block_k = min(block_k, _pow2(K))
-        steps = -(-K // block_k)
-        split = 1
-        if splittable:  # split K until there are enough programs, keeping whole BK steps
-            programs = -(-N // block_n) * -(-B // block_m)
-            split = max(1, min(steps, PROGRAMS // max(1, programs)))
-        k_split = -(-steps // split) * block_k
-        return Tiles(dot, block_m, block_n, block_k, k_split, min(512, _pow2(K)))
+        block_k = 128 if dot else max(32, 512 // max(2, _pow2(B)))
+        programs = PROGRAMS if splittable else 0
+        return Tiles.make(B, N, K, dot=dot, block_n=block_n, block_k=block_k, programs=programs)
 
 
 def _pow2(n: int) -> int:
@@ -331,12 +344,11 @@ def linear(
     accumulate: torch.Tensor | None = None,
     out_dtype: torch.dtype | None = None,
     tiles: Tiles | None = None,
-    num_warps: int = 4,
 ) -> torch.Tensor:
     """``act(norm(x) @ w.T + bias)``; x: [B, K] -> [B, N] (N = rows of w, halved for
     ``ACT_SILU_MUL``). ``accumulate``: a float32 [B, N] tensor that the product is added to in
-    place (split over K, atomically) and returned; no activation then. ``tiles``, ``num_warps``:
-    override the heuristic (the benchmark's tile sweep)."""
+    place (split over K, atomically) and returned; no activation then. ``tiles``: overrides
+    the heuristic (the benchmark's tile sweep)."""
     B, K = x.shape
     N = w.shape[0] // 2 if act == ACT_SILU_MUL else w.shape[0]
     if accumulate is not None:
@@ -354,7 +366,7 @@ def linear(
         B, N, K, eps,
         NORM=norm, HAS_BIAS=bias is not None, ACT=act, ATOMIC=accumulate is not None,
         DOT=t.dot, BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k,
-        K_SPLIT=t.k_split, BLOCK_KS=t.block_ks, num_warps=num_warps, num_stages=3,
+        K_SPLIT=t.k_split, BLOCK_KS=t.block_ks, num_warps=t.num_warps, num_stages=3,
     )  # fmt: skip
     return out
 
@@ -377,6 +389,7 @@ def qkv_rope(
     norm_w: torch.Tensor | None = None,
     norm_b: torch.Tensor | None = None,
     eps: float = 1e-6,
+    tiles: Tiles | None = None,
 ) -> torch.Tensor:
     """x: [B, E] -> q: [B, H, D]; writes k, v of row b into slot b at ``wpos[b]``.
 
@@ -385,7 +398,7 @@ def qkv_rope(
     B, K = x.shape
     D = head_dim
     q = torch.empty(B, n_heads, D, device=x.device, dtype=w.dtype)
-    t = Tiles.choose(B, (n_heads + 2 * n_kv) * D, K)
+    t = tiles or Tiles.choose(B, (n_heads + 2 * n_kv) * D, K)
     BJ = min(16, D // 2)
     grid = (n_heads + 2 * n_kv, (D // 2) // BJ, triton.cdiv(B, t.block_m))
     rope = cos is not None
@@ -400,7 +413,7 @@ def qkv_rope(
         s_slot, s_head, s_pos,
         NORM=norm, HAS_BIAS=bias is not None, ROPE=rope, DOT=t.dot,
         D=D, BLOCK_M=t.block_m, BLOCK_J=BJ, BLOCK_K=t.block_k, BLOCK_KS=t.block_ks,
-        num_warps=4, num_stages=3,
+        num_warps=t.num_warps, num_stages=3,
     )  # fmt: skip
     return q
 
