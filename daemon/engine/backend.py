@@ -124,6 +124,7 @@ class EngineBackend:
                 "decode_steps_total",
                 "decode_rows_total",
                 "decode_steps_after_cancel_total",
+                "decode_steps_lookahead_total",
             )
         }
         out["active_sequences"] = float(self.active_sequences())

@@ -21,14 +21,18 @@ class RowPick:
     allowed: list[int] | None = None  # token-healing constraint for this step, if any
     generator: torch.Generator | None = None
 
+    @property
+    def greedy(self) -> bool:
+        """The argmax of the raw logits is this row's token (what the decode step picks)."""
+        return not (self.allowed or self.params.temperature > 0 or self.params.logprobs)
+
 
 def sample(logits: torch.Tensor, picks: list[RowPick]) -> list[TokenStep]:
     """logits: [R, V] float32, one row per pick, in order -> one TokenStep per row."""
-    constrained = any(p.allowed for p in picks)
-    sampled = any(p.params.temperature > 0 for p in picks)
-    top_k = max(p.params.logprobs for p in picks)
-    if not (constrained or sampled or top_k):
+    if all(p.greedy for p in picks):
         return [TokenStep(t) for t in logits.argmax(-1).tolist()]  # the common case: one sync
+    constrained = any(p.allowed for p in picks)
+    top_k = max(p.params.logprobs for p in picks)
 
     masked = logits
     if constrained:

@@ -12,7 +12,14 @@ Each loop iteration is a step boundary:
 4. decode: one token for every sequence past its prompt, in one batched (graph-captured) step.
 
 Tokens go back to the asyncio side with one ``call_soon_threadsafe`` per event loop per phase,
-and cross from the device with one transfer per step for the whole batch.
+and cross from the device with one transfer per step for the whole batch. When every row is
+greedy the step picks the tokens itself (``decode_and_pick``) and only their ids cross, never
+the logits; rows that sample, are constrained or want log-probabilities go through ``sample``.
+
+Looking ahead (``EngineConfig.lookahead``): a greedy step also writes its picks into the next
+step's inputs on the device, so while the batch stays the same, step k + 1 is launched before
+step k's tokens are read, and the device never waits for the host between steps
+(``_decode_step`` says when and how).
 
 A slot keeps its KV after its sequence ends: ``_Slot.tokens`` says which tokens it holds, and
 the next prompt for that document starts where they differ. A prompt whose remaining tokens are
@@ -32,7 +39,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..backends.base import Sequence, TokenStep
-from .graphs import DecodeGraphs
+from .graphs import DecodeGraphs, DecodeIO, decode_and_pick
 from .model import EngineModel
 from .sampling import RowPick, sample
 
@@ -57,6 +64,9 @@ class EngineConfig:
     cuda_graphs: bool = True  # only on CUDA
     decode_feed_max: int | None = None  # None: 4 with CUDA graphs, else 1
     min_graph_len: int = 256
+    # Launch the next decode step before reading this one's tokens while the batch is steady
+    # and greedy. None: on with CUDA graphs, where the host's share of a step is the largest.
+    lookahead: bool | None = None
 
 
 @dataclass(eq=False)
@@ -74,6 +84,7 @@ class Request:
     t_submit: float = 0.0
     t_admit: float = 0.0
     generator: torch.Generator | None = None
+    unconstrained: bool = False  # the constraint said None: it stays None (TokenConstraint)
 
     def abandon(self) -> None:
         """Called from the event loop when the stream closes early: stop at the next boundary."""
@@ -93,6 +104,18 @@ class _Slot:
     key: str = ""
     owner: Request | None = None
     last_used: int = 0
+
+
+@dataclass(eq=False)
+class _Launched:
+    """A decode step handed to the device whose tokens the host has not read yet."""
+
+    rows: list[Request]  # every real row, in admission order
+    emitting: list[Request]  # rows that get a token from it (the others still feed a prompt)
+    B: int  # rows computed, padding included
+    ticket: int | None  # its picked ids on their way to the host (DecodeIO.fetch), if greedy
+    logits: torch.Tensor | None = None  # [B, V] for ``sample``, when some row is not greedy
+    picks: list[RowPick] = field(default_factory=list)  # one per emitting row, for ``sample``
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -115,13 +138,15 @@ class Scheduler:
         self.cfg = cfg
         self.cache = em.allocate(cfg.max_batch)
         on_cuda = em.device.type == "cuda"
+        self.io = DecodeIO(em, cfg.max_batch)
         self.graphs = (
-            DecodeGraphs(em, cfg.max_batch, cfg.min_graph_len)
-            if (on_cuda and cfg.cuda_graphs)
-            else None
+            DecodeGraphs(em, self.io, cfg.min_graph_len) if (on_cuda and cfg.cuda_graphs) else None
         )
         feed = cfg.decode_feed_max
         self.decode_feed_max = feed if feed is not None else (4 if self.graphs else 1)
+        ahead = cfg.lookahead
+        self.lookahead = ahead if ahead is not None else self.graphs is not None
+        self._inflight: _Launched | None = None  # a decode step launched ahead, not read yet
         self.slots = [_Slot() for _ in range(cfg.max_batch)]
         self.waiting: collections.deque[Request] = collections.deque()
         self.active: list[Request] = []  # in admission order
@@ -192,6 +217,7 @@ class Scheduler:
                     self._iteration()
                 except Exception as e:
                     log.exception("engine step failed; failing %d sequences", len(self.active))
+                    self._inflight = None
                     for req in list(self.active):
                         self._finish(req, error=e)
                 self._flush()
@@ -304,7 +330,10 @@ class Scheduler:
         rows: list[tuple[Request, int]] = []
         budget = cfg.prefill_token_budget
         feed = self.decode_feed_max
-        decoding = any(0 < len(r.pending) <= feed for r in self.active)
+        # Rows in a step in flight are decoding too, with nothing pending on the host.
+        decoding = self._inflight is not None or any(
+            0 < len(r.pending) <= feed for r in self.active
+        )
         chunk = cfg.prefill_chunk if decoding else budget
         for req in self.active:
             if len(req.pending) <= feed:
@@ -356,68 +385,175 @@ class Scheduler:
             if not req.pending:
                 done.append((b, req))
         if done:
-            self._sample_and_emit(logits, done)
+            reqs = [req for _, req in done]
+            steps = self._sample(logits, [b for b, _ in done], [self._pick(r) for r in reqs])
+            self._emit_tokens(reqs, steps)
 
     # 4. decode -------------------------------------------------------------------------------
 
     def _decode_step(self) -> None:
+        """Read one decode step's tokens, with the step after it already launched if it can be.
+
+        Looking ahead: a greedy step picks its tokens on the device and writes them into the
+        next step's inputs (``decode_and_pick``). When the next step would decode exactly the
+        same rows (``_can_follow``), it is launched before this step's tokens are read, so the
+        device runs it while the host reads, streams and checks for stops; it stays in flight
+        into the next iteration, where it is this method's step. A row that stops on this step's
+        token ignores the next step's: the KV that step wrote for it is never recorded in
+        ``_Slot.tokens``. When the rows change, the next step's inputs come from the host again.
+        """
+        step, self._inflight = self._inflight, None
+        if step is None:
+            step = self._launch()
+            if step is None:
+                return
+            self._reap()  # cancels that came during the launch get no step launched after it
+        if self._can_follow(step):
+            self._inflight = self._launch_following(step)
+        self._complete(step, followed=self._inflight is not None)
+        if self._inflight is not None and not any(self._owns(r) for r in self._inflight.rows):
+            self._inflight = None  # every row stopped on the step before: nothing to read
+
+    def _launch(self) -> _Launched | None:
+        """A decode step on inputs from the host: each row feeds its next pending token."""
         rows = [r for r in self.active if 0 < len(r.pending) <= self.decode_feed_max]
         if not rows:
-            return
-        n_rows = max(r.slot for r in rows) + 1
-        n_keys = max(len(self.slots[r.slot].tokens) for r in rows) + 1
-        if self.graphs is not None:
-            B, L = self.graphs.shape_for(n_rows, n_keys)
-        else:
-            B, L = n_rows, n_keys
-        inputs = torch.zeros(3, B, 1, dtype=torch.long)  # ids, pos, wpos
-        inputs[2].fill_(self.cache.trash)
+            return None
+        feeds = [(r.slot, r.pending[0], len(self.slots[r.slot].tokens)) for r in rows]
+        B, L = self._shape(rows, max(p for _, _, p in feeds) + 1)
         for req in rows:
-            p = len(self.slots[req.slot].tokens)
-            inputs[0, req.slot, 0] = req.pending[0]
-            inputs[1, req.slot, 0] = p
-            inputs[2, req.slot, 0] = p
             req.steps_run += 1
-        if self.graphs is not None:
-            logits = self.graphs.run(B, L, inputs)
-        else:
-            dev = self.em.device
-            ids, pos, wpos = inputs.to(dev)
-            logits = self.em.decode_step(ids, pos, wpos, self.em.key_pos(L))
-        self.counters["decode_steps_total"] += 1
-        self.counters["decode_rows_total"] += len(rows)
-        done = []
+        self.io.upload(feeds)
+        logits = self._run_step(B, L)
+        self._count_step(rows)
+        emitting = []
         for req in rows:
+            # Recorded at launch: whatever reads the cache later (a prefix copy, the next step)
+            # is ordered after this step on the device.
             self.slots[req.slot].tokens.append(req.pending.pop(0))
             if not req.pending:
-                done.append((req.slot, req))
-        if done:
-            self._sample_and_emit(logits, done)
+                emitting.append(req)
+        picks = [self._pick(r) for r in emitting]
+        if all(p.greedy for p in picks):
+            return _Launched(rows, emitting, B, self.io.fetch(B) if emitting else None)
+        return _Launched(rows, emitting, B, None, logits, picks)
+
+    def _can_follow(self, step: _Launched) -> bool:
+        """Whether the step after ``step`` may run on the inputs ``step`` wrote on the device.
+
+        Only if it would decode exactly ``step``'s rows, one more greedy token each: nobody
+        joins (no prompt pending, nobody waiting who could take a free slot) and nobody leaves
+        that the host can tell in advance (cancelled, or done at max_new_tokens or max_len with
+        ``step``'s token). A stop token it cannot tell: that row ignores the next step.
+        """
+        if not self.lookahead or step.ticket is None or len(step.emitting) != len(step.rows):
+            return False  # not every row greedy, or some still feeding their prompt
+        if len(self.active) != len(step.rows):
+            return False  # a row was reaped, or a new one waits for its prefill
+        # _inbox is read without the lock: a request missed here is seen at the next step.
+        if (self.waiting or self._inbox) and len(self.active) < self.cfg.max_batch:
+            return False
+        for req in step.rows:
+            params = req.seq.params
+            if not self._owns(req) or not self._greedy_from_now(req):
+                return False
+            if len(req.generated) + 1 >= params.max_new_tokens:
+                return False
+            if len(self.slots[req.slot].tokens) + 1 >= self.cfg.max_len:
+                return False
+        return True
+
+    def _launch_following(self, step: _Launched) -> _Launched:
+        """The step after ``step``: the same rows, on the inputs ``step`` writes on the device."""
+        rows = step.rows
+        # Each row's position is the one after step's token: len(tokens) already counts it.
+        B, L = self._shape(rows, max(len(self.slots[r.slot].tokens) for r in rows) + 1)
+        for req in rows:
+            req.steps_run += 1  # counted as run for a row even if it stops on step's token
+        self._run_step(B, L)
+        self._count_step(rows)
+        self.counters["decode_steps_lookahead_total"] += 1
+        return _Launched(rows, rows, B, self.io.fetch(B))
+
+    def _complete(self, step: _Launched, *, followed: bool) -> None:
+        """Read ``step``'s tokens and stream them; ``followed``: the next step is running."""
+        live = [i for i, r in enumerate(step.emitting) if self._owns(r)]  # not reaped meanwhile
+        if not live:
+            return
+        rows = [step.emitting[i] for i in live]
+        if step.ticket is not None:
+            ids = self.io.read(step.ticket, step.B)  # [B], by slot
+            steps = [TokenStep(ids[r.slot]) for r in rows]
+        else:
+            picks = [step.picks[i] for i in live]
+            steps = self._sample(step.logits, [r.slot for r in rows], picks)
+        self._emit_tokens(rows, steps, fed=followed)
+
+    def _shape(self, rows: list[Request], n_keys: int) -> tuple[int, int]:
+        """(B, L): rows computed (slots 0..B-1) and positions attended, graph buckets if any."""
+        n_rows = max(r.slot for r in rows) + 1
+        if self.graphs is not None:
+            return self.graphs.shape_for(n_rows, n_keys)
+        return n_rows, n_keys
+
+    def _run_step(self, B: int, L: int) -> torch.Tensor:
+        if self.graphs is not None:
+            return self.graphs.run(B, L)
+        return decode_and_pick(self.em, self.io, B, L)
+
+    def _count_step(self, rows: list[Request]) -> None:
+        self.counters["decode_steps_total"] += 1
+        self.counters["decode_rows_total"] += len(rows)
+
+    def _owns(self, req: Request) -> bool:
+        return self.slots[req.slot].owner is req
 
     # sampling and streaming ------------------------------------------------------------------
 
-    def _sample_and_emit(self, logits: torch.Tensor, rows: list[tuple[int, Request]]) -> None:
-        index = torch.tensor([b for b, _ in rows], device=logits.device)
-        picks = []
-        for _, req in rows:
-            c = req.seq.constraint
-            allowed = c.allowed_ids(req.generated) if c is not None else None
-            picks.append(RowPick(req.seq.params, allowed, req.generator))
-        steps = sample(logits.index_select(0, index), picks)
+    def _pick(self, req: Request) -> RowPick:
+        c = req.seq.constraint
+        allowed = None
+        if c is not None and not req.unconstrained:
+            allowed = c.allowed_ids(req.generated)
+            # TokenConstraint: "None once unconstrained", so it is not asked again, and the
+            # row may be decoded ahead from now on.
+            req.unconstrained = allowed is None
+        return RowPick(req.seq.params, allowed, req.generator)
+
+    def _greedy_from_now(self, req: Request) -> bool:
+        """Every later token of ``req`` is the argmax of its logits."""
+        params = req.seq.params
+        unconstrained = req.seq.constraint is None or req.unconstrained
+        return unconstrained and not (params.temperature > 0 or params.logprobs)
+
+    def _sample(self, logits: torch.Tensor, index: list[int], picks: list[RowPick]):
+        """``sample`` over rows ``index`` of logits [B, V] -> one TokenStep per pick."""
+        rows = torch.tensor(index, device=logits.device)
+        return sample(logits.index_select(0, rows), picks)
+
+    def _emit_tokens(self, rows: list[Request], steps: list[TokenStep], *, fed=False) -> None:
+        """Stream each row's token and finish the rows that are done.
+
+        fed: the step in flight took these tokens as its inputs (looking ahead), so for a row
+        that goes on, the token's KV is on its way; for one that ends, it stays unrecorded.
+        """
         now = time.monotonic()
-        for (_, req), step in zip(rows, steps, strict=True):
+        for req, step in zip(rows, steps, strict=True):
             seq = req.seq
             if not req.generated:
                 seq.prefill_ms = (now - req.t_admit) * 1000.0
             req.generated.append(step.token_id)
             self._emit(req, step)
-            full = len(self.slots[req.slot].tokens) + 1 >= self.cfg.max_len
+            tokens = self.slots[req.slot].tokens
+            full = len(tokens) + 1 >= self.cfg.max_len
             if (
                 step.token_id in seq.params.stop_token_ids
                 or len(req.generated) >= seq.params.max_new_tokens
                 or full
             ):
                 self._finish(req)
+            elif fed:
+                tokens.append(step.token_id)
             else:
                 req.pending = [step.token_id]
 

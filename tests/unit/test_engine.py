@@ -4,12 +4,14 @@
 Tiny random fp32 models of each supported architecture, built in the test (no files). Covers
 continuous batching (concurrent sequences each equal to its own ``generate``), chunked prefill,
 prefix reuse, cancellation at the next step boundary, deadlines, token constraints, sampling and
-log-probabilities.
+log-probabilities. Most run twice, with the scheduler's lookahead (decode steps launched before
+the previous step's tokens are read, on by default only with CUDA graphs) off and on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 import pytest
@@ -18,7 +20,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from lspilot.daemon.backends.base import SamplingParams, Sequence  # noqa: E402
-from lspilot.daemon.engine import EngineBackend, UnsupportedModel  # noqa: E402
+from lspilot.daemon.engine import EngineBackend, UnsupportedModel, scheduler  # noqa: E402
+from lspilot.daemon.engine import backend as engine_backend  # noqa: E402
+from lspilot.daemon.engine.graphs import DecodeIO, decode_and_pick  # noqa: E402
+from lspilot.daemon.engine.model import EngineModel  # noqa: E402
 
 VOCAB = 1000
 
@@ -99,16 +104,45 @@ def model(request):
     return tiny_model(request.param)
 
 
+def force_lookahead(monkeypatch) -> None:
+    """Backends made from now on look ahead on the CPU too (EngineBackend has no option for it:
+    the config's default turns it on with CUDA graphs only)."""
+    config = functools.partial(scheduler.EngineConfig, lookahead=True)
+    monkeypatch.setattr(engine_backend, "EngineConfig", config)
+
+
+@pytest.fixture(params=[False, True], ids=["plain", "lookahead"])
+def lookahead(request, monkeypatch):
+    if request.param:
+        force_lookahead(monkeypatch)
+    return request.param
+
+
 @pytest.fixture
-async def backend(model):
+async def backend(model, lookahead):
     be = EngineBackend(model, device="cpu", max_batch=4, max_len=256)
     yield be
     await be.close()
 
 
-async def test_greedy_matches_generate(model, backend):
+def looked_ahead(backend) -> float:
+    return backend.stats()["decode_steps_lookahead_total"]
+
+
+async def test_greedy_matches_generate(model, backend, lookahead, monkeypatch):
+    calls = []
+
+    def counted(logits, picks):
+        calls.append(len(picks))
+        return sample(logits, picks)
+
+    sample = scheduler.sample
+    monkeypatch.setattr(scheduler, "sample", counted)
     ids = prompt(1, 40)
     assert await collect(backend, greedy(ids, 24)) == reference(model, ids, 24)
+    # The prefill's token is sampled on the host; every decode step picks its own on the device.
+    assert calls == [1]
+    assert (looked_ahead(backend) > 0) == lookahead
 
 
 async def test_concurrent_sequences_each_match_generate(model, backend):
@@ -125,7 +159,7 @@ async def test_concurrent_sequences_each_match_generate(model, backend):
         assert g == reference(model, p, n)
 
 
-async def test_chunked_prefill_while_others_decode(model):
+async def test_chunked_prefill_while_others_decode(model, lookahead):
     be = EngineBackend(
         model, device="cpu", max_batch=3, max_len=256, prefill_chunk=8, prefill_token_budget=16
     )
@@ -173,7 +207,7 @@ async def wait_idle(backend, timeout=5.0):
     assert backend.active_sequences() == 0
 
 
-async def test_closing_the_stream_frees_the_slot_at_the_next_step(model):
+async def test_closing_the_stream_frees_the_slot_at_the_next_step(model, lookahead):
     be = EngineBackend(model, device="cpu", max_batch=1, max_len=256)
     try:
         seq = greedy(prompt(11, 20), 200)
@@ -272,3 +306,110 @@ def test_unsupported_architecture_is_refused():
     cfg = transformers.GPT2Config(vocab_size=100, n_embd=32, n_layer=1, n_head=2)
     with pytest.raises(UnsupportedModel):
         EngineBackend(transformers.GPT2LMHeadModel(cfg), device="cpu")
+
+
+async def test_stopping_at_max_len_is_the_same_with_and_without_lookahead(model, lookahead):
+    be = EngineBackend(model, device="cpu", max_batch=2, max_len=64)
+    try:
+        ids = prompt(20, 40)
+        got = await collect(be, greedy(ids, 100))
+        # max_len positions hold the prompt and every token but the last, which is never fed.
+        assert got == reference(model, ids, 64 - 40)
+    finally:
+        await be.close()
+
+
+# -- lookahead ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def ahead(model, monkeypatch):
+    force_lookahead(monkeypatch)
+    be = EngineBackend(model, device="cpu", max_batch=4, max_len=256)
+    yield be
+    await be.close()
+
+
+def stop_mid_stream(model, seed: int, n_prompt: int, n_new: int, at: int):
+    """A prompt whose greedy continuation has a token first seen at index ``at`` or later (not
+    the last), and a stop set that ends it there: (ids, stops, tokens kept, reference)."""
+    for s in range(seed, seed + 100):
+        ids = prompt(s, n_prompt)
+        ref = reference(model, ids, n_new)
+        for i in range(at, n_new - 1):
+            if ref[i] not in ref[:i]:
+                return ids, frozenset({ref[i]}), ref[: i + 1], ref
+    raise AssertionError("no prompt stops mid-stream")  # the tiny models repeat themselves
+
+
+async def test_lookahead_rows_finishing_at_different_steps_each_match_generate(model, ahead):
+    # Four rows decoded together end at different steps, two of them on a stop token, which
+    # the scheduler cannot see coming: the step after it is already running.
+    ids, stops, want, _ = stop_mid_stream(model, 100, 33, 24, at=3)
+    seqs = [Sequence("s1", ids, SamplingParams(max_new_tokens=24, stop_token_ids=stops))]
+    expected = [want]
+    ids, stops, want, _ = stop_mid_stream(model, 200, 50, 30, at=8)
+    seqs.append(Sequence("s2", ids, SamplingParams(max_new_tokens=30, stop_token_ids=stops)))
+    expected.append(want)
+    for seed, n_prompt, n_new in [(21, 7, 30), (23, 2, 9)]:
+        ids = prompt(seed, n_prompt)
+        seqs.append(greedy(ids, n_new, rid=str(seed)))
+        expected.append(reference(model, ids, n_new))
+    got = await asyncio.gather(*(collect(ahead, s) for s in seqs))
+    assert got == expected
+    assert looked_ahead(ahead) > 0
+
+
+async def test_lookahead_stop_token_mid_stream(model, ahead):
+    ids, stops, want, _ = stop_mid_stream(model, 25, 30, 16, at=4)
+    seq = Sequence("t", ids, SamplingParams(max_new_tokens=16, stop_token_ids=stops))
+    assert await collect(ahead, seq) == want
+    assert looked_ahead(ahead) > 0
+
+
+async def test_lookahead_prefix_reuse_skips_the_discarded_token(model, ahead):
+    doc, stops, want, ref = stop_mid_stream(model, 26, 50, 16, at=3)
+    params = SamplingParams(max_new_tokens=16, stop_token_ids=stops)
+    assert await collect(ahead, Sequence("a", doc, params, cache_key="doc")) == want
+    assert looked_ahead(ahead) > 0
+    # The step after the stop token ran and wrote KV for it; the slot must not count it, nor
+    # the token that step picked (ref[len(want)]), which no step ever fed.
+    follow = doc + ref[: len(want) + 1] + [42]
+    seq = greedy(follow, 6, key="doc")
+    assert await collect(ahead, seq) == reference(model, follow, 6)
+    assert seq.cached_tokens == len(doc) + len(want) - 1
+
+
+async def test_lookahead_cancel_mid_stream(model, monkeypatch):
+    force_lookahead(monkeypatch)
+    be = EngineBackend(model, device="cpu", max_batch=1, max_len=256)
+    try:
+        seq = greedy(prompt(27, 20), 200)
+        agen = be.generate(seq)
+        for _ in range(5):
+            await agen.__anext__()
+        await agen.aclose()
+        await wait_idle(be)
+        assert seq.steps_after_cancel <= 1
+        assert be.stats()["decode_steps_after_cancel_total"] <= 1
+        assert looked_ahead(be) > 0
+        # The cancelled row's steps in flight are dropped; the slot serves the next sequence.
+        ids = prompt(28, 9)
+        assert await collect(be, greedy(ids, 5)) == reference(model, ids, 5)
+    finally:
+        await be.close()
+
+
+def test_decode_and_pick_feeds_the_next_step(model):
+    em = EngineModel(model, 64)
+    em.allocate(2)
+    io = DecodeIO(em, 2)
+    io.upload([(0, 17, 3)])  # slot 0 feeds token 17 at position 3; slot 1 is padding
+    with torch.inference_mode():
+        logits = decode_and_pick(em, io, 2, 8)
+        ticket = io.fetch(2)
+    picked = logits.argmax(-1).tolist()
+    assert io.read(ticket, 2) == picked
+    assert io.ids[:, 0].tolist() == picked
+    assert io.pos[:, 0].tolist() == [4, 0]
+    assert io.wpos[:, 0].tolist() == [4, em.max_len]  # padding still writes to the trash row
