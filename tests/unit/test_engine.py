@@ -78,7 +78,7 @@ def prompt(seed: int, n: int) -> list[int]:
 
 
 def reference(model, ids: list[int], n: int) -> list[int]:
-    x = torch.tensor([ids])
+    x = torch.tensor([ids], device=model.device)
     with torch.no_grad():
         out = model.generate(
             x,
@@ -413,3 +413,29 @@ def test_decode_and_pick_feeds_the_next_step(model):
     assert io.ids[:, 0].tolist() == picked
     assert io.pos[:, 0].tolist() == [4, 0]
     assert io.wpos[:, 0].tolist() == [4, em.max_len]  # padding still writes to the trash row
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("ahead", [False, True], ids=["plain", "lookahead"])
+async def test_cuda_graphs_match_generate(model, ahead, monkeypatch):
+    """The CUDA-graph path: the captured step's own token choice and, looking ahead, its
+    fed-back inputs (the default there), with rows ending at different steps."""
+    monkeypatch.setattr(
+        engine_backend, "EngineConfig", functools.partial(scheduler.EngineConfig, lookahead=ahead)
+    )
+    gpu = tiny_model(model.config.model_type).cuda()
+    be = EngineBackend(gpu, device="cuda", max_batch=4, max_len=256, fused=False)
+    try:
+        assert be.info.extra["cuda_graphs"] == "true"
+        ids, stops, want, _ = stop_mid_stream(gpu, 30, 20, 24, at=5)
+        seqs = [Sequence("stop", ids, SamplingParams(max_new_tokens=24, stop_token_ids=stops))]
+        expected = [want]
+        for seed, n_prompt, n_new in [(31, 40, 30), (32, 3, 12)]:
+            ids = prompt(seed, n_prompt)
+            seqs.append(greedy(ids, n_new, rid=str(seed)))
+            expected.append(reference(gpu, ids, n_new))
+        got = await asyncio.gather(*(collect(be, s) for s in seqs))
+        assert got == expected
+        assert (looked_ahead(be) > 0) == ahead
+    finally:
+        await be.close()
