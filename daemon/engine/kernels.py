@@ -319,12 +319,18 @@ class Tiles:
         return Tiles(dot, block_m, block_n, block_k, k_split, min(512, _pow2(K)), num_warps)
 
     @staticmethod
-    def choose(B: int, N: int, K: int, splittable: bool = False) -> Tiles:
-        dot = B > 8
-        block_n = (64 if N >= 32768 else 32) if dot else 16
-        block_k = 128 if dot else max(32, 512 // max(2, _pow2(B)))
-        programs = PROGRAMS if splittable else 0
-        return Tiles.make(B, N, K, dot=dot, block_n=block_n, block_k=block_k, programs=programs)
+    def choose(B: int, N: int, K: int, splittable: bool = False, rope: bool = False) -> Tiles:
+        """Tiles measured best on an H200 (bench/engine.py --sweep, qwen2.5-coder-0.5b shapes,
+        batch 2 and 8; docs/performance.md): tensor-core tiles even for 2 rows, except the
+        q/k/v product at batch <= 2; split-K outputs aimed at ~4 programs per multiprocessor."""
+        if rope:
+            dot = B > 2
+            return Tiles.make(B, N, K, dot=dot, block_n=16, block_k=512)
+        if splittable:
+            return Tiles.make(B, N, K, dot=True, block_n=32, block_k=128, programs=2 * PROGRAMS)
+        block_n = 64 if N >= 2048 else 32
+        warps = 8 if N < 32768 else 4
+        return Tiles.make(B, N, K, dot=True, block_n=block_n, block_k=128, num_warps=warps)
 
 
 def _pow2(n: int) -> int:
@@ -398,7 +404,7 @@ def qkv_rope(
     B, K = x.shape
     D = head_dim
     q = torch.empty(B, n_heads, D, device=x.device, dtype=w.dtype)
-    t = tiles or Tiles.choose(B, (n_heads + 2 * n_kv) * D, K)
+    t = tiles or Tiles.choose(B, (n_heads + 2 * n_kv) * D, K, rope=True)
     BJ = min(16, D // 2)
     grid = (n_heads + 2 * n_kv, (D // 2) // BJ, triton.cdiv(B, t.block_m))
     rope = cos is not None
