@@ -359,7 +359,7 @@ def generate_batch_run(model, rng, vocab, n=64, new=32):
     }
 
 
-def graph_replay_ms(be, shapes, reps=200):
+def graph_replay_ms(be, shapes, reps=100):
     """Pure GPU time of one captured decode step per (batch, attended length), CUDA events."""
     import torch
 

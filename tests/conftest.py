@@ -3,7 +3,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Triton kernels (the engine's fused decode step) run in Triton's interpreter, on CPU tensors.
+# It must be set before triton is first imported, by any test, so here.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from tests.daemon_process import DaemonProcess
 

@@ -1,0 +1,147 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The Triton decode step against the eager one, on the CPU through Triton's interpreter.
+
+The kernels (daemon/engine/kernels.py) run here exactly as written for the GPU, one program at
+a time in NumPy, in float32. Each supported architecture is checked for the same logits and the
+same KV-cache writes as the eager decode at a batch that takes the multiply-and-sum q/k/v tiles
+(2 rows) and one that takes tensor-core tiles (12 rows); and one model generates through the
+whole engine token-identical to ``model.generate``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("triton")
+if os.environ.get("TRITON_INTERPRET") != "1":  # set by tests/conftest.py before any import
+    pytest.skip("needs Triton's interpreter (TRITON_INTERPRET=1)", allow_module_level=True)
+
+from lspilot.daemon.backends.base import SamplingParams, Sequence  # noqa: E402
+from lspilot.daemon.engine import EngineBackend, UnsupportedModel  # noqa: E402
+from lspilot.daemon.engine.model import EngineModel  # noqa: E402
+
+VOCAB = 300
+
+
+def tiny(arch: str):
+    """Head dim 32 (the kernels' smallest), and norms and biases away from their defaults so a
+    kernel that skipped one would show."""
+    torch.manual_seed(0)
+    common = dict(vocab_size=VOCAB, hidden_size=128, intermediate_size=192, num_hidden_layers=2)
+    if arch == "qwen2":
+        cfg = transformers.Qwen2Config(
+            **common, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512
+        )
+        model = transformers.Qwen2ForCausalLM(cfg)
+    elif arch == "llama":
+        cfg = transformers.LlamaConfig(
+            **common,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=512,
+            rope_scaling={"type": "linear", "factor": 2.0},
+        )
+        model = transformers.LlamaForCausalLM(cfg)
+    else:
+        cfg = transformers.GPTBigCodeConfig(
+            vocab_size=VOCAB, n_embd=128, n_layer=2, n_head=4, multi_query=True, n_positions=512
+        )
+        model = transformers.GPTBigCodeForCausalLM(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.normal_(1.0 if p.shape[0] == 128 else 0.0, 0.3)
+    model.config.bos_token_id = model.config.eos_token_id = None
+    model.generation_config.bos_token_id = model.generation_config.eos_token_id = None
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama", "gpt_bigcode"])
+@pytest.mark.parametrize("rows", [2, 12])
+def test_fused_step_matches_eager_step(arch, rows):
+    em = EngineModel(tiny(arch), max_len=256, fused=True)
+    em.allocate(16)
+    S, L = 70, 128
+    g = torch.Generator().manual_seed(rows)
+    with torch.inference_mode():
+        ids = torch.randint(0, VOCAB, (rows, S), generator=g)
+        pos = torch.arange(S)[None].expand(rows, S).contiguous()
+        em.prefill(ids, pos, pos, torch.arange(rows), em.key_pos(S), torch.full((rows,), S - 1))
+        new = torch.randint(0, VOCAB, (rows, 1), generator=g)
+        p = torch.tensor([[S - 9 * (i % 4)] for i in range(rows)])  # rows at different lengths
+        want = em.decode(new, p, p, em.key_pos(L))
+        k_want, v_want = em.cache.k.clone(), em.cache.v.clone()
+        for b in range(rows):  # forget the new token's keys and values: the fused step writes them
+            em.cache.k[:, b, :, p[b, 0]] = 0.0
+            em.cache.v[:, b, :, p[b, 0]] = 0.0
+        got = em.fused.decode(new, p, p, em.key_pos(L))
+    assert torch.isfinite(got).all()
+    assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+    assert torch.equal(got.argmax(-1), want.argmax(-1))
+    assert torch.allclose(em.cache.k, k_want, atol=1e-5)
+    assert torch.allclose(em.cache.v, v_want, atol=1e-5)
+
+
+def test_engine_with_fused_decode_matches_generate():
+    model = tiny("qwen2")
+    ids = torch.randint(0, VOCAB, (30,), generator=torch.Generator().manual_seed(3)).tolist()
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        ref = model.generate(
+            x, attention_mask=torch.ones_like(x), max_new_tokens=6, min_new_tokens=6,
+            do_sample=False, pad_token_id=0,
+        )[0, len(ids) :].tolist()  # fmt: skip
+
+    async def run():
+        be = EngineBackend(model, device="cpu", max_batch=2, max_len=128, fused=True)
+        try:
+            assert be.info.extra["fused_decode"] == "true"
+            seq = Sequence("f", ids, SamplingParams(max_new_tokens=6))
+            return [s.token_id async for s in be.generate(seq)]
+        finally:
+            await be.close()
+
+    assert asyncio.run(run()) == ref
+
+
+def test_fused_decode_refuses_what_it_cannot_run():
+    cfg = transformers.Qwen2Config(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=2,
+    )  # fmt: skip  # head_dim 16: below the kernels' tile
+    model = transformers.Qwen2ForCausalLM(cfg).eval()
+    with pytest.raises(UnsupportedModel, match="head_dim"):
+        EngineModel(model, max_len=64, fused=True)
+    # The automatic choice is the eager step on the CPU (the interpreter is for tests only).
+    assert EngineModel(model, max_len=64).fused is None
+    assert EngineModel(tiny("llama"), max_len=64).fused is None
+
+
+@pytest.mark.parametrize(
+    "B, N, K, splittable",
+    [
+        pytest.param(2, 896, 4864, True, id="down-qwen0.5b"),
+        pytest.param(2, 896, 896, True, id="o-qwen0.5b"),
+        pytest.param(64, 2048, 8192, True, id="down-starcoder-b64"),
+        pytest.param(2, 4864, 896, False, id="up-qwen0.5b"),
+        pytest.param(8, 151936, 896, False, id="lm-head"),
+    ],
+)
+def test_tiles_cover_the_inputs_in_whole_steps(B, N, K, splittable):
+    from lspilot.daemon.engine.kernels import PROGRAMS, Tiles
+
+    t = Tiles.choose(B, N, K, splittable=splittable)
+    splits = -(-K // t.k_split)
+    assert t.k_split % t.block_k == 0
+    assert splits * t.k_split >= K > (splits - 1) * t.k_split
+    assert t.block_m >= (16 if t.dot else min(B, 2))
+    if not splittable:
+        assert splits == 1  # an activation or a plain store needs the whole sum
+    else:
+        programs = -(-N // t.block_n) * -(-B // t.block_m) * splits
+        assert programs <= 2 * PROGRAMS or splits == 1
