@@ -323,9 +323,8 @@ class Tiles:
         """Tiles measured best on an H200 (bench/engine.py --sweep, qwen2.5-coder-0.5b shapes,
         batch 2 and 8; docs/performance.md): tensor-core tiles even for 2 rows, except the
         q/k/v product at batch <= 2; split-K outputs aimed at ~4 programs per multiprocessor."""
-        if rope:
-            dot = B > 2
-            return Tiles.make(B, N, K, dot=dot, block_n=16, block_k=512)
+        if rope:  # wide K steps, but within shared memory once the batch tile grows
+            return Tiles.make(B, N, K, dot=B > 2, block_n=16, block_k=512 if B <= 16 else 128)
         if splittable:
             return Tiles.make(B, N, K, dot=True, block_n=32, block_k=128, programs=2 * PROGRAMS)
         block_n = 64 if N >= 2048 else 32
