@@ -135,6 +135,25 @@ def build(cfg):
     return model.eval()
 
 
+def kv_fitting_len(cfg, model, slots: int, max_len: int, budget_gib: float) -> int:
+    """The longest power-of-two slot length (at most ``max_len``) whose KV cache for ``slots``
+    slots fits ``budget_gib``."""
+    if cfg.model_type == "gpt_bigcode":
+        layers, kv, dim = (
+            cfg.n_layer,
+            1 if cfg.multi_query else cfg.n_head,
+            cfg.n_embd // cfg.n_head,
+        )
+    else:
+        layers, kv = cfg.num_hidden_layers, cfg.num_key_value_heads
+        dim = cfg.hidden_size // cfg.num_attention_heads
+    per_position = layers * 2 * kv * dim * next(model.parameters()).element_size()
+    n = max_len
+    while n > 1024 and slots * (n + 1) * per_position > budget_gib * 2**30:
+        n //= 2
+    return n
+
+
 def weight_bytes(model) -> int:
     """Bytes a decode step must read: every weight, less an untied input embedding table."""
     total = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -566,6 +585,8 @@ def bench_model(name, cfg, args, deadline):
             import traceback
 
             res[key] = {"error": f"{type(e).__name__}: {e}", "tb": traceback.format_exc()[-2000:]}
+            # The frames of a failed section hold engines and their KV caches: let them go.
+            traceback.clear_frames(e.__traceback__)
         finally:
             signal.alarm(0)
         print(f"[{name}] {key}: {time.perf_counter() - t:.1f}s", flush=True)
@@ -622,11 +643,12 @@ def bench_model(name, cfg, args, deadline):
 
     def eager_engine():
         # The engine before the Triton kernels (HF modules in CUDA graphs), same run.
-        be0 = EngineBackend(model, device=DEVICE, max_batch=64, max_len=4096, fused=False)
+        # A short cache: it needs 577 positions at most, and the run's main engine follows.
+        be0 = EngineBackend(model, device=DEVICE, max_batch=64, max_len=1088, fused=False)
         lp = asyncio.new_event_loop()
         try:
             ms, ttft, _, per = lp.run_until_complete(engine_decode_ms(be0, p512))
-            replay = graph_replay_ms(be0, replay_shapes)
+            replay = graph_replay_ms(be0, [(b, n) for b, n in replay_shapes if n <= 1024])
             lp.run_until_complete(be0.close())
         finally:
             lp.close()
@@ -637,12 +659,15 @@ def bench_model(name, cfg, args, deadline):
         section("eager_engine_decode", eager_engine)
         gc.collect()
 
-    # One engine for everything: 64 slots of 8k (the latency tests use one slot at a time).
+    # One engine for everything: 64 slots of 8k (the latency tests use one slot at a time),
+    # fewer positions where that cache would not fit the budget (deepseek's 16 KV heads).
+    max_len = kv_fitting_len(cfg, model, args.max_batch, args.max_len, args.kv_budget_gib)
+    res["engine_max_len"] = max_len
     be = EngineBackend(
         model,
         device=DEVICE,
         max_batch=args.max_batch,
-        max_len=args.max_len,
+        max_len=max_len,
         compile=args.compile,
         fused=None if args.fused == "auto" else args.fused == "on",
     )
@@ -696,7 +721,9 @@ def bench_model(name, cfg, args, deadline):
         section("bf16_match", match)
         section(
             "engine_ttft",
-            lambda: loop.run_until_complete(engine_ttft(be, rng, vocab, args.ttft_lengths)),
+            lambda: loop.run_until_complete(
+                engine_ttft(be, rng, vocab, [n for n in args.ttft_lengths if n < max_len])
+            ),
         )
         res["engine_stats_latency"] = be.stats()
         conc = {}
@@ -772,6 +799,7 @@ def bench_model(name, cfg, args, deadline):
     gc.collect()
     if DEVICE == "cuda":
         torch.cuda.empty_cache()
+        res["cuda_allocated_after_gib"] = torch.cuda.memory_allocated() / 2**30  # leaks show
     return res
 
 
@@ -862,6 +890,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=[], help="section name prefixes to run")
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--max-len", type=int, default=8192)
+    ap.add_argument("--kv-budget-gib", type=float, default=40.0, help="main engine's KV cache")
     ap.add_argument("--ttft-lengths", nargs="*", type=int, default=[512, 2048, 4096, 8000])
     ap.add_argument("--skip-stock", action="store_true", help="engine sections only")
     ap.add_argument("--skip-eager", action="store_true", help="no eager-engine comparison")

@@ -120,6 +120,13 @@ def _load(args: argparse.Namespace, state):
         quantize=args.quantize,
     )
     backend = make_backend(args.backend, model)
+    if hasattr(backend, "warmup_blocking") and backend.info.extra.get("cuda_graphs") == "true":
+        # Kernel compiles and graph captures take tens of seconds on a fresh machine (Triton
+        # caches its kernels on disk for later starts): pay them while "loading", not inside
+        # someone's first completions.
+        state.loading = f"warming up {name}"
+        n = backend.warmup_blocking()
+        log.info("engine warm: %d decode graphs captured", n)
     return CompletionService(model, backend)
 
 

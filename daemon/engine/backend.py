@@ -100,10 +100,21 @@ class EngineBackend:
 
     async def warmup(self, max_keys: int | None = None) -> int:
         """Capture the decode graphs now (batch buckets x length buckets up to ``max_keys``)."""
+        return await asyncio.wrap_future(self._capture(max_keys))
+
+    def warmup_blocking(self, max_keys: int | None = None) -> int:
+        """``warmup`` for a thread without an event loop (the daemon's model-loading thread):
+        Triton compiles and graph captures happen before the first request, not during it."""
+        return self._capture(max_keys).result()
+
+    def _capture(self, max_keys: int | None):
+        import concurrent.futures
+
         if self._sched.graphs is None:
-            return 0
-        fut = self._sched.call(lambda: self._sched.graphs.capture_all(max_keys))
-        return await asyncio.wrap_future(fut)
+            done: concurrent.futures.Future = concurrent.futures.Future()
+            done.set_result(0)
+            return done
+        return self._sched.call(lambda: self._sched.graphs.capture_all(max_keys))
 
     def active_sequences(self) -> int:
         return self._sched.active_count()
