@@ -759,6 +759,26 @@ def bench_model(name, cfg, args, deadline):
         be = None
     finally:
         loop.close()
+    gc.collect()
+
+    def fused_prefill_ttft():
+        # Prompt chunks through the Triton kernels (one row per token) against the eager
+        # prefill above (engine_ttft), same lengths: the keystroke case is the 300-token
+        # re-prefill of a PSM prompt's suffix.
+        be1 = EngineBackend(model, device=DEVICE, max_batch=4, max_len=8192,
+                            fused_prefill_tokens=args.fused_prefill_tokens)  # fmt: skip
+        lp = asyncio.new_event_loop()
+        try:
+            lengths = [n for n in args.ttft_lengths if n <= 4096]
+            out = lp.run_until_complete(engine_ttft(be1, rng, vocab, lengths))
+            out["fused_prefill_tokens"] = args.fused_prefill_tokens
+            lp.run_until_complete(be1.close())
+        finally:
+            lp.close()
+        return out
+
+    if args.fused_prefill_tokens:
+        section("fused_prefill_ttft", fused_prefill_ttft)
     torch._dynamo.reset()  # compiled code holds the engine, and with it the KV cache
     gc.collect()
     if DEVICE == "cuda":
@@ -829,47 +849,63 @@ def environment():
     return env
 
 
+KERNELS = ("qkv_rope", "attention", "o_proj", "up_act", "down")
+
+
 def plot(results: list[dict], path: Path) -> None:
+    """Left: decode ms/token at batch 1 per way of running the model, with the weight-read floor.
+    Middle: where a fused decode step spends its time, per layer and kernel, against the floor.
+    Right (when measured): engine completions/s against concurrent clients."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    conc = [r for r in results if len(r.get("engine_concurrency", {})) > 1]
+    fig, axes = plt.subplots(1, 3 if conc else 2, figsize=(16 if conc else 12, 4.8))
+    a, b = axes[0], axes[1]
     names = [r["model"] for r in results]
     x = range(len(names))
-    w = 0.27
-    for i, (key, label) in enumerate(
-        [
-            ("stock_decode", "stock generate"),
-            ("stock_static_decode", "generate, static cache"),
-            ("engine_decode", "engine"),
-        ]
-    ):
+    bars = [
+        ("stock_decode", "stock generate"),
+        ("stock_static_decode", "generate, static cache"),
+        ("eager_engine_decode", "engine, HF modules in CUDA graphs"),
+        ("engine_decode", "engine, Triton kernels + lookahead"),
+    ]
+    w = 0.2
+    for i, (key, label) in enumerate(bars):
         vals = [r.get(key, {}).get("ms_per_token", 0) or 0 for r in results]
-        a.bar([j + (i - 1) * w for j in x], vals, w, label=label)
-    a.scatter(
-        list(x),
-        [r["floor_ms_per_token"] for r in results],
-        color="k",
-        marker="_",
-        s=400,
-        label="weights / 4.3 TB/s",
-        zorder=3,
-    )
-    a.set_xticks(list(x), names, rotation=15, fontsize=8)
+        a.bar([j + (i - 1.5) * w for j in x], vals, w, label=label)
+    a.scatter(list(x), [r["floor_ms_per_token"] for r in results], color="k", marker="_",
+              s=500, label="weights / 4.3 TB/s", zorder=3)  # fmt: skip
+    a.set_xticks(list(x), names, rotation=12, fontsize=8)
     a.set_yscale("log")
     a.set_ylabel("decode ms/token, batch 1 (log)")
-    a.legend(fontsize=8)
-    for r in results:
-        conc = r.get("engine_concurrency", {})
-        cs = sorted(int(c) for c in conc)
-        b.plot(cs, [conc[str(c)]["completions_per_s"] for c in cs], marker="o", label=r["model"])
-    b.set_xlabel("concurrent clients")
-    b.set_ylabel("engine completions/s")
-    b.set_xscale("log", base=2)
-    b.legend(fontsize=8)
-    fig.suptitle("lspilot engine on NVIDIA H200 (bf16, random weights)")
+    a.legend(fontsize=7)
+    for j, r in enumerate(results):
+        kt = r.get("kernel_times", {})
+        left = 0.0
+        for i, k in enumerate(KERNELS):
+            us = kt.get(k, {}).get("us", 0.0)
+            b.barh(j, us, left=left, color=f"C{i}", label=k if j == 0 else None)
+            left += us
+        floor = sum(kt.get(k, {}).get("bytes", 0) for k in KERNELS if k != "attention") / 4.3e6
+        b.scatter([floor], [j], color="k", marker="|", s=300, zorder=3,
+                  label="weight bytes / 4.3 TB/s" if j == 0 else None)  # fmt: skip
+    b.set_yticks(list(x), names, fontsize=8)
+    b.set_xlabel("µs per layer: fused decode step, batch 2, 1024 keys, GPU time")
+    b.legend(fontsize=7, loc="lower right")
+    if conc:
+        c = axes[2]
+        for r in conc:
+            pts = sorted(int(k) for k in r["engine_concurrency"])
+            c.plot(pts, [r["engine_concurrency"][str(k)]["completions_per_s"] for k in pts],
+                   marker="o", label=r["model"])  # fmt: skip
+        c.set_xlabel("concurrent clients")
+        c.set_ylabel("engine completions/s")
+        c.set_xscale("log", base=2)
+        c.legend(fontsize=8)
+    fig.suptitle("lspilot engine on one NVIDIA H200 (bf16, random weights of real architectures)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -896,6 +932,9 @@ def main() -> None:
     ap.add_argument("--skip-eager", action="store_true", help="no eager-engine comparison")
     ap.add_argument("--fused", choices=["auto", "on", "off"], default="auto")
     ap.add_argument("--sweep", nargs="*", default=[], help="models to sweep kernel tiles for")
+    ap.add_argument(
+        "--fused-prefill-tokens", type=int, default=1024, help="fused prefill TTFT (0: skip)"
+    )
     ap.add_argument("--fp32-match", nargs="*", default=[], help="models to also match in fp32")
     ap.add_argument("--section-timeout-s", type=int, default=120)
     ap.add_argument("--tiny", action="store_true", help="smoke test: tiny models on the CPU")

@@ -35,6 +35,7 @@ class EngineBackend:
         compile: bool = False,
         compile_prefill: bool = False,
         fused: bool | None = None,
+        fused_prefill_tokens: int = 0,
         decode_feed_max: int | None = None,
     ) -> None:
         """``model``: a loaded transformers causal LM (llama, qwen2, qwen3, mistral or
@@ -42,13 +43,19 @@ class EngineBackend:
         capturing it (off by default: on the H200 a 2-layer model compiled in 39 s and decoded
         in 0.48 ms/token, but the full 24-layer compile took about 170 s and its speed is not
         measured yet; see docs/performance.md). ``fused``: the Triton decode step (None: on CUDA
-        where supported; see ``fused``)."""
+        where supported; see ``fused``); ``fused_prefill_tokens``: prompt chunks up to that many
+        tokens through the same kernels (0: off)."""
         model_device = next(model.parameters()).device
         if torch.device(device).type != model_device.type:
             raise ValueError(f"model is on {model_device}, backend asked for {device}")
         model.eval()
         self._em = EngineModel(
-            model, max_len, compile=compile, compile_prefill=compile_prefill, fused=fused
+            model,
+            max_len,
+            compile=compile,
+            compile_prefill=compile_prefill,
+            fused=fused,
+            fused_prefill_tokens=fused_prefill_tokens,
         )
         self.config = EngineConfig(
             max_batch=max_batch,
@@ -70,6 +77,7 @@ class EngineBackend:
                 "cuda_graphs": str(self._sched.graphs is not None).lower(),
                 "compiled": str(compile).lower(),
                 "fused_decode": str(self._em.fused is not None).lower(),
+                "fused_prefill_tokens": str(self._em.fused_prefill_tokens),
                 "kv_cache_mib": f"{self._sched.cache.nbytes / 2**20:.0f}",
             },
         )

@@ -117,12 +117,33 @@ class FusedDecode:
         )  # fmt: skip
 
     def decode(self, ids, pos, wpos, key_pos):
-        """ids, pos, wpos: [B, 1]; key_pos: [L] -> logits [B, V] float32 (as EngineModel)."""
+        """ids, pos, wpos: [B, 1]; key_pos: [L] -> logits [B, V] float32 (as EngineModel).
+        Row b is slot b."""
+        B = ids.shape[0]
+        return self._forward(
+            ids.reshape(-1), pos.reshape(-1), wpos.reshape(-1), self.em._arange[:B],
+            key_pos.shape[0],
+        )  # fmt: skip
+
+    def prefill(self, ids, pos, wpos, slots, key_pos, last, from_zero: bool = False):
+        """A prompt chunk as EngineModel.prefill takes it (ids, pos, wpos: [B, S], right-padded,
+        padding writing to the trash row; slots, last: [B]), every token one row of the same
+        kernels: a chunk of a few hundred tokens costs about one decode step's launches rather
+        than the eager path's ~60 per layer. Returns logits [B, V] at each row's last token."""
+        B, S = ids.shape
+        flat_slots = slots.repeat_interleave(S)  # [B S]
+        out_rows = torch.arange(B, device=ids.device) * S + last  # [B]
+        return self._forward(
+            ids.reshape(-1), pos.reshape(-1), wpos.reshape(-1), flat_slots, key_pos.shape[0],
+            out_rows,
+        )  # fmt: skip
+
+    def _forward(self, ids, pos, wpos, slots, n_keys: int, out_rows=None):
+        """Rows of (token, position, write position, slot): ids, pos, wpos, slots: [R]; each
+        row attends its slot at positions 0..pos. -> logits [R or len(out_rows), V] float32."""
         em, cache, sh = self.em, self.em.cache, self.em.shape
-        n_keys = key_pos.shape[0]
-        pos1, wpos1 = pos.reshape(-1), wpos.reshape(-1)  # [B]
         # The residual stream in float32: the output and down projections add into it in place.
-        x = em._embed(ids, pos)[:, 0].float()  # [B, E]
+        x = em._embed(ids[:, None], pos[:, None])[:, 0].float()  # [R, E]
         cos, sin = (None, None) if self.bigcode else (em.cos, em.sin)
         mlp_act = K.ACT_GELU_TANH if self.bigcode else K.ACT_SILU_MUL
         for i, lw in enumerate(self.layers):
@@ -130,17 +151,20 @@ class FusedDecode:
             q = K.qkv_rope(
                 x, lw.w_qkv, lw.b_qkv,
                 n_heads=sh.n_heads, n_kv=sh.n_kv_heads, head_dim=sh.head_dim,
-                k_cache=k_cache, v_cache=v_cache, pos=pos1, wpos=wpos1, cos=cos, sin=sin,
+                k_cache=k_cache, v_cache=v_cache, pos=pos, wpos=wpos, slots=slots,
+                cos=cos, sin=sin,
                 norm=self.norm_kind, norm_w=lw.ln1[0], norm_b=lw.ln1[1], eps=lw.ln1[2],
-            )  # fmt: skip  # q: [B, H, D]
-            attn = K.attention(q, k_cache, v_cache, pos1, n_keys, em.scaling)  # [B, H D]
+            )  # fmt: skip  # q: [R, H, D]
+            attn = K.attention(q, k_cache, v_cache, pos, slots, n_keys, em.scaling)  # [R, H D]
             K.linear(attn, lw.w_o, lw.b_o, accumulate=x)
             h = K.linear(
                 x, lw.w_up, lw.b_up,
                 norm=self.norm_kind, norm_w=lw.ln2[0], norm_b=lw.ln2[1], eps=lw.ln2[2],
                 act=mlp_act,
-            )  # fmt: skip  # [B, I]
+            )  # fmt: skip  # [R, I]
             K.linear(h, lw.w_down, lw.b_down, accumulate=x)
+        if out_rows is not None:
+            x = x.index_select(0, out_rows)
         w, b, eps = self.final
         return K.linear(
             x, self.head, self.head_bias,

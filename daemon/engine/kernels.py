@@ -160,7 +160,7 @@ def _linear_kernel(
 
 @triton.jit
 def _qkv_rope_kernel(
-    x_ptr, w_ptr, b_ptr, nw_ptr, nb_ptr, cos_ptr, sin_ptr, pos_ptr, wpos_ptr,
+    x_ptr, w_ptr, b_ptr, nw_ptr, nb_ptr, cos_ptr, sin_ptr, pos_ptr, wpos_ptr, slot_ptr,
     q_ptr, k_ptr, v_ptr,
     B, K: tl.constexpr, eps, n_heads, n_kv,
     s_slot, s_head, s_pos,
@@ -169,7 +169,7 @@ def _qkv_rope_kernel(
     BLOCK_KS: tl.constexpr,
 ):  # fmt: skip
     # x: [B, K]; w: [(H + 2 Hkv) D, K], q heads then k heads then v heads; q: [B, H, D];
-    # k, v: one layer of the cache, [slots, Hkv, M + 1, D] with row b writing slot b.
+    # k, v: one layer of the cache, [slots, Hkv, M + 1, D]; row b writes slot slot[b].
     # A program computes columns j and j + D/2 of one head, the pairs rope rotates together.
     t, pid_j, pid_m = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     HALF: tl.constexpr = D // 2
@@ -208,7 +208,8 @@ def _qkv_rope_kernel(
         dst = q_ptr + rm[:, None] * (n_heads * D) + t * D + rj[None, :]
     else:
         wp = tl.load(wpos_ptr + rm, mask=m_ok, other=0)
-        row = rm[:, None] * s_slot + wp[:, None] * s_pos + rj[None, :]
+        sl = tl.load(slot_ptr + rm, mask=m_ok, other=0)
+        row = sl[:, None] * s_slot + wp[:, None] * s_pos + rj[None, :]
         if t < n_heads + n_kv:
             dst = k_ptr + row + (t - n_heads) * s_head
         else:
@@ -219,12 +220,13 @@ def _qkv_rope_kernel(
 
 @triton.jit
 def _attn_split_kernel(
-    q_ptr, k_ptr, v_ptr, pos_ptr, o_ptr, lse_ptr,
+    q_ptr, k_ptr, v_ptr, pos_ptr, slot_ptr, o_ptr, lse_ptr,
     scale, n_heads, s_slot, s_head, s_pos,
     SPLIT: tl.constexpr, G: tl.constexpr, D: tl.constexpr,
     BLOCK_G: tl.constexpr, BLOCK_L: tl.constexpr,
 ):  # fmt: skip
-    # q: [B, H, D]; k, v: one layer of the cache; row b attends slot b, positions 0..pos[b].
+    # q: [B, H, D]; k, v: one layer of the cache; row b attends slot slot[b] at positions
+    # 0..pos[b] (a decode row, or one token of a prompt chunk whose keys are already written).
     # o: [B, H, S, D] float32 partial outputs, lse: [B, H, S] their log-sum-exp.
     b, hk, s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     n_splits = tl.num_programs(2)
@@ -238,7 +240,7 @@ def _attn_split_kernel(
     n_keys = tl.load(pos_ptr + b) + 1
     start = s * SPLIT
     end = tl.minimum(start + SPLIT, n_keys)
-    kv = b * s_slot + hk * s_head
+    kv = tl.load(slot_ptr + b) * s_slot + hk * s_head
     m_i = tl.full([BLOCK_G], -1e30, tl.float32)
     l_i = tl.zeros([BLOCK_G], tl.float32)
     acc = tl.zeros([BLOCK_G, D], tl.float32)
@@ -388,6 +390,7 @@ def qkv_rope(
     v_cache: torch.Tensor,
     pos: torch.Tensor,
     wpos: torch.Tensor,
+    slots: torch.Tensor,
     cos: torch.Tensor | None = None,
     sin: torch.Tensor | None = None,
     norm: int = NORM_RMS,
@@ -396,12 +399,14 @@ def qkv_rope(
     eps: float = 1e-6,
     tiles: Tiles | None = None,
 ) -> torch.Tensor:
-    """x: [B, E] -> q: [B, H, D]; writes k, v of row b into slot b at ``wpos[b]``.
+    """x: [B, E] -> q: [B, H, D]; writes k, v of row b into slot ``slots[b]`` at ``wpos[b]``.
 
-    k_cache, v_cache: one layer, [slots, Hkv, M + 1, D]; pos, wpos: [B] int64; cos, sin:
-    [M + 1, D] (None: no rotary embedding, as in gpt_bigcode)."""
+    k_cache, v_cache: one layer, [slots, Hkv, M + 1, D]; pos, wpos, slots: [B] int64; cos,
+    sin: [M + 1, D] (None: no rotary embedding, as in gpt_bigcode)."""
     B, K = x.shape
     D = head_dim
+    # The kernels index rows with plain offsets: a broadcast (stride-0) index would read wrong.
+    pos, wpos, slots = pos.contiguous(), wpos.contiguous(), slots.contiguous()
     q = torch.empty(B, n_heads, D, device=x.device, dtype=w.dtype)
     t = tiles or Tiles.choose(B, (n_heads + 2 * n_kv) * D, K, rope=True)
     BJ = min(16, D // 2)
@@ -412,7 +417,7 @@ def qkv_rope(
     _qkv_rope_kernel[grid](
         x, w, bias if bias is not None else dummy,
         norm_w if norm_w is not None else dummy, norm_b if norm_b is not None else dummy,
-        cos if rope else dummy, sin if rope else dummy, pos, wpos,
+        cos if rope else dummy, sin if rope else dummy, pos, wpos, slots,
         q, k_cache, v_cache,
         B, K, eps, n_heads, n_kv,
         s_slot, s_head, s_pos,
@@ -435,20 +440,23 @@ def attention(
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
     pos: torch.Tensor,
+    slots: torch.Tensor,
     n_keys: int,
     scale: float,
 ) -> torch.Tensor:
-    """q: [B, H, D]; row b attends slot b at positions 0..pos[b] (< n_keys) -> [B, H * D]."""
+    """q: [B, H, D]; row b attends slot ``slots[b]`` at positions 0..pos[b] (< n_keys)
+    -> [B, H * D]."""
     B, H, D = q.shape
     Hkv = k_cache.shape[1]
     G = H // Hkv
+    pos, slots = pos.contiguous(), slots.contiguous()
     split = split_len_for(n_keys, B, Hkv)
     S = triton.cdiv(n_keys, split)
     part = torch.empty(B, H, S, D, device=q.device, dtype=torch.float32)
     lse = torch.empty(B, H, S, device=q.device, dtype=torch.float32)
     s_slot, s_head, s_pos, _ = k_cache.stride()
     _attn_split_kernel[(B, Hkv, S)](
-        q, k_cache, v_cache, pos, part, lse,
+        q, k_cache, v_cache, pos, slots, part, lse,
         scale, H, s_slot, s_head, s_pos,
         SPLIT=split, G=G, D=D, BLOCK_G=max(16, triton.next_power_of_2(G)), BLOCK_L=64,
         num_warps=4, num_stages=2,

@@ -98,6 +98,7 @@ class EngineModel:
         compile: bool = False,
         compile_prefill: bool = False,
         fused: bool | None = None,
+        fused_prefill_tokens: int = 0,
     ) -> None:
         cfg = model.config
         arch = getattr(cfg, "model_type", "")
@@ -156,12 +157,17 @@ class EngineModel:
         self.decode_step = self.decode
         self.prefill_step = self.prefill
         self.fused = self._fused_decode(fused)
+        # Prompt chunks of at most this many tokens (rows x padded length) go through the fused
+        # kernels too; 0: never. Off by default until measured on a GPU (docs/performance.md).
+        self.fused_prefill_tokens = fused_prefill_tokens if self.fused is not None else 0
         if self.fused is not None:
             self.decode_step = self.fused.decode
         elif compile:
             self.decode_step = torch.compile(self.decode, dynamic=True, fullgraph=True)
         if compile_prefill:  # prefill is compute-bound at large chunks; compiling it is optional
             self.prefill_step = torch.compile(self.prefill, dynamic=True, fullgraph=True)
+        if self.fused_prefill_tokens:
+            self.prefill_step = self._prefill_small_fused
 
     def _fused_decode(self, fused: bool | None):
         """The Triton decode step (``fused``), or None for the eager one.
@@ -328,6 +334,12 @@ class EngineModel:
                 x = self._block(i, layer, x, rope, wpos, slots, L, mask, decode=False)
         h = x[torch.arange(x.shape[0], device=x.device), last]  # [B, E]
         return self.lm_head(self.final_norm(h)).float()
+
+    def _prefill_small_fused(self, ids, pos, wpos, slots, key_pos, last, from_zero=False):
+        # A short chunk is launch-bound: the fused kernels (one row per token); a long one is
+        # compute-bound: cuBLAS and flash attention through the eager path.
+        step = self.fused.prefill if ids.numel() <= self.fused_prefill_tokens else self.prefill
+        return step(ids, pos, wpos, slots, key_pos, last, from_zero)
 
     def key_pos(self, L: int):
         """Cache positions 0..L-1, the argument that sets how far a step attends."""

@@ -109,6 +109,85 @@ def test_engine_with_fused_decode_matches_generate():
     assert asyncio.run(run()) == ref
 
 
+@pytest.mark.parametrize("arch", ["qwen2", "gpt_bigcode"])
+def test_fused_prefill_of_a_padded_chunk_after_cached_tokens_matches_eager(arch):
+    em = EngineModel(tiny(arch), max_len=256, fused=True)
+    em.allocate(4)
+    g = torch.Generator().manual_seed(5)
+    trash = em.cache.trash
+    with torch.inference_mode():
+        # Slots 1 and 2 hold 40 and 25 cached tokens; the chunk adds 9 and 4 (right-padded).
+        for slot, n in ((1, 40), (2, 25)):
+            ids = torch.randint(0, VOCAB, (1, n), generator=g)
+            pos = torch.arange(n)[None]
+            em.prefill(ids, pos, pos, torch.tensor([slot]), em.key_pos(n), torch.tensor([n - 1]))
+        starts, lens, S = (40, 25), (9, 4), 9
+        ids = torch.randint(0, VOCAB, (2, S), generator=g)
+        pos = torch.zeros(2, S, dtype=torch.long)
+        wpos = torch.full((2, S), trash)
+        for b, (start, n) in enumerate(zip(starts, lens, strict=True)):
+            pos[b, :n] = wpos[b, :n] = torch.arange(start, start + n)
+        args = (ids, pos, wpos, torch.tensor([1, 2]), em.key_pos(64), torch.tensor([8, 3]))
+        want = em.prefill(*args)
+        k_want, v_want = em.cache.k.clone(), em.cache.v.clone()
+        em.cache.k[:, 1:3, :, 25:].zero_()  # the chunk's keys and values, and beyond
+        em.cache.v[:, 1:3, :, 25:].zero_()
+        em.cache.k[:, 1, :, :40] = k_want[:, 1, :, :40]  # slot 1's cached prefix stays
+        em.cache.v[:, 1, :, :40] = v_want[:, 1, :, :40]
+        got = em.fused.prefill(*args)
+    assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+    real = slice(0, 49)  # positions written by now in slot 1 (slot 2: 0..28)
+    assert torch.allclose(em.cache.k[:, 1, :, real], k_want[:, 1, :, real], atol=1e-5)
+    assert torch.allclose(em.cache.v[:, 2, :, :29], v_want[:, 2, :, :29], atol=1e-5)
+
+
+def test_engine_with_fused_prefill_matches_generate_with_chunks_and_reuse():
+    model = tiny("llama")
+    g = torch.Generator().manual_seed(4)
+    prompts = [torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in (21, 9, 14)]
+
+    def reference(ids, n):
+        x = torch.tensor([ids])
+        with torch.no_grad():
+            out = model.generate(
+                x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n,
+                do_sample=False, pad_token_id=0,
+            )  # fmt: skip
+        return out[0, len(ids) :].tolist()
+
+    async def run():
+        be = EngineBackend(
+            model, device="cpu", max_batch=3, max_len=128, fused=True, fused_prefill_tokens=64,
+            prefill_chunk=8, prefill_token_budget=16,
+        )  # fmt: skip
+        try:
+            got = await asyncio.gather(
+                *(
+                    collect(be, Sequence(str(i), p, SamplingParams(max_new_tokens=3)))
+                    for i, p in enumerate(prompts)
+                )
+            )
+            # The same document edited at its end: the prefix comes from the cache.
+            first = await collect(be, Sequence("a", prompts[0], SamplingParams(3), "doc"))
+            edited = prompts[0][:-1] + [7, 8]
+            seq = Sequence("b", edited, SamplingParams(max_new_tokens=3), cache_key="doc")
+            again = await collect(be, seq)
+            return got, first, again, seq.cached_tokens, be.stats()
+        finally:
+            await be.close()
+
+    got, first, again, cached, stats = asyncio.run(run())
+    assert got == [reference(p, 3) for p in prompts]
+    assert first == reference(prompts[0], 3)
+    assert again == reference(prompts[0][:-1] + [7, 8], 3)
+    assert cached == len(prompts[0]) - 1
+    assert stats["prefill_steps_total"] >= 4  # chunks of 8 with a 16-token budget
+
+
+async def collect(be, seq):
+    return [s.token_id async for s in be.generate(seq)]
+
+
 def test_fused_decode_refuses_what_it_cannot_run():
     cfg = transformers.Qwen2Config(
         vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=1,
