@@ -771,7 +771,7 @@ def bench_model(name, cfg, args, deadline):
         try:
             lengths = [n for n in args.ttft_lengths if n <= 4096]
             out = lp.run_until_complete(engine_ttft(be1, rng, vocab, lengths))
-            out["fused_prefill_tokens"] = args.fused_prefill_tokens
+            out["fused_prefill_tokens"] = int(be1.info.extra["fused_prefill_tokens"])
             lp.run_until_complete(be1.close())
         finally:
             lp.close()
