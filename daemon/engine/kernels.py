@@ -42,20 +42,22 @@ def _row_stats(
     x_ptr, rm, m_ok, K: tl.constexpr, eps, NORM: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_KS: tl.constexpr,
 ):  # fmt: skip
-    # x: [B, K] -> per-row (mean, rstd) in float32; mean is 0 for RMS norm. The loop is
-    # unrolled so all loads of the (small) rows are in flight at once.
+    # x: [B, K] -> per-row (mean, rstd) in float32; mean is 0 for RMS norm; without a norm
+    # nothing is read (and _load_x uses neither). The loop is unrolled so all loads of the
+    # (small) rows are in flight at once.
     s1 = tl.zeros([BLOCK_M], tl.float32)
     s2 = tl.zeros([BLOCK_M], tl.float32)
-    rk = tl.arange(0, BLOCK_KS)
-    for k0 in tl.static_range(0, K, BLOCK_KS):
-        kk = k0 + rk
-        x = tl.load(
-            x_ptr + rm[:, None] * K + kk[None, :],
-            mask=m_ok[:, None] & (kk[None, :] < K),
-            other=0.0,
-        ).to(tl.float32)
-        s1 += tl.sum(x, axis=1)
-        s2 += tl.sum(x * x, axis=1)
+    if NORM != 0:
+        rk = tl.arange(0, BLOCK_KS)
+        for k0 in tl.static_range(0, K, BLOCK_KS):
+            kk = k0 + rk
+            x = tl.load(
+                x_ptr + rm[:, None] * K + kk[None, :],
+                mask=m_ok[:, None] & (kk[None, :] < K),
+                other=0.0,
+            ).to(tl.float32)
+            s1 += tl.sum(x, axis=1)
+            s2 += tl.sum(x * x, axis=1)
     if NORM == 2:
         mean = s1 / K
         var = tl.maximum(s2 / K - mean * mean, 0.0)
@@ -124,10 +126,7 @@ def _linear_kernel(
     rk = tl.arange(0, BLOCK_K)
     m_ok, n_ok = rm < B, rn < N
     w_dtype = w_ptr.dtype.element_ty
-    mean = tl.zeros([BLOCK_M], tl.float32)
-    rstd = mean + 1.0
-    if NORM != 0:
-        mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_KS)
+    mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_KS)
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     acc_up = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     for k0 in range(0, K_SPLIT, BLOCK_K):
@@ -178,10 +177,7 @@ def _qkv_rope_kernel(
     rk = tl.arange(0, BLOCK_K)
     m_ok = rm < B
     row1, row2 = t * D + rj, t * D + HALF + rj
-    mean = tl.zeros([BLOCK_M], tl.float32)
-    rstd = mean + 1.0
-    if NORM != 0:
-        mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_KS)
+    mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_KS)
     acc1 = tl.zeros([BLOCK_M, BLOCK_J], tl.float32)
     acc2 = tl.zeros([BLOCK_M, BLOCK_J], tl.float32)
     for k0 in range(0, K, BLOCK_K):
