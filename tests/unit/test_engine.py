@@ -212,12 +212,14 @@ async def test_closing_the_stream_frees_the_slot_at_the_next_step(model, lookahe
     try:
         seq = greedy(prompt(11, 20), 200)
         agen = be.generate(seq)
-        for _ in range(3):
+        for _ in range(5):
             await agen.__anext__()
         await agen.aclose()
         await wait_idle(be)
         assert seq.steps_after_cancel <= 1
         assert be.stats()["decode_steps_after_cancel_total"] <= 1
+        # With lookahead, steps were in flight when the stream closed; they are dropped.
+        assert (looked_ahead(be) > 0) == lookahead
         # The one slot is free again: a new sequence runs to completion.
         ids = prompt(12, 9)
         assert await collect(be, greedy(ids, 5)) == reference(model, ids, 5)
@@ -378,26 +380,6 @@ async def test_lookahead_prefix_reuse_skips_the_discarded_token(model, ahead):
     seq = greedy(follow, 6, key="doc")
     assert await collect(ahead, seq) == reference(model, follow, 6)
     assert seq.cached_tokens == len(doc) + len(want) - 1
-
-
-async def test_lookahead_cancel_mid_stream(model, monkeypatch):
-    force_lookahead(monkeypatch)
-    be = EngineBackend(model, device="cpu", max_batch=1, max_len=256)
-    try:
-        seq = greedy(prompt(27, 20), 200)
-        agen = be.generate(seq)
-        for _ in range(5):
-            await agen.__anext__()
-        await agen.aclose()
-        await wait_idle(be)
-        assert seq.steps_after_cancel <= 1
-        assert be.stats()["decode_steps_after_cancel_total"] <= 1
-        assert looked_ahead(be) > 0
-        # The cancelled row's steps in flight are dropped; the slot serves the next sequence.
-        ids = prompt(28, 9)
-        assert await collect(be, greedy(ids, 5)) == reference(model, ids, 5)
-    finally:
-        await be.close()
 
 
 def test_decode_and_pick_feeds_the_next_step(model):
