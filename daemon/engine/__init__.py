@@ -1,10 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """Fast generation engine: preallocated KV cache, continuous batching, CUDA graphs.
 
-Reading order: ``model`` (KV cache, prefill and decode over the HF model's modules), ``graphs``
-(the decode step captured per batch and length bucket), ``sampling``, ``scheduler`` (the worker
-thread's loop: reap, admit with prefix reuse, chunked prefill, batched decode) and ``backend``
-(the daemon's Backend protocol on top). Nothing is imported from torch until a submodule is used.
+Reading order: ``model`` (KV cache, prefill and decode over the HF model's modules), ``kernels``
+and ``fused`` (the decode step as five Triton kernels per layer, on CUDA), ``graphs`` (the decode
+step with its greedy token choice, captured per batch and length bucket), ``sampling``,
+``scheduler`` (the worker thread's loop: reap, admit with prefix reuse, chunked prefill, batched
+decode with one step of lookahead) and ``backend`` (the daemon's Backend protocol on top).
+Nothing is imported from torch or triton until a submodule is used.
 """
 
 from __future__ import annotations

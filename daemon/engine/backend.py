@@ -39,12 +39,11 @@ class EngineBackend:
         decode_feed_max: int | None = None,
     ) -> None:
         """``model``: a loaded transformers causal LM (llama, qwen2, qwen3, mistral or
-        gpt_bigcode), already on ``device``. ``compile``: torch.compile the decode step before
-        capturing it (off by default: on the H200 a 2-layer model compiled in 39 s and decoded
-        in 0.48 ms/token, but the full 24-layer compile took about 170 s and its speed is not
-        measured yet; see docs/performance.md). ``fused``: the Triton decode step (None: on CUDA
-        where supported; see ``fused``); ``fused_prefill_tokens``: prompt chunks up to that many
-        tokens through the same kernels (0: off)."""
+        gpt_bigcode), already on ``device``. ``fused``: the Triton decode step (None: on CUDA
+        where the architecture is supported; docs/performance.md has its measurements).
+        ``fused_prefill_tokens``: prompt chunks up to that many tokens through the same kernels
+        (0: off, not yet measured on a GPU). ``compile``: torch.compile the eager decode step
+        before capture, where the fused one does not run."""
         model_device = next(model.parameters()).device
         if torch.device(device).type != model_device.type:
             raise ValueError(f"model is on {model_device}, backend asked for {device}")
