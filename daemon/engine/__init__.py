@@ -2,7 +2,7 @@
 """Fast generation engine: preallocated KV cache, continuous batching, CUDA graphs.
 
 Reading order: ``model`` (KV cache, prefill and decode over the HF model's modules), ``kernels``
-and ``fused`` (the decode step as five Triton kernels per layer, on CUDA), ``graphs`` (the decode
+and ``fused`` (the decode step as six Triton kernels per layer, on CUDA), ``graphs`` (the decode
 step with its greedy token choice, captured per batch and length bucket), ``sampling``,
 ``scheduler`` (the worker thread's loop: reap, admit with prefix reuse, chunked prefill, batched
 decode with one step of lookahead) and ``backend`` (the daemon's Backend protocol on top).

@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The decode step on Triton kernels: five launches per layer, weights read once.
+"""The decode step on Triton kernels: six launches per layer, weights read once.
 
 ``FusedDecode.decode`` has the same contract as ``EngineModel.decode`` (so ``graphs`` captures
 either) and computes the same function: per layer, norm + q/k/v projection + rotary embedding +
-cache write in one kernel, split-K attention (two), the output projection with the residual add,
-norm + gate/up projection + activation, and the down projection with the residual add.
+cache write in one kernel, split-K attention (two), the output projection added into the float32
+residual stream, norm + gate/up projection + activation, and the down projection added likewise.
+``prefill`` runs a prompt chunk through the same kernels, one row per token.
 
 The stacked weights it needs (q/k/v, gate/up) are built once; the HF modules' own parameters are
 then re-pointed at slices of them, so the model keeps one copy of every weight and the eager
@@ -81,8 +82,8 @@ def _norm(mod) -> tuple[torch.Tensor, torch.Tensor | None, float]:
     return mod.weight, getattr(mod, "bias", None), float(eps)
 
 
-def _bias(mod):
-    return mod.bias if getattr(mod, "bias", None) is not None else None
+def _bias(mod) -> torch.Tensor | None:
+    return getattr(mod, "bias", None)
 
 
 class FusedDecode:

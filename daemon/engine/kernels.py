@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Triton kernels for the fused decode step: five launches per layer instead of ~60.
+"""Triton kernels for the fused decode step: six launches per layer instead of ~60.
 
 A decode step at small batch reads every weight once and does almost no arithmetic, so its time
 is bytes plus launches. HF's modules spend ~60 small kernels per layer (a norm is seven, rope
@@ -8,16 +8,18 @@ the matrix products that have to run anyway:
 
 - ``linear``: ``y = epilogue(norm(x) @ W.T + bias)``. The norm (RMS or LayerNorm) is computed
   by every program from the whole input row, which is tiny at decode time (E <= a few thousand
-  values); the epilogue adds a residual, or applies GELU, or SiLU(gate) * up for a
-  gate/up-stacked weight.
+  values); the epilogue applies GELU, or SiLU(gate) * up for a gate/up-stacked weight, or, with
+  ``accumulate``, adds the product atomically into the float32 residual stream (split over K, so
+  a narrow output still runs enough programs).
 - ``qkv_rope``: the same product for the stacked q/k/v weight, then rotary embedding, then q to
   a buffer and k, v straight into the KV cache at each row's write position.
 - ``attention``: split-K ("flash-decoding") attention of one new query per row over its cached
   keys; the grouped query heads of one KV head share each key load. A small second kernel merges
   the splits by their log-sum-exp.
 
-Products use ``tl.dot`` on tiles of at least 16 rows; a decode batch below that is masked, which
-costs nothing that matters here (the weights, not the rows, are the bytes). Every kernel also
+Products use ``tl.dot`` on tiles of at least 16 rows (a decode batch below that is masked, which
+costs nothing that matters here: the weights, not the rows, are the bytes), or multiply-and-sum
+on the CUDA cores where that measured faster (``Tiles.choose``). Every kernel also
 runs in Triton's interpreter (``TRITON_INTERPRET=1``) on the CPU in float32, which is how the
 unit tests check them against the eager forward.
 
