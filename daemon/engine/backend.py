@@ -37,13 +37,15 @@ class EngineBackend:
         fused: bool | None = None,
         fused_prefill_tokens: int = 0,
         decode_feed_max: int | None = None,
+        lookahead: bool | None = None,
     ) -> None:
         """``model``: a loaded transformers causal LM (llama, qwen2, qwen3, mistral or
         gpt_bigcode), already on ``device``. ``fused``: the Triton decode step (None: on CUDA
         where the architecture is supported; docs/performance.md has its measurements).
         ``fused_prefill_tokens``: prompt chunks up to that many tokens through the same kernels
         (0: off, not yet measured on a GPU). ``compile``: torch.compile the eager decode step
-        before capture, where the fused one does not run."""
+        before capture, where the fused one does not run. ``lookahead``: launch a steady greedy
+        batch's next step before reading this one's tokens (None: with CUDA graphs)."""
         model_device = next(model.parameters()).device
         if torch.device(device).type != model_device.type:
             raise ValueError(f"model is on {model_device}, backend asked for {device}")
@@ -64,6 +66,7 @@ class EngineBackend:
             prefill_rows=prefill_rows,
             cuda_graphs=cuda_graphs,
             decode_feed_max=decode_feed_max,
+            lookahead=lookahead,
         )
         self._sched = Scheduler(self._em, self.config)
         self.info = BackendInfo(

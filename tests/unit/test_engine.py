@@ -11,7 +11,6 @@ the previous step's tokens are read, on by default only with CUDA graphs) off an
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 
 import pytest
@@ -21,7 +20,6 @@ transformers = pytest.importorskip("transformers")
 
 from lspilot.daemon.backends.base import SamplingParams, Sequence  # noqa: E402
 from lspilot.daemon.engine import EngineBackend, UnsupportedModel, scheduler  # noqa: E402
-from lspilot.daemon.engine import backend as engine_backend  # noqa: E402
 from lspilot.daemon.engine.graphs import DecodeIO, decode_and_pick  # noqa: E402
 from lspilot.daemon.engine.model import EngineModel  # noqa: E402
 
@@ -104,23 +102,16 @@ def model(request):
     return tiny_model(request.param)
 
 
-def force_lookahead(monkeypatch) -> None:
-    """Backends made from now on look ahead on the CPU too (EngineBackend has no option for it:
-    the config's default turns it on with CUDA graphs only)."""
-    config = functools.partial(scheduler.EngineConfig, lookahead=True)
-    monkeypatch.setattr(engine_backend, "EngineConfig", config)
-
-
 @pytest.fixture(params=[False, True], ids=["plain", "lookahead"])
-def lookahead(request, monkeypatch):
-    if request.param:
-        force_lookahead(monkeypatch)
+def lookahead(request):
+    """Run the test with the scheduler's lookahead off and on (on the CPU it is off unless
+    asked for: the default turns it on with CUDA graphs)."""
     return request.param
 
 
 @pytest.fixture
 async def backend(model, lookahead):
-    be = EngineBackend(model, device="cpu", max_batch=4, max_len=256)
+    be = EngineBackend(model, device="cpu", max_batch=4, max_len=256, lookahead=lookahead)
     yield be
     await be.close()
 
@@ -161,8 +152,9 @@ async def test_concurrent_sequences_each_match_generate(model, backend):
 
 async def test_chunked_prefill_while_others_decode(model, lookahead):
     be = EngineBackend(
-        model, device="cpu", max_batch=3, max_len=256, prefill_chunk=8, prefill_token_budget=16
-    )
+        model, device="cpu", max_batch=3, max_len=256, prefill_chunk=8, prefill_token_budget=16,
+        lookahead=lookahead,
+    )  # fmt: skip
     try:
         short, long_ = prompt(7, 6), prompt(8, 150)
         first = asyncio.ensure_future(collect(be, greedy(short, 40)))
@@ -208,7 +200,7 @@ async def wait_idle(backend, timeout=5.0):
 
 
 async def test_closing_the_stream_frees_the_slot_at_the_next_step(model, lookahead):
-    be = EngineBackend(model, device="cpu", max_batch=1, max_len=256)
+    be = EngineBackend(model, device="cpu", max_batch=1, max_len=256, lookahead=lookahead)
     try:
         seq = greedy(prompt(11, 20), 200)
         agen = be.generate(seq)
@@ -311,7 +303,7 @@ def test_unsupported_architecture_is_refused():
 
 
 async def test_stopping_at_max_len_is_the_same_with_and_without_lookahead(model, lookahead):
-    be = EngineBackend(model, device="cpu", max_batch=2, max_len=64)
+    be = EngineBackend(model, device="cpu", max_batch=2, max_len=64, lookahead=lookahead)
     try:
         ids = prompt(20, 40)
         got = await collect(be, greedy(ids, 100))
@@ -325,9 +317,8 @@ async def test_stopping_at_max_len_is_the_same_with_and_without_lookahead(model,
 
 
 @pytest.fixture
-async def ahead(model, monkeypatch):
-    force_lookahead(monkeypatch)
-    be = EngineBackend(model, device="cpu", max_batch=4, max_len=256)
+async def ahead(model):
+    be = EngineBackend(model, device="cpu", max_batch=4, max_len=256, lookahead=True)
     yield be
     await be.close()
 
@@ -399,14 +390,11 @@ def test_decode_and_pick_feeds_the_next_step(model):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("ahead", [False, True], ids=["plain", "lookahead"])
-async def test_cuda_graphs_match_generate(model, ahead, monkeypatch):
+async def test_cuda_graphs_match_generate(model, ahead):
     """The CUDA-graph path: the captured step's own token choice and, looking ahead, its
     fed-back inputs (the default there), with rows ending at different steps."""
-    monkeypatch.setattr(
-        engine_backend, "EngineConfig", functools.partial(scheduler.EngineConfig, lookahead=ahead)
-    )
     gpu = tiny_model(model.config.model_type).cuda()
-    be = EngineBackend(gpu, device="cuda", max_batch=4, max_len=256, fused=False)
+    be = EngineBackend(gpu, device="cuda", max_batch=4, max_len=256, fused=False, lookahead=ahead)
     try:
         assert be.info.extra["cuda_graphs"] == "true"
         ids, stops, want, _ = stop_mid_stream(gpu, 30, 20, 24, at=5)
