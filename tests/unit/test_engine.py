@@ -335,19 +335,29 @@ def stop_mid_stream(model, seed: int, n_prompt: int, n_new: int, at: int):
     raise AssertionError("no prompt stops mid-stream")  # the tiny models repeat themselves
 
 
-async def test_lookahead_rows_finishing_at_different_steps_each_match_generate(model, ahead):
-    # Four rows decoded together end at different steps, two of them on a stop token, which
-    # the scheduler cannot see coming: the step after it is already running.
-    ids, stops, want, _ = stop_mid_stream(model, 100, 33, 24, at=3)
-    seqs = [Sequence("s1", ids, SamplingParams(max_new_tokens=24, stop_token_ids=stops))]
-    expected = [want]
-    ids, stops, want, _ = stop_mid_stream(model, 200, 50, 30, at=8)
-    seqs.append(Sequence("s2", ids, SamplingParams(max_new_tokens=30, stop_token_ids=stops)))
-    expected.append(want)
-    for seed, n_prompt, n_new in [(21, 7, 30), (23, 2, 9)]:
+def rows_ending_apart(model, stopping, plain):
+    """Sequences that end at different steps, with what generate gives for each: ``stopping``
+    rows (seed, prompt length, max new, stop at) end on a stop token, ``plain`` rows (seed,
+    prompt length, max new) at their max_new_tokens."""
+    seqs, expected = [], []
+    for seed, n_prompt, n_new, at in stopping:
+        ids, stops, want, _ = stop_mid_stream(model, seed, n_prompt, n_new, at=at)
+        params = SamplingParams(max_new_tokens=n_new, stop_token_ids=stops)
+        seqs.append(Sequence(f"stop{seed}", ids, params))
+        expected.append(want)
+    for seed, n_prompt, n_new in plain:
         ids = prompt(seed, n_prompt)
         seqs.append(greedy(ids, n_new, rid=str(seed)))
         expected.append(reference(model, ids, n_new))
+    return seqs, expected
+
+
+async def test_lookahead_rows_finishing_at_different_steps_each_match_generate(model, ahead):
+    # Four rows decoded together end at different steps, two of them on a stop token, which
+    # the scheduler cannot see coming: the step after it is already running.
+    seqs, expected = rows_ending_apart(
+        model, [(100, 33, 24, 3), (200, 50, 30, 8)], [(21, 7, 30), (23, 2, 9)]
+    )
     got = await asyncio.gather(*(collect(ahead, s) for s in seqs))
     assert got == expected
     assert looked_ahead(ahead) > 0
@@ -397,13 +407,7 @@ async def test_cuda_graphs_match_generate(model, ahead):
     be = EngineBackend(gpu, device="cuda", max_batch=4, max_len=256, fused=False, lookahead=ahead)
     try:
         assert be.info.extra["cuda_graphs"] == "true"
-        ids, stops, want, _ = stop_mid_stream(gpu, 30, 20, 24, at=5)
-        seqs = [Sequence("stop", ids, SamplingParams(max_new_tokens=24, stop_token_ids=stops))]
-        expected = [want]
-        for seed, n_prompt, n_new in [(31, 40, 30), (32, 3, 12)]:
-            ids = prompt(seed, n_prompt)
-            seqs.append(greedy(ids, n_new, rid=str(seed)))
-            expected.append(reference(gpu, ids, n_new))
+        seqs, expected = rows_ending_apart(gpu, [(30, 20, 24, 5)], [(31, 40, 30), (32, 3, 12)])
         got = await asyncio.gather(*(collect(be, s) for s in seqs))
         assert got == expected
         assert (looked_ahead(be) > 0) == ahead
