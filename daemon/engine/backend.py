@@ -36,16 +36,21 @@ class EngineBackend:
         compile_prefill: bool = False,
         fused: bool | None = None,
         fused_prefill_tokens: int = 0,
+        fused_max_batch: int = 32,
         decode_feed_max: int | None = None,
         lookahead: bool | None = None,
+        packed_prefill: bool | None = None,
     ) -> None:
         """``model``: a loaded transformers causal LM (llama, qwen2, qwen3, mistral or
         gpt_bigcode), already on ``device``. ``fused``: the Triton decode step (None: on CUDA
         where the architecture is supported; docs/performance.md has its measurements).
         ``fused_prefill_tokens``: prompt chunks up to that many tokens through the same kernels
-        (0: off, not yet measured on a GPU). ``compile``: torch.compile the eager decode step
+        (0: off, not yet measured on a GPU). ``fused_max_batch``: larger batches take the eager
+        step. ``compile``: torch.compile the eager decode step
         before capture, where the fused one does not run. ``lookahead``: launch a steady greedy
-        batch's next step before reading this one's tokens (None: with CUDA graphs)."""
+        batch's next step before reading this one's tokens (None: with CUDA graphs).
+        ``packed_prefill``: prompt chunks packed into one graph-captured forward (None: with CUDA
+        graphs where Triton imports; then ``fused_prefill_tokens`` is unused)."""
         model_device = next(model.parameters()).device
         if torch.device(device).type != model_device.type:
             raise ValueError(f"model is on {model_device}, backend asked for {device}")
@@ -57,6 +62,7 @@ class EngineBackend:
             compile_prefill=compile_prefill,
             fused=fused,
             fused_prefill_tokens=fused_prefill_tokens,
+            fused_max_batch=fused_max_batch,
         )
         self.config = EngineConfig(
             max_batch=max_batch,
@@ -67,6 +73,7 @@ class EngineBackend:
             cuda_graphs=cuda_graphs,
             decode_feed_max=decode_feed_max,
             lookahead=lookahead,
+            packed_prefill=packed_prefill,
         )
         self._sched = Scheduler(self._em, self.config)
         self.info = BackendInfo(
@@ -80,6 +87,8 @@ class EngineBackend:
                 "compiled": str(compile).lower(),
                 "fused_decode": str(self._em.fused is not None).lower(),
                 "fused_prefill_tokens": str(self._em.fused_prefill_tokens),
+                "fused_max_batch": str(fused_max_batch),
+                "packed_prefill": str(self._sched.packed is not None).lower(),
                 "kv_cache_mib": f"{self._sched.cache.nbytes / 2**20:.0f}",
             },
         )
@@ -109,7 +118,8 @@ class EngineBackend:
                 req.abandon()
 
     async def warmup(self, max_keys: int | None = None) -> int:
-        """Capture the decode graphs now (batch buckets x length buckets up to ``max_keys``)."""
+        """Capture the graphs now: decode (batch buckets x length buckets up to ``max_keys``)
+        and packed prefill (token buckets). Returns how many."""
         return await asyncio.wrap_future(self._capture(max_keys))
 
     def warmup_blocking(self, max_keys: int | None = None) -> int:
@@ -124,7 +134,13 @@ class EngineBackend:
             done: concurrent.futures.Future = concurrent.futures.Future()
             done.set_result(0)
             return done
-        return self._sched.call(lambda: self._sched.graphs.capture_all(max_keys))
+        sched = self._sched
+
+        def capture() -> int:
+            n = sched.graphs.capture_all(max_keys)
+            return n + (sched.packed.capture_all() if sched.packed is not None else 0)
+
+        return sched.call(capture)
 
     def active_sequences(self) -> int:
         return self._sched.active_count()
@@ -150,6 +166,8 @@ class EngineBackend:
         }
         out["active_sequences"] = float(self.active_sequences())
         out["cuda_graphs"] = float(len(self._sched.graphs.graphs) if self._sched.graphs else 0)
+        packed = self._sched.packed
+        out["prefill_graphs"] = float(len(packed.graphs) if packed and packed.graphs else 0)
         return out
 
     async def close(self) -> None:

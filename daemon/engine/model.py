@@ -99,6 +99,7 @@ class EngineModel:
         compile_prefill: bool = False,
         fused: bool | None = None,
         fused_prefill_tokens: int = 0,
+        fused_max_batch: int = 32,
     ) -> None:
         cfg = model.config
         arch = getattr(cfg, "model_type", "")
@@ -160,8 +161,12 @@ class EngineModel:
         # Prompt chunks of at most this many tokens (rows x padded length) go through the fused
         # kernels too; 0: never. Off by default until measured on a GPU (docs/performance.md).
         self.fused_prefill_tokens = fused_prefill_tokens if self.fused is not None else 0
+        # Batches above this many rows take the eager step: at 64 rows the fused step measured
+        # slower than the eager one (docs/performance.md). The choice is made per captured
+        # graph (the batch is static there), so it costs nothing per step.
+        self.fused_max_batch = fused_max_batch
         if self.fused is not None:
-            self.decode_step = self.fused.decode
+            self.decode_step = self._decode_either
         elif compile:
             self.decode_step = torch.compile(self.decode, dynamic=True, fullgraph=True)
         if compile_prefill:  # prefill is compute-bound at large chunks; compiling it is optional
@@ -274,13 +279,16 @@ class EngineModel:
         )  # [B, H, S, D]
         return out.transpose(1, 2).reshape(B, S, H * D)
 
+    def layer_parts(self, layer):
+        """A decoder layer's (first norm, second norm, output projection, MLP) modules."""
+        if self.arch == "gpt_bigcode":
+            return layer.ln_1, layer.ln_2, layer.attn.c_proj, layer.mlp
+        ln1, ln2 = layer.input_layernorm, layer.post_attention_layernorm
+        return ln1, ln2, layer.self_attn.o_proj, layer.mlp
+
     def _block(self, i, layer, x, rope, wpos, rows, L, mask, decode):
         cache = self.cache
-        if self.arch == "gpt_bigcode":
-            ln1, ln2, o_proj, mlp = layer.ln_1, layer.ln_2, layer.attn.c_proj, layer.mlp
-        else:
-            ln1, ln2 = layer.input_layernorm, layer.post_attention_layernorm
-            o_proj, mlp = layer.self_attn.o_proj, layer.mlp
+        ln1, ln2, o_proj, mlp = self.layer_parts(layer)
         q, k, v = self._qkv(layer, ln1(x), rope)
         if decode:  # rows is a count: slots 0..rows-1, a plain view of the cache
             wslot = self._arange[:rows, None].expand_as(wpos)
@@ -334,6 +342,11 @@ class EngineModel:
                 x = self._block(i, layer, x, rope, wpos, slots, L, mask, decode=False)
         h = x[torch.arange(x.shape[0], device=x.device), last]  # [B, E]
         return self.lm_head(self.final_norm(h)).float()
+
+    def _decode_either(self, ids, pos, wpos, key_pos):
+        if ids.shape[0] > self.fused_max_batch:
+            return self.decode(ids, pos, wpos, key_pos)
+        return self.fused.decode(ids, pos, wpos, key_pos)
 
     def _prefill_small_fused(self, ids, pos, wpos, slots, key_pos, last, from_zero=False):
         # A short chunk is launch-bound: the fused kernels (one row per token); a long one is

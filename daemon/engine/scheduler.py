@@ -40,7 +40,7 @@ import torch
 
 from ..backends.base import Sequence, TokenStep
 from .graphs import DecodeGraphs, DecodeIO, decode_and_pick
-from .model import EngineModel
+from .model import EngineModel, UnsupportedModel
 from .sampling import RowPick, sample
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,10 @@ class EngineConfig:
     # Launch the next decode step before reading this one's tokens while the batch is steady
     # and greedy. None: on with CUDA graphs, where the host's share of a step is the largest.
     lookahead: bool | None = None
+    # Prefill chunks packed into one forward, captured per token bucket (``packed``). None: on
+    # with CUDA graphs where Triton imports; True: also elsewhere (the CPU only under Triton's
+    # interpreter, which the tests use).
+    packed_prefill: bool | None = None
 
 
 @dataclass(eq=False)
@@ -146,6 +150,7 @@ class Scheduler:
         self.decode_feed_max = feed if feed is not None else (4 if self.graphs else 1)
         ahead = cfg.lookahead
         self.lookahead = ahead if ahead is not None else self.graphs is not None
+        self.packed = self._packed_prefill(cfg.packed_prefill, graphs=self.graphs is not None)
         self._inflight: _Launched | None = None  # a decode step launched ahead, not read yet
         self.slots = [_Slot() for _ in range(cfg.max_batch)]
         self.waiting: collections.deque[Request] = collections.deque()
@@ -158,6 +163,25 @@ class Scheduler:
         self._tick = 0
         self.counters = collections.Counter()
         self._thread = threading.Thread(target=self._run, name="lspilot-engine", daemon=True)
+
+    def _packed_prefill(self, want: bool | None, graphs: bool):
+        if want is False or (want is None and not graphs):
+            return None
+        try:
+            from .packed import PackedPrefill, packed_support
+        except ImportError as exc:  # no Triton on this machine
+            if want:
+                raise UnsupportedModel(f"packed prefill needs Triton: {exc}") from exc
+            log.info("packed prefill off: %s", exc)
+            return None
+        reason = packed_support(self.em)
+        if reason is not None:
+            if want:
+                raise UnsupportedModel(f"packed prefill: {reason}")
+            log.info("packed prefill off: %s", reason)
+            return None
+        budget = self.cfg.prefill_token_budget
+        return PackedPrefill(self.em, budget, self.cfg.prefill_rows, graphs=graphs)
 
     # -- the asyncio side ---------------------------------------------------------------------
 
@@ -347,6 +371,28 @@ class Scheduler:
                 break
         if not rows:
             return
+        for req, _ in rows:
+            req.steps_run += 1
+        if self.packed is not None:
+            chunks = [(r.slot, len(self.slots[r.slot].tokens), r.pending[:n]) for r, n in rows]
+            logits = self.packed.run(chunks)  # [rows, V]
+        else:
+            logits = self._padded_prefill(rows)
+        self.counters["prefill_steps_total"] += 1
+        self.counters["prefill_tokens_total"] += sum(n for _, n in rows)
+        done = []
+        for b, (req, n) in enumerate(rows):
+            self.slots[req.slot].tokens.extend(req.pending[:n])
+            del req.pending[:n]
+            if not req.pending:
+                done.append((b, req))
+        if done:
+            reqs = [req for _, req in done]
+            steps = self._sample(logits, [b for b, _ in done], [self._pick(r) for r in reqs])
+            self._emit_tokens(reqs, steps)
+
+    def _padded_prefill(self, rows: list[tuple[Request, int]]) -> torch.Tensor:
+        """The chunks right-padded into one [rows, longest] batch (the eager prefill)."""
         B, S = len(rows), max(n for _, n in rows)
         ids = torch.zeros(B, S, dtype=torch.long)
         pos = torch.zeros(B, S, dtype=torch.long)
@@ -362,12 +408,11 @@ class Scheduler:
             pos[b, :n] = torch.arange(start, start + n)
             wpos[b, :n] = pos[b, :n]
             L = max(L, start + n)
-            req.steps_run += 1
         # Attend over a multiple of 64 positions (the mask hides the extra ones): attention
         # kernels want aligned lengths, and fewer distinct shapes means fewer kernel variants.
         L = min(-(-L // 64) * 64, self.cache.max_len + 1)
         dev = self.em.device
-        logits = self.em.prefill_step(
+        return self.em.prefill_step(
             ids.to(dev),
             pos.to(dev),
             wpos.to(dev),
@@ -376,18 +421,6 @@ class Scheduler:
             last.to(dev),
             from_zero=from_zero,
         )  # [B, V]
-        self.counters["prefill_steps_total"] += 1
-        self.counters["prefill_tokens_total"] += sum(n for _, n in rows)
-        done = []
-        for b, (req, n) in enumerate(rows):
-            self.slots[req.slot].tokens.extend(req.pending[:n])
-            del req.pending[:n]
-            if not req.pending:
-                done.append((b, req))
-        if done:
-            reqs = [req for _, req in done]
-            steps = self._sample(logits, [b for b, _ in done], [self._pick(r) for r in reqs])
-            self._emit_tokens(reqs, steps)
 
     # 4. decode -------------------------------------------------------------------------------
 

@@ -224,3 +224,19 @@ def test_tiles_cover_the_inputs_in_whole_steps(B, N, K, splittable):
     else:
         programs = -(-N // t.block_n) * -(-B // t.block_m) * splits
         assert programs <= 2 * PROGRAMS or splits == 1
+
+
+def test_batches_above_fused_max_batch_take_the_eager_step():
+    em = EngineModel(tiny("qwen2"), max_len=128, fused=True, fused_max_batch=2)
+    em.allocate(4)
+    g = torch.Generator().manual_seed(9)
+    with torch.inference_mode():
+        for rows, step in ((4, em.decode), (2, em.fused.decode)):
+            ids = torch.randint(0, VOCAB, (rows, 1), generator=g)
+            pos = torch.full((rows, 1), 3)
+            want = step(ids, pos, pos, em.key_pos(64))
+            got = em.decode_step(ids, pos, pos, em.key_pos(64))
+            assert torch.equal(got, want)
+        # The two steps differ in rounding, so the check above can tell which one ran.
+        eager, fused = (f(ids, pos, pos, em.key_pos(64)) for f in (em.decode, em.fused.decode))
+        assert not torch.equal(eager, fused)

@@ -1,0 +1,133 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Causal attention of packed prompt chunks over the KV cache (a Triton kernel).
+
+A prefill step packs the chunks of several sequences into one run of T tokens (``packed``):
+each chunk is a slice of consecutive positions of one slot, its keys and values already written
+to the cache. The kernel runs one program per (block of up to ``BLOCK_M`` queries of one chunk,
+query head): flash attention over the slot's keys 0..(the block's last position), with the
+causal mask inside the block. Everything it needs about the blocks comes from a small table in
+device memory, so one launch shape serves any mix of chunk lengths and cached prefixes: the
+property that lets a whole prefill step be captured in a CUDA graph per token bucket.
+
+Block table rows: (first packed row, queries in the block, slot, position of its first query);
+a row with 0 queries is padding and does nothing.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+BLOCK_M = 64  # queries per program; also the packing granule of the block table
+
+
+@triton.jit
+def _attend_keys(
+    q, q_pos, m_i, l_i, acc, k_ptr, v_ptr, kv, l0, end, s_pos, scale,
+    D: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    # One online-softmax step over keys l0..l0+BLOCK_N of one slot and KV head.
+    rn = tl.arange(0, BLOCK_N)
+    rd = tl.arange(0, D)
+    ll = l0 + rn
+    l_ok = ll < end
+    offs = kv + ll[:, None] * s_pos + rd[None, :]
+    k = tl.load(k_ptr + offs, mask=l_ok[:, None], other=0.0)  # [BLOCK_N, D]
+    scores = tl.dot(q, tl.trans(k)) * scale  # [BLOCK_M, BLOCK_N]
+    seen = l_ok[None, :] & (ll[None, :] <= q_pos[:, None])
+    scores = tl.where(seen, scores, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(scores, axis=1))
+    alpha = tl.exp(m_i - m_new)
+    p = tl.exp(scores - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    v = tl.load(v_ptr + offs, mask=l_ok[:, None], other=0.0)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _chunk_attn_kernel(
+    q_ptr, k_ptr, v_ptr, o_ptr, meta_ptr,
+    scale, n_heads, G, s_slot, s_head, s_pos,
+    D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, INTERPRET: tl.constexpr,
+):  # fmt: skip
+    # q, o: [T, H, D]; k, v: one layer of the cache, [slots, Hkv, M + 1, D]; meta: [NB, 4].
+    blk, h = tl.program_id(0), tl.program_id(1)
+    first = tl.load(meta_ptr + blk * 4)
+    n = tl.load(meta_ptr + blk * 4 + 1)
+    slot = tl.load(meta_ptr + blk * 4 + 2)
+    p0 = tl.load(meta_ptr + blk * 4 + 3)
+    rm = tl.arange(0, BLOCK_M)
+    rd = tl.arange(0, D)
+    m_ok = rm < n
+    q_pos = p0 + rm
+    q_offs = ((first + rm)[:, None] * n_heads + h) * D + rd[None, :]
+    q = tl.load(q_ptr + q_offs, mask=m_ok[:, None], other=0.0)
+    kv = slot * s_slot + (h // G) * s_head
+    end = p0 + n  # keys 0..end-1: the cached prefix and this chunk up to the block's last query
+    m_i = tl.full([BLOCK_M], -1e30, tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, D], tl.float32)
+    # The same steps either way: the interpreter cannot run a for loop to a bound loaded from
+    # memory, and the compiler pipelines a for loop's loads where it would not a while loop's.
+    if INTERPRET:
+        l0 = 0
+        while l0 < end:
+            m_i, l_i, acc = _attend_keys(
+                q, q_pos, m_i, l_i, acc, k_ptr, v_ptr, kv, l0, end, s_pos, scale, D, BLOCK_N
+            )
+            l0 += BLOCK_N
+    else:
+        for l0 in range(0, end, BLOCK_N):
+            m_i, l_i, acc = _attend_keys(
+                q, q_pos, m_i, l_i, acc, k_ptr, v_ptr, kv, l0, end, s_pos, scale, D, BLOCK_N
+            )
+    out = acc / tl.maximum(l_i, 1e-30)[:, None]
+    tl.store(o_ptr + q_offs, out.to(o_ptr.dtype.element_ty), mask=m_ok[:, None])
+
+
+def chunk_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    meta: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """q: [T, H, D] packed queries; k_cache, v_cache: one layer, [slots, Hkv, M + 1, D];
+    meta: [NB, 4] int64 block table (module docstring) -> [T, H * D] (zeros where no block
+    covers a row: the packing's padding)."""
+    T, H, D = q.shape
+    Hkv = k_cache.shape[1]
+    q = q.contiguous()
+    out = torch.zeros(T, H, D, device=q.device, dtype=q.dtype)
+    s_slot, s_head, s_pos, _ = k_cache.stride()
+    _chunk_attn_kernel[(meta.shape[0], H)](
+        q, k_cache, v_cache, out, meta,
+        scale, H, H // Hkv, s_slot, s_head, s_pos,
+        D=D, BLOCK_M=BLOCK_M, BLOCK_N=64, INTERPRET=os.environ.get("TRITON_INTERPRET") == "1",
+        num_warps=4, num_stages=2,
+    )  # fmt: skip
+    return out.view(T, H * D)
+
+
+def block_table(chunks: list[tuple[int, int, int]], n_blocks: int) -> list[int]:
+    """Rows of the block table for chunks of (slot, first position, length), packed one after
+    another from row 0, padded with empty blocks to ``n_blocks``; flattened."""
+    rows: list[int] = []
+    first = 0
+    for slot, start, n in chunks:
+        for b0 in range(0, n, BLOCK_M):
+            rows += (first + b0, min(BLOCK_M, n - b0), slot, start + b0)
+        first += n
+    if len(rows) > 4 * n_blocks:
+        raise ValueError(f"{len(rows) // 4} blocks for a table of {n_blocks}")
+    return rows + [0, 0, 0, 0] * (n_blocks - len(rows) // 4)
+
+
+def blocks_for(tokens: int, chunks: int) -> int:
+    """Blocks a table needs for ``tokens`` packed tokens in at most ``chunks`` chunks: each
+    chunk's last block may be partial."""
+    return -(-tokens // BLOCK_M) + chunks

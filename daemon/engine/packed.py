@@ -1,0 +1,154 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The prefill step packed: chunks of many sequences in one forward, one CUDA graph per size.
+
+The eager prefill (``EngineModel.prefill``) pads its chunks into a [rows, longest] batch and
+launches ~20 kernels per layer from Python; on the GPU machine that launch work alone measured
+~36 ms per step for a 0.5B model whatever the length (docs/performance.md), which is most of a
+cold first token and, under load, of everyone's wait. Here the chunks are packed end to end
+into T tokens (T rounded up to a bucket: 64, 128, ... the step's token budget), the projections
+run over all T rows at once (cuBLAS through the HF modules), and attention is
+``chunk_attention``, which reads every chunk's cached prefix from the KV cache through a block
+table. All shapes then depend on T alone, so each bucket's whole step is captured once and
+replayed; what changes between steps (tokens, positions, slots, the block table, which rows'
+logits to return) crosses in one copy into static buffers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+
+from .chunk_attention import block_table, blocks_for, chunk_attention
+from .graphs import bucket_for, buckets
+from .model import EngineModel
+
+log = logging.getLogger(__name__)
+
+
+def packed_support(em: EngineModel) -> str | None:
+    """None when the packed prefill can run this model, else why not."""
+    d = em.shape.head_dim
+    if d < 16 or d & (d - 1):
+        return f"head_dim {d} is not a power of two >= 16"
+    return None
+
+
+class PackedPrefill:
+    """``run(chunks)``: logits at the last token of each (slot, first position, tokens) chunk.
+
+    ``max_tokens``: the most tokens of one step (the scheduler's budget); ``max_chunks``: the
+    most chunks. ``graphs``: capture each bucket's step (CUDA); otherwise run it directly.
+    """
+
+    def __init__(self, em: EngineModel, max_tokens: int, max_chunks: int, graphs: bool) -> None:
+        reason = packed_support(em)
+        if reason is not None:
+            raise ValueError(f"packed prefill cannot run this model: {reason}")
+        self.em = em
+        self.max_chunks = max_chunks
+        self.buckets = buckets(max_tokens, min(64, max_tokens))
+        T = self.max_tokens = max_tokens
+        self._nb = blocks_for(T, max_chunks)
+        # One static buffer: ids, pos, wpos, slots ([T] each) | block table [NB, 4] | out rows.
+        n = 4 * T + 4 * self._nb + max_chunks
+        dev = em.device
+        self._static = torch.zeros(n, dtype=torch.long, device=dev)
+        self._host = torch.zeros(n, dtype=torch.long, pin_memory=dev.type == "cuda")
+        self._host_view = self._host.numpy()
+        self._uploaded = torch.cuda.Event() if dev.type == "cuda" else None
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] | None = (
+            {} if graphs else None
+        )
+        self._pool = torch.cuda.graph_pool_handle() if graphs else None
+
+    # -- the host side ------------------------------------------------------------------------
+
+    def run(self, chunks: list[tuple[int, int, list[int]]]) -> torch.Tensor:
+        """chunks: (slot, first position, tokens) each -> logits [len(chunks), V] float32."""
+        total = sum(len(t) for _, _, t in chunks)
+        if not chunks or total > self.max_tokens or len(chunks) > self.max_chunks:
+            raise ValueError(
+                f"{len(chunks)} chunks of {total} tokens; the step takes 1..{self.max_chunks} "
+                f"chunks of at most {self.max_tokens} tokens"
+            )
+        T = bucket_for(total, self.buckets)
+        self._upload(chunks, T)
+        if self.graphs is None:
+            logits = self._step(T)
+        else:
+            graph, logits = self.graphs.get(T) or self.capture(T)
+            graph.replay()
+        return logits[: len(chunks)]
+
+    def _upload(self, chunks, T: int) -> None:
+        M, nb = self.max_tokens, self._nb
+        if self._uploaded is not None:
+            self._uploaded.synchronize()  # the previous upload has left the pinned buffer
+        h = self._host_view
+        h[:] = 0
+        h[2 * M : 3 * M] = self.em.cache.trash  # padding tokens write to the trash row
+        row = 0
+        for i, (slot, start, tokens) in enumerate(chunks):
+            n = len(tokens)
+            h[row : row + n] = tokens
+            h[M + row : M + row + n] = np.arange(start, start + n)
+            h[2 * M + row : 2 * M + row + n] = h[M + row : M + row + n]
+            h[3 * M + row : 3 * M + row + n] = slot
+            h[4 * M + 4 * nb + i] = row + n - 1
+            row += n
+        table = block_table([(s, p, len(t)) for s, p, t in chunks], blocks_for(T, self.max_chunks))
+        h[4 * M : 4 * M + len(table)] = table
+        self._static.copy_(self._host, non_blocking=True)
+        if self._uploaded is not None:
+            self._uploaded.record()
+
+    # -- the device side (what a graph captures) ----------------------------------------------
+
+    def _step(self, T: int) -> torch.Tensor:
+        em, cache, M = self.em, self.em.cache, self.max_tokens
+        s = self._static
+        ids, pos, wpos, slots = (s[i * M : i * M + T][None] for i in range(4))  # [1, T] each
+        nb = blocks_for(T, self.max_chunks)
+        meta = s[4 * M : 4 * M + 4 * nb].view(nb, 4)
+        out_rows = s[4 * M + 4 * self._nb :]
+        x = em._embed(ids, pos)  # [1, T, E]
+        rope = em._rope(pos)
+        for i, layer in enumerate(em.layers):
+            ln1, ln2, o_proj, mlp = em.layer_parts(layer)
+            q, k, v = em._qkv(layer, ln1(x), rope)  # q: [1, H, T, D]; k, v: [1, Hkv, T, D]
+            cache.write(i, slots, wpos, k, v)
+            attn = chunk_attention(q[0].transpose(0, 1), cache.k[i], cache.v[i], meta, em.scaling)
+            x = x + o_proj(attn[None])
+            x = x + mlp(ln2(x))
+        h = x[0].index_select(0, out_rows)  # [chunks, E]
+        return em.lm_head(em.final_norm(h)).float()
+
+    def capture(self, T: int):
+        # Warm up (Triton compiles, cuBLAS picks kernels) on a side stream over the inputs as
+        # uploaded, then capture. Inputs are the caller's real ones, so the warm-up's cache
+        # writes are the same writes the replay makes.
+        t_start = time.perf_counter()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self._step(T)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+            out = self._step(T)
+        self.graphs[T] = (graph, out)
+        log.info("captured prefill graph tokens=%d (%.2f s)", T, time.perf_counter() - t_start)
+        return graph, out
+
+    def capture_all(self) -> int:
+        """Capture every bucket now (the daemon's warm-up), with padding inputs only."""
+        if self.graphs is None:
+            return 0
+        for T in self.buckets:
+            if T not in self.graphs:
+                self._upload([], T)
+                self.capture(T)
+        return len(self.graphs)

@@ -1,0 +1,134 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The packed prefill (``packed``, ``chunk_attention``) against the eager prefill and
+``generate``, on the CPU through Triton's interpreter in float32.
+
+Chunks of different slots, lengths and cached prefixes share one packed step; each must give
+the logits and the cache writes of the same chunk prefilled alone through the eager path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("triton")
+if os.environ.get("TRITON_INTERPRET") != "1":  # set by tests/conftest.py before any import
+    pytest.skip("needs Triton's interpreter (TRITON_INTERPRET=1)", allow_module_level=True)
+
+from lspilot.daemon.backends.base import SamplingParams, Sequence  # noqa: E402
+from lspilot.daemon.engine import EngineBackend  # noqa: E402
+from lspilot.daemon.engine.chunk_attention import BLOCK_M, block_table  # noqa: E402
+from lspilot.daemon.engine.model import EngineModel  # noqa: E402
+from lspilot.daemon.engine.packed import PackedPrefill  # noqa: E402
+
+from .test_fused_decode import VOCAB, collect, tiny  # noqa: E402
+
+
+def test_block_table_splits_chunks_into_blocks_and_pads():
+    table = block_table([(3, 10, BLOCK_M + 5), (1, 0, 2)], n_blocks=5)
+    rows = [table[i : i + 4] for i in range(0, len(table), 4)]
+    assert rows == [
+        [0, BLOCK_M, 3, 10],
+        [BLOCK_M, 5, 3, 10 + BLOCK_M],
+        [BLOCK_M + 5, 2, 1, 0],
+        [0, 0, 0, 0],
+        [0, 0, 0, 0],
+    ]
+    with pytest.raises(ValueError, match="blocks"):
+        block_table([(0, 0, 3 * BLOCK_M)], n_blocks=2)
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gpt_bigcode"])
+def test_packed_step_matches_eager_prefill_of_each_chunk(arch):
+    em = EngineModel(tiny(arch), max_len=256)
+    em.allocate(4)
+    g = torch.Generator().manual_seed(7)
+    cached = {1: 40, 2: 0, 3: 70}  # slot -> tokens already in the cache
+    new = {1: 9, 2: 75, 3: 1}  # slot -> chunk length (75: two blocks of queries)
+    with torch.inference_mode():
+        for slot, n in cached.items():
+            if n:
+                ids = torch.randint(0, VOCAB, (1, n), generator=g)
+                pos = torch.arange(n)[None]
+                em.prefill(
+                    ids, pos, pos, torch.tensor([slot]), em.key_pos(n), torch.tensor([n - 1])
+                )
+        chunks = {s: torch.randint(0, VOCAB, (n,), generator=g).tolist() for s, n in new.items()}
+        base_k, base_v = em.cache.k.clone(), em.cache.v.clone()
+        want = {}
+        for slot, toks in chunks.items():  # each chunk alone through the eager path
+            start, n = cached[slot], len(toks)
+            pos = torch.arange(start, start + n)[None]
+            want[slot] = em.prefill(
+                torch.tensor([toks]), pos, pos, torch.tensor([slot]),
+                em.key_pos(start + n), torch.tensor([n - 1]),
+            )[0]  # fmt: skip
+        k_want, v_want = em.cache.k.clone(), em.cache.v.clone()
+        em.cache.k.copy_(base_k)
+        em.cache.v.copy_(base_v)
+        packed = PackedPrefill(em, max_tokens=128, max_chunks=4, graphs=False)
+        got = packed.run([(s, cached[s], t) for s, t in chunks.items()])
+    assert got.shape == (3, VOCAB)
+    for b, slot in enumerate(chunks):
+        assert (got[b] - want[slot]).abs().max() <= 1e-4 * want[slot].abs().max()
+        assert torch.equal(got[b].argmax(), want[slot].argmax())
+    real = slice(0, 256)  # every position but the trash row, which padding tokens write
+    assert torch.allclose(em.cache.k[:, :, :, real], k_want[:, :, :, real], atol=1e-5)
+    assert torch.allclose(em.cache.v[:, :, :, real], v_want[:, :, :, real], atol=1e-5)
+
+
+def test_packed_step_refuses_more_than_it_holds():
+    em = EngineModel(tiny("qwen2"), max_len=256)
+    em.allocate(2)
+    packed = PackedPrefill(em, max_tokens=64, max_chunks=2, graphs=False)
+    with pytest.raises(ValueError, match="at most 64 tokens"):
+        packed.run([(0, 0, [1] * 65)])
+    with pytest.raises(ValueError, match="1..2 chunks"):
+        packed.run([(0, 0, [1]), (1, 0, [1]), (0, 5, [1])])
+
+
+def test_engine_with_packed_prefill_matches_generate_with_chunks_and_reuse():
+    model = tiny("qwen2")
+    g = torch.Generator().manual_seed(8)
+    prompts = [torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in (37, 9, 70)]
+
+    def reference(ids, n):
+        x = torch.tensor([ids])
+        with torch.no_grad():
+            out = model.generate(
+                x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n,
+                do_sample=False, pad_token_id=0,
+            )  # fmt: skip
+        return out[0, len(ids) :].tolist()
+
+    async def run():
+        be = EngineBackend(
+            model, device="cpu", max_batch=3, max_len=160, packed_prefill=True,
+            prefill_chunk=16, prefill_token_budget=64, prefill_rows=3,
+        )  # fmt: skip
+        try:
+            assert be.info.extra["packed_prefill"] == "true"
+            got = await asyncio.gather(
+                *(
+                    collect(be, Sequence(str(i), p, SamplingParams(max_new_tokens=4)))
+                    for i, p in enumerate(prompts)
+                )
+            )
+            first = await collect(be, Sequence("a", prompts[2], SamplingParams(4), "doc"))
+            edited = prompts[2][:-30] + [7, 8]  # an edit 30 tokens before the end
+            seq = Sequence("b", edited, SamplingParams(max_new_tokens=4), cache_key="doc")
+            again = await collect(be, seq)
+            return got, first, again, seq.cached_tokens, be.stats()
+        finally:
+            await be.close()
+
+    got, first, again, cached, stats = asyncio.run(run())
+    assert got == [reference(p, 4) for p in prompts]
+    assert first == reference(prompts[2], 4)
+    assert again == reference(prompts[2][:-30] + [7, 8], 4)
+    assert cached == len(prompts[2]) - 30
+    assert stats["prefill_steps_total"] >= 3  # 116 prompt tokens through a 64-token budget
