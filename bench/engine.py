@@ -387,6 +387,10 @@ def graph_replay_ms(be, shapes, reps=100):
         return {}
     out = {}
     for B, L in shapes:
+        if B > graphs.batch_buckets[-1] or L > graphs.len_buckets[-1]:
+            what = "max_len" if L > graphs.len_buckets[-1] else "max_batch"
+            out[f"B{B}_L{L}"] = f"skipped: beyond {what}"
+            continue
         B, L = graphs.shape_for(B, L)
         graph, _ = graphs.graphs.get((B, L)) or graphs.capture(B, L)
         # Every row attends L keys; writes go to the trash row, so no slot is disturbed.
@@ -405,6 +409,58 @@ def graph_replay_ms(be, shapes, reps=100):
             times.append(start.elapsed_time(end) / reps)
         graphs.pos[:B].zero_()
         out[f"B{B}_L{L}"] = statistics.median(times)
+    return out
+
+
+def fused_step_ms(em, batches=(2, 8, 32, 64), L=1024, reps=50):
+    """GPU time of one fused (Triton) decode step per batch, attending ``L`` keys: the step
+    captured alone in a CUDA graph, whatever batch buckets the engine would dispatch to.
+    Every row writes to the cache's trash row, so no slot is disturbed; the engine's graphs
+    and their inputs are not used."""
+    import torch
+
+    if em.fused is None or em.device.type != "cuda":
+        return {}
+    slots = em.cache.k[0].shape[0]
+    out = {}
+    for B in batches:
+        key = f"B{B}_L{L}"
+        if B > slots or L > em.max_len:
+            out[key] = f"skipped: beyond {'max_len' if L > em.max_len else 'max_batch'}"
+            continue
+        with torch.inference_mode():
+            ids = torch.zeros(B, 1, dtype=torch.long, device=em.device)
+            pos = torch.full((B, 1), L - 1, dtype=torch.long, device=em.device)
+            wpos = torch.full((B, 1), em.max_len, dtype=torch.long, device=em.device)
+            key_pos = em.key_pos(L)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # Triton compiles and tunes outside the capture
+                em.fused.decode(ids, pos, wpos, key_pos)
+                em.fused.decode(ids, pos, wpos, key_pos)
+            torch.cuda.current_stream().wait_stream(side)
+            graph, logits = torch.cuda.CUDAGraph(), None
+            try:
+                with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                    logits = em.fused.decode(ids, pos, wpos, key_pos)
+                graph.replay()  # warm
+                torch.cuda.synchronize()
+                times = []
+                for _ in range(reps):
+                    start = torch.cuda.Event(enable_timing=True)
+                    end = torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    graph.replay()
+                    end.record()
+                    end.synchronize()
+                    times.append(start.elapsed_time(end))
+                out[key] = statistics.median(times)
+            finally:
+                torch.cuda.synchronize()
+                del graph, logits  # the graph's private memory pool goes with them
+        del ids, pos, wpos, key_pos
+        gc.collect()
+        torch.cuda.empty_cache()
     return out
 
 
@@ -473,6 +529,9 @@ def kernel_times(em, B=2, L=1024, sweep=False):
     x = torch.randn(B, E, device=dev, dtype=torch.float32)
     pos = torch.full((B,), L - 1, device=dev, dtype=torch.long)
     wpos = torch.full((B,), em.max_len, device=dev, dtype=torch.long)
+    slots = em._arange[:B]  # row b is slot b, as FusedDecode.decode passes to _forward
+    if slots.shape[0] != B:
+        raise ValueError(f"batch {B} exceeds the engine's {slots.shape[0]} slots")
     cos, sin = (None, None) if fd.bigcode else (em.cos, em.sin)
     kc, vc = cache.k[0], cache.v[0]
     act = K.ACT_GELU_TANH if fd.bigcode else K.ACT_SILU_MUL
@@ -480,20 +539,20 @@ def kernel_times(em, B=2, L=1024, sweep=False):
     def qkv(**kw):
         return K.qkv_rope(x, lw.w_qkv, lw.b_qkv, n_heads=sh.n_heads, n_kv=sh.n_kv_heads,
                           head_dim=sh.head_dim, k_cache=kc, v_cache=vc, pos=pos, wpos=wpos,
-                          cos=cos, sin=sin, norm=fd.norm_kind, norm_w=lw.ln1[0],
-                          norm_b=lw.ln1[1], **kw)  # fmt: skip
+                          slots=slots, cos=cos, sin=sin, norm=fd.norm_kind, norm_w=lw.ln1[0],
+                          norm_b=lw.ln1[1], eps=lw.ln1[2], **kw)  # fmt: skip
 
     def up(**kw):
         return K.linear(x, lw.w_up, lw.b_up, norm=fd.norm_kind, norm_w=lw.ln2[0],
-                        norm_b=lw.ln2[1], act=act, **kw)  # fmt: skip
+                        norm_b=lw.ln2[1], eps=lw.ln2[2], act=act, **kw)  # fmt: skip
 
     q = qkv()
-    attn = K.attention(q, kc, vc, pos, L, em.scaling)
+    attn = K.attention(q, kc, vc, pos, slots, L, em.scaling)
     h = up()
     kv_bytes = 2 * B * sh.n_kv_heads * L * sh.head_dim * kc.element_size()
     ops = {
         "qkv_rope": (qkv, lw.w_qkv),
-        "attention": (lambda: K.attention(q, kc, vc, pos, L, em.scaling), None),
+        "attention": (lambda: K.attention(q, kc, vc, pos, slots, L, em.scaling), None),
         "o_proj": (lambda: K.linear(attn, lw.w_o, lw.b_o, accumulate=x), lw.w_o),
         "up_act": (up, lw.w_up),
         "down": (lambda: K.linear(h, lw.w_down, lw.b_down, accumulate=x), lw.w_down),
@@ -505,6 +564,7 @@ def kernel_times(em, B=2, L=1024, sweep=False):
                 norm=fd.norm_kind,
                 norm_w=fd.final[0],
                 norm_b=fd.final[1],
+                eps=fd.final[2],
                 out_dtype=torch.float32,
             ),
             fd.head,
@@ -530,7 +590,7 @@ def kernel_times(em, B=2, L=1024, sweep=False):
                  lambda t: K.linear(h, lw.w_down, lw.b_down, accumulate=x, tiles=t)),
         "lm_head": (fd.head.shape[0], E, False, lambda t: K.linear(
             x, fd.head, fd.head_bias, norm=fd.norm_kind, norm_w=fd.final[0],
-            norm_b=fd.final[1], out_dtype=torch.float32, tiles=t)),
+            norm_b=fd.final[1], eps=fd.final[2], out_dtype=torch.float32, tiles=t)),
     }  # fmt: skip
     sweep = {}
     for op, (N, Kin, split_ok, call) in shapes.items():
@@ -670,8 +730,12 @@ def bench_model(name, cfg, args, deadline):
         max_len=max_len,
         compile=args.compile,
         fused=None if args.fused == "auto" else args.fused == "on",
+        fused_max_batch=args.fused_max_batch,
+        packed_prefill=None if args.packed == "auto" else args.packed == "on",
     )
     res["fused_decode"] = be.info.extra.get("fused_decode")
+    res["packed_prefill"] = be.info.extra.get("packed_prefill")
+    res["fused_max_batch"] = args.fused_max_batch
     loop = asyncio.new_event_loop()
     try:
 
@@ -697,6 +761,7 @@ def bench_model(name, cfg, args, deadline):
 
         section("engine_decode", decode_engine)
         section("engine_graph_replay_ms", lambda: graph_replay_ms(be, replay_shapes))
+        section("fused_step_ms", lambda: fused_step_ms(be._em))
         section("kernel_times", lambda: kernel_times(be._em, sweep=name in args.sweep))
         if name in args.sweep:
             section("kernel_times_b8", lambda: kernel_times(be._em, B=8, sweep=True))
@@ -761,24 +826,31 @@ def bench_model(name, cfg, args, deadline):
         loop.close()
     gc.collect()
 
-    def fused_prefill_ttft():
-        # Prompt chunks through the Triton kernels (one row per token) against the eager
-        # prefill above (engine_ttft), same lengths: the keystroke case is the 300-token
-        # re-prefill of a PSM prompt's suffix.
-        be1 = EngineBackend(model, device=DEVICE, max_batch=4, max_len=8192,
+    def padded_prefill():
+        # The same engine with the padded eager prefill (HF modules launched from Python) in
+        # place of the packed, graph-captured one: first-token times at the same lengths, and
+        # the 64-client traffic, side by side with engine_ttft and engine_concurrency above.
+        be1 = EngineBackend(model, device=DEVICE, max_batch=args.max_batch, max_len=max_len,
+                            packed_prefill=False,
                             fused_prefill_tokens=args.fused_prefill_tokens)  # fmt: skip
         lp = asyncio.new_event_loop()
         try:
-            lengths = [n for n in args.ttft_lengths if n <= 4096]
-            out = lp.run_until_complete(engine_ttft(be1, rng, vocab, lengths))
+            lp.run_until_complete(be1.warmup())
+            lengths = [n for n in args.ttft_lengths if n < max_len]
+            out = {"ttft": lp.run_until_complete(engine_ttft(be1, rng, vocab, lengths))}
+            c = max(args.clients)
+            per = max(2, args.min_requests // c)
+            out["concurrency"] = {
+                str(c): lp.run_until_complete(engine_concurrency(be1, rng, vocab, c, per))
+            }
             out["fused_prefill_tokens"] = int(be1.info.extra["fused_prefill_tokens"])
             lp.run_until_complete(be1.close())
         finally:
             lp.close()
         return out
 
-    if args.fused_prefill_tokens:
-        section("fused_prefill_ttft", fused_prefill_ttft)
+    if not args.skip_eager:
+        section("padded_prefill", padded_prefill)
     torch._dynamo.reset()  # compiled code holds the engine, and with it the KV cache
     gc.collect()
     if DEVICE == "cuda":
@@ -931,9 +1003,11 @@ def main() -> None:
     ap.add_argument("--skip-stock", action="store_true", help="engine sections only")
     ap.add_argument("--skip-eager", action="store_true", help="no eager-engine comparison")
     ap.add_argument("--fused", choices=["auto", "on", "off"], default="auto")
+    ap.add_argument("--packed", choices=["auto", "on", "off"], default="auto", help="prefill")
+    ap.add_argument("--fused-max-batch", type=int, default=32, help="larger batches: eager step")
     ap.add_argument("--sweep", nargs="*", default=[], help="models to sweep kernel tiles for")
     ap.add_argument(
-        "--fused-prefill-tokens", type=int, default=1024, help="fused prefill TTFT (0: skip)"
+        "--fused-prefill-tokens", type=int, default=0, help="padded engine: fused prefill chunks"
     )
     ap.add_argument("--fp32-match", nargs="*", default=[], help="models to also match in fp32")
     ap.add_argument("--section-timeout-s", type=int, default=120)
@@ -1011,6 +1085,7 @@ def summary(r: dict) -> None:
     print(f"   eager engine {g('eager_engine_decode')} | fused {r.get('fused_decode')}")
     print("   fused vs eager", r.get("fused_vs_eager"))
     print("   replay fused", r.get("engine_graph_replay_ms"))
+    print("   fused step (own graph)", r.get("fused_step_ms"))
     print("   replay eager", r.get("eager_engine_decode", {}).get("graph_replay_ms"))
     for kname in ("kernel_times", "kernel_times_b8"):
         print_kernels(r.get(kname, {}))
@@ -1034,6 +1109,16 @@ def summary(r: dict) -> None:
             f"gap p95 {v['gap_p95_ms']:.2f} "
             f"after-cancel max {v['steps_after_cancel_max']}"
         )
+    pad = r.get("padded_prefill", {})
+    for k, v in (pad.get("ttft") or {}).items():
+        print(f"   padded prefill ttft {k}", {kk: vv for kk, vv in v.items() if "runs" not in kk})
+    for c, v in (pad.get("concurrency") or {}).items():
+        print(
+            f"   padded prefill c={c}: {v['completions_per_s']:.1f}/s ttft p50 "
+            f"{v['ttft_p50_ms']:.1f} p95 {v['ttft_p95_ms']:.1f} gap p95 {v['gap_p95_ms']:.2f}"
+        )
+    if "error" in pad:
+        print("   padded prefill", str(pad)[:300])
     print(
         "   stock seq",
         r.get("stock_sequential"),
