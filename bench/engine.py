@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import json
 import os
 import random
@@ -576,6 +577,17 @@ def kernel_times(em, B=2, L=1024, sweep=False):
         nbytes = kv_bytes if w is None else w.numel() * w.element_size()
         out[name] = {"us": us, "bytes": nbytes, "tb_s": nbytes / us / 1e6}
     out["layer_us"] = sum(out[k]["us"] for k in ops if k != "lm_head")
+    # Rotary pairs per q/k/v program: fewer means more programs reading the weight at once.
+    qkv_bj = {}
+    for bj in (4, 8, 16):
+        for bk in (128, 512):
+            t = K.Tiles.make(B, lw.w_qkv.shape[0], E, dot=False, block_n=16, block_k=bk,
+                             block_j=bj)  # fmt: skip
+            try:
+                qkv_bj[f"fma|bj{bj}|bk{bk}"] = _graph_us(lambda t=t: qkv(tiles=t))
+            except Exception as e:  # noqa: BLE001 - a tile that does not fit
+                qkv_bj[f"fma|bj{bj}|bk{bk}"] = type(e).__name__
+    out["qkv_block_j"] = qkv_bj
 
     if not sweep:
         return out
@@ -608,6 +620,86 @@ def kernel_times(em, B=2, L=1024, sweep=False):
                                 sweep[key] = type(e).__name__
     out["sweep"] = sweep
     return out
+
+
+def prefill_profile(be, lengths=(512, 2048, 8192), sweep_lengths=(2048, 8192)):
+    """The packed prefill step alone: ms, tokens/s and TFLOP/s per token bucket, for one
+    chunk from position 0 ("cold") and 16 chunks continuing after 1024 cached positions
+    ("burst", what many editors arriving at once look like); then a tile sweep of its
+    attention kernel on the same tables. Runs on the engine's thread and forgets every slot
+    it wrote (their cached prefixes are garbage afterwards)."""
+    import torch
+
+    from lspilot.daemon.engine.chunk_attention import block_table, blocks_for, chunk_attention
+
+    sched = be._sched
+    packed, em = sched.packed, be._em
+    if packed is None or em.device.type != "cuda":
+        return {}
+    sh = em.shape
+    layer_params = sum(p.numel() for layer in em.layers for p in layer.parameters())
+    H, D = sh.n_heads, sh.head_dim
+
+    def workloads(T):
+        out = {"burst": [(i, 1024, [11] * (T // 16)) for i in range(16)]}
+        if T <= em.max_len:
+            out["cold"] = [(0, 0, [11] * T)]
+        return out
+
+    def flops(chunks):
+        n = sum(len(t) for _, _, t in chunks)
+        keys = sum(sum(p + 1 for p in range(s, s + len(t))) for _, s, t in chunks)
+        return 2 * layer_params * n + 4 * keys * H * D * sh.n_layers
+
+    def timed(fn, reps=10):
+        fn()
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(reps):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b))
+        return statistics.median(times)
+
+    def work():
+        res = {"steps": {}, "attention_sweep": {}}
+        for T in lengths:
+            for kind, chunks in workloads(T).items():
+                ms = timed(lambda c=chunks: packed.run(c))
+                res["steps"][f"{kind}_T{T}"] = {
+                    "ms": ms,
+                    "tokens_per_s": T / ms * 1000,
+                    "tflop_s": flops(chunks) / ms / 1e9,
+                }
+        kc, vc = em.cache.k[0], em.cache.v[0]
+
+        def attend(q, meta, bm, bn, warps, stages):
+            return lambda: chunk_attention(q, kc, vc, meta, em.scaling, block_m=bm, block_n=bn,
+                                           num_warps=warps, num_stages=stages)  # fmt: skip
+
+        for T in sweep_lengths:
+            q = torch.randn(T, H, D, device=em.device, dtype=em.dtype)
+            for kind, chunks in workloads(T).items():
+                spans = [(s_, p, len(t)) for s_, p, t in chunks]
+                for bm in (64, 128):
+                    nb = blocks_for(T, len(chunks), bm)
+                    meta = torch.tensor(block_table(spans, nb, bm), device=em.device).view(nb, 4)
+                    for bn, warps, stages in itertools.product((32, 64, 128), (4, 8), (2, 3)):
+                        key = f"{kind}_T{T}|bm{bm}|bn{bn}|w{warps}|s{stages}"
+                        try:
+                            fn = attend(q, meta, bm, bn, warps, stages)
+                            res["attention_sweep"][key] = _graph_us(fn, reps=5)
+                        except Exception as e:  # noqa: BLE001 - a tile that does not fit
+                            res["attention_sweep"][key] = type(e).__name__
+        for slot in sched.slots:  # every slot's KV may have been written: nothing is cached
+            if slot.owner is None:
+                slot.tokens, slot.key = [], ""
+        return res
+
+    return sched.call(work).result()
 
 
 # -- one model ---------------------------------------------------------------------------------
@@ -820,6 +912,8 @@ def bench_model(name, cfg, args, deadline):
 
         section("engine_64x32", same_as_generate_batch)
         res["engine_stats_throughput"] = be.stats()
+        sweep_lengths = (2048, 8192) if args.attention_sweep else ()
+        section("prefill_profile", lambda: prefill_profile(be, sweep_lengths=sweep_lengths))
         loop.run_until_complete(be.close())
         be = None
     finally:
@@ -1009,6 +1103,7 @@ def main() -> None:
     ap.add_argument(
         "--fused-prefill-tokens", type=int, default=0, help="padded engine: fused prefill chunks"
     )
+    ap.add_argument("--attention-sweep", action="store_true", help="prefill attention tiles")
     ap.add_argument("--fp32-match", nargs="*", default=[], help="models to also match in fp32")
     ap.add_argument("--section-timeout-s", type=int, default=120)
     ap.add_argument("--tiny", action="store_true", help="smoke test: tiny models on the CPU")
@@ -1109,6 +1204,20 @@ def summary(r: dict) -> None:
             f"gap p95 {v['gap_p95_ms']:.2f} "
             f"after-cancel max {v['steps_after_cancel_max']}"
         )
+    prof = r.get("prefill_profile", {})
+    for k, v in (prof.get("steps") or {}).items():
+        print(f"   packed step {k}: {v['ms']:.2f} ms {v['tflop_s']:.0f} TFLOP/s")
+    sw = {k: v for k, v in (prof.get("attention_sweep") or {}).items() if isinstance(v, float)}
+    for kind in sorted({k.split("|")[0] for k in sw}):
+        best = sorted((v, k) for k, v in sw.items() if k.startswith(kind + "|"))[:3]
+        now = {c: sw.get(f"{kind}|bm64|{c}|w4|s3") for c in ("bn64", "bn32")}  # the defaults
+        print(
+            f"   attention {kind}: now {now} best",
+            [(k.split("|", 1)[1], round(v, 1)) for v, k in best],
+        )
+    qbj = r.get("kernel_times", {}).get("qkv_block_j")
+    if qbj:
+        print("   qkv block_j", qbj)
     pad = r.get("padded_prefill", {})
     for k, v in (pad.get("ttft") or {}).items():
         print(f"   padded prefill ttft {k}", {kk: vv for kk, vv in v.items() if "runs" not in kk})

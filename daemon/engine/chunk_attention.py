@@ -95,39 +95,51 @@ def chunk_attention(
     v_cache: torch.Tensor,
     meta: torch.Tensor,
     scale: float,
+    *,
+    block_m: int = BLOCK_M,
+    block_n: int | None = None,
+    num_warps: int = 4,
+    num_stages: int = 3,
 ) -> torch.Tensor:
     """q: [T, H, D] packed queries; k_cache, v_cache: one layer, [slots, Hkv, M + 1, D];
-    meta: [NB, 4] int64 block table (module docstring) -> [T, H * D] (zeros where no block
-    covers a row: the packing's padding)."""
+    meta: [NB, 4] int64 block table (module docstring) built with the same ``block_m``
+    -> [T, H * D] (zeros where no block covers a row: the packing's padding). The tile
+    arguments are for the benchmark's sweep."""
     T, H, D = q.shape
     Hkv = k_cache.shape[1]
+    # Measured best on an H200 (bench/engine.py prefill_profile): 64 keys a step at head_dim
+    # 64, 32 at 128 (the [BLOCK_M, D] accumulator leaves fewer registers for keys).
+    block_n = block_n or (64 if D <= 64 else 32)
     q = q.contiguous()
     out = torch.zeros(T, H, D, device=q.device, dtype=q.dtype)
     s_slot, s_head, s_pos, _ = k_cache.stride()
     _chunk_attn_kernel[(meta.shape[0], H)](
         q, k_cache, v_cache, out, meta,
         scale, H, H // Hkv, s_slot, s_head, s_pos,
-        D=D, BLOCK_M=BLOCK_M, BLOCK_N=64, INTERPRET=os.environ.get("TRITON_INTERPRET") == "1",
-        num_warps=4, num_stages=2,
+        D=D, BLOCK_M=block_m, BLOCK_N=block_n,
+        INTERPRET=os.environ.get("TRITON_INTERPRET") == "1",
+        num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
     return out.view(T, H * D)
 
 
-def block_table(chunks: list[tuple[int, int, int]], n_blocks: int) -> list[int]:
+def block_table(
+    chunks: list[tuple[int, int, int]], n_blocks: int, block_m: int = BLOCK_M
+) -> list[int]:
     """Rows of the block table for chunks of (slot, first position, length), packed one after
     another from row 0, padded with empty blocks to ``n_blocks``; flattened."""
     rows: list[int] = []
     first = 0
     for slot, start, n in chunks:
-        for b0 in range(0, n, BLOCK_M):
-            rows += (first + b0, min(BLOCK_M, n - b0), slot, start + b0)
+        for b0 in range(0, n, block_m):
+            rows += (first + b0, min(block_m, n - b0), slot, start + b0)
         first += n
     if len(rows) > 4 * n_blocks:
         raise ValueError(f"{len(rows) // 4} blocks for a table of {n_blocks}")
     return rows + [0, 0, 0, 0] * (n_blocks - len(rows) // 4)
 
 
-def blocks_for(tokens: int, chunks: int) -> int:
+def blocks_for(tokens: int, chunks: int, block_m: int = BLOCK_M) -> int:
     """Blocks a table needs for ``tokens`` packed tokens in at most ``chunks`` chunks: each
     chunk's last block may be partial."""
-    return -(-tokens // BLOCK_M) + chunks
+    return -(-tokens // block_m) + chunks
