@@ -822,12 +822,12 @@ def bench_model(name, cfg, args, deadline):
         max_len=max_len,
         compile=args.compile,
         fused=None if args.fused == "auto" else args.fused == "on",
-        fused_max_batch=args.fused_max_batch,
+        fused_max_batch=args.fused_max_batch or None,
         packed_prefill=None if args.packed == "auto" else args.packed == "on",
     )
     res["fused_decode"] = be.info.extra.get("fused_decode")
     res["packed_prefill"] = be.info.extra.get("packed_prefill")
-    res["fused_max_batch"] = args.fused_max_batch
+    res["fused_max_batch"] = be.info.extra.get("fused_max_batch")
     loop = asyncio.new_event_loop()
     try:
 
@@ -1098,7 +1098,7 @@ def main() -> None:
     ap.add_argument("--skip-eager", action="store_true", help="no eager-engine comparison")
     ap.add_argument("--fused", choices=["auto", "on", "off"], default="auto")
     ap.add_argument("--packed", choices=["auto", "on", "off"], default="auto", help="prefill")
-    ap.add_argument("--fused-max-batch", type=int, default=32, help="larger batches: eager step")
+    ap.add_argument("--fused-max-batch", type=int, default=0, help="larger: eager (0: auto)")
     ap.add_argument("--sweep", nargs="*", default=[], help="models to sweep kernel tiles for")
     ap.add_argument(
         "--fused-prefill-tokens", type=int, default=0, help="padded engine: fused prefill chunks"

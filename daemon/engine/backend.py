@@ -36,7 +36,7 @@ class EngineBackend:
         compile_prefill: bool = False,
         fused: bool | None = None,
         fused_prefill_tokens: int = 0,
-        fused_max_batch: int = 32,
+        fused_max_batch: int | None = None,
         decode_feed_max: int | None = None,
         lookahead: bool | None = None,
         packed_prefill: bool | None = None,
@@ -46,7 +46,7 @@ class EngineBackend:
         where the architecture is supported; docs/performance.md has its measurements).
         ``fused_prefill_tokens``: prompt chunks up to that many tokens through the same kernels
         (0: off, not yet measured on a GPU). ``fused_max_batch``: larger batches take the eager
-        step. ``compile``: torch.compile the eager decode step
+        step (None: where that measured faster). ``compile``: torch.compile the eager decode step
         before capture, where the fused one does not run. ``lookahead``: launch a steady greedy
         batch's next step before reading this one's tokens (None: with CUDA graphs).
         ``packed_prefill``: prompt chunks packed into one graph-captured forward (None: with CUDA
@@ -87,7 +87,7 @@ class EngineBackend:
                 "compiled": str(compile).lower(),
                 "fused_decode": str(self._em.fused is not None).lower(),
                 "fused_prefill_tokens": str(self._em.fused_prefill_tokens),
-                "fused_max_batch": str(fused_max_batch),
+                "fused_max_batch": str(self._em.fused_max_batch),
                 "packed_prefill": str(self._sched.packed is not None).lower(),
                 "kv_cache_mib": f"{self._sched.cache.nbytes / 2**20:.0f}",
             },

@@ -99,7 +99,7 @@ class EngineModel:
         compile_prefill: bool = False,
         fused: bool | None = None,
         fused_prefill_tokens: int = 0,
-        fused_max_batch: int = 32,
+        fused_max_batch: int | None = None,
     ) -> None:
         cfg = model.config
         arch = getattr(cfg, "model_type", "")
@@ -161,9 +161,13 @@ class EngineModel:
         # Prompt chunks of at most this many tokens (rows x padded length) go through the fused
         # kernels too; 0: never. Off by default until measured on a GPU (docs/performance.md).
         self.fused_prefill_tokens = fused_prefill_tokens if self.fused is not None else 0
-        # Batches above this many rows take the eager step: at 64 rows the fused step measured
-        # slower than the eager one (docs/performance.md). The choice is made per captured
-        # graph (the batch is static there), so it costs nothing per step.
+        # Batches above this many rows take the eager step. None: where the fused step was
+        # measured slower (docs/performance.md, run 11): gpt_bigcode above 8 rows (at 32 and 64
+        # rows 2.83 and 4.36 ms against 2.46 and 2.71 eager); never for the llama-like models
+        # (at 64 rows 2.3-6.5 ms against 4.1-7.5). The choice is made per captured graph (the
+        # batch is static there), so it costs nothing per step.
+        if fused_max_batch is None:
+            fused_max_batch = 8 if arch == "gpt_bigcode" else 1 << 30
         self.fused_max_batch = fused_max_batch
         if self.fused is not None:
             self.decode_step = self._decode_either

@@ -240,3 +240,15 @@ def test_batches_above_fused_max_batch_take_the_eager_step():
         # The two steps differ in rounding, so the check above can tell which one ran.
         eager, fused = (f(ids, pos, pos, em.key_pos(64)) for f in (em.decode, em.fused.decode))
         assert not torch.equal(eager, fused)
+
+
+def test_gpt_bigcode_takes_the_eager_step_above_8_rows_by_default():
+    # Measured on the H200 (docs/performance.md): the fused step is slower there at 32 and 64.
+    em = EngineModel(tiny("gpt_bigcode"), max_len=128, fused=True)
+    em.allocate(12)
+    ids = torch.randint(0, VOCAB, (12, 1), generator=torch.Generator().manual_seed(2))
+    pos = torch.full((12, 1), 3)
+    with torch.inference_mode():
+        want = em.decode(ids, pos, pos, em.key_pos(64))
+        assert torch.equal(em.decode_step(ids, pos, pos, em.key_pos(64)), want)
+    assert EngineModel(tiny("qwen2"), max_len=64, fused=True).fused_max_batch > 64
