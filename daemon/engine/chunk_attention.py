@@ -21,6 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .kernels import softmax_fold
+
 BLOCK_M = 64  # queries per program; also the packing granule of the block table
 
 
@@ -39,13 +41,8 @@ def _attend_keys(
     scores = tl.dot(q, tl.trans(k)) * scale  # [BLOCK_M, BLOCK_N]
     seen = l_ok[None, :] & (ll[None, :] <= q_pos[:, None])
     scores = tl.where(seen, scores, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(scores, axis=1))
-    alpha = tl.exp(m_i - m_new)
-    p = tl.exp(scores - m_new[:, None])
-    l_i = l_i * alpha + tl.sum(p, axis=1)
     v = tl.load(v_ptr + offs, mask=l_ok[:, None], other=0.0)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-    return m_new, l_i, acc
+    return softmax_fold(scores, v, m_i, l_i, acc)
 
 
 @triton.jit

@@ -217,6 +217,18 @@ def _qkv_rope_kernel(
 
 
 @triton.jit
+def softmax_fold(scores, v, m_i, l_i, acc):
+    # One step of online softmax: a block of (masked) scores [R, L] and its values [L, D] folded
+    # into the running row max, sum and output -> (m_i, l_i, acc).
+    m_new = tl.maximum(m_i, tl.max(scores, axis=1))
+    alpha = tl.exp(m_i - m_new)
+    p = tl.exp(scores - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return m_new, l_i, acc
+
+
+@triton.jit
 def _attn_split_kernel(
     q_ptr, k_ptr, v_ptr, pos_ptr, slot_ptr, o_ptr, lse_ptr,
     scale, n_heads, s_slot, s_head, s_pos,
@@ -250,13 +262,8 @@ def _attn_split_kernel(
         k = tl.load(k_ptr + offs, mask=l_ok[:, None], other=0.0)  # [BLOCK_L, D]
         scores = tl.dot(q, tl.trans(k)) * scale  # [BLOCK_G, BLOCK_L]
         scores = tl.where(l_ok[None, :], scores, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(scores, axis=1))
-        alpha = tl.exp(m_i - m_new)
-        p = tl.exp(scores - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
         v = tl.load(v_ptr + offs, mask=l_ok[:, None], other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        m_i, l_i, acc = softmax_fold(scores, v, m_i, l_i, acc)
     lse = tl.where(l_i > 0, m_i + tl.log(l_i), float("-inf"))
     out = acc / tl.maximum(l_i, 1e-30)[:, None]
     row = (b * n_heads + head) * n_splits + s

@@ -88,6 +88,26 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
+def triton_part(what: str, want: bool | None, load, em: EngineModel):
+    """A Triton-built part of the engine, or None where it cannot run and was not demanded.
+
+    ``load()`` imports the part (Triton may be missing) and returns (build, support): its
+    constructor and the check that says why this model cannot use it (None: it can). ``want``
+    True raises ``UnsupportedModel`` with the reason; None logs it and returns None."""
+    try:
+        build, support = load()
+    except ImportError as exc:  # no Triton on this machine
+        reason = f"needs Triton: {exc}"
+    else:
+        reason = support(em)
+        if reason is None:
+            return build()
+    if want:
+        raise UnsupportedModel(f"{what}: {reason}")
+    log.info("%s off: %s", what, reason)
+    return None
+
+
 class EngineModel:
     """``prefill`` and ``decode`` steps over a loaded HF causal LM, with a KV cache we own."""
 
@@ -186,20 +206,13 @@ class EngineModel:
         """
         if fused is False or (fused is None and self.device.type != "cuda"):
             return None
-        try:
+
+        def load():
             from .fused import FusedDecode, fused_support
-        except ImportError as exc:  # no Triton on this machine
-            if fused:
-                raise UnsupportedModel(f"fused decode needs Triton: {exc}") from exc
-            log.info("fused decode off: %s", exc)
-            return None
-        reason = fused_support(self)
-        if reason is not None:
-            if fused:
-                raise UnsupportedModel(f"fused decode: {reason}")
-            log.info("fused decode off: %s", reason)
-            return None
-        return FusedDecode(self)
+
+            return lambda: FusedDecode(self), fused_support
+
+        return triton_part("fused decode", fused, load, self)
 
     def allocate(self, slots: int) -> KVCache:
         self.cache = KVCache(self.shape, slots, self.max_len, self.device, self.dtype)

@@ -40,7 +40,7 @@ import torch
 
 from ..backends.base import Sequence, TokenStep
 from .graphs import DecodeGraphs, DecodeIO, decode_and_pick
-from .model import EngineModel, UnsupportedModel
+from .model import EngineModel, triton_part
 from .sampling import RowPick, sample
 
 log = logging.getLogger(__name__)
@@ -167,21 +167,17 @@ class Scheduler:
     def _packed_prefill(self, want: bool | None, graphs: bool):
         if want is False or (want is None and not graphs):
             return None
-        try:
+        cfg = self.cfg
+
+        def load():
             from .packed import PackedPrefill, packed_support
-        except ImportError as exc:  # no Triton on this machine
-            if want:
-                raise UnsupportedModel(f"packed prefill needs Triton: {exc}") from exc
-            log.info("packed prefill off: %s", exc)
-            return None
-        reason = packed_support(self.em)
-        if reason is not None:
-            if want:
-                raise UnsupportedModel(f"packed prefill: {reason}")
-            log.info("packed prefill off: %s", reason)
-            return None
-        budget = self.cfg.prefill_token_budget
-        return PackedPrefill(self.em, budget, self.cfg.prefill_rows, graphs=graphs)
+
+            def build():
+                return PackedPrefill(self.em, cfg.prefill_token_budget, cfg.prefill_rows, graphs)
+
+            return build, packed_support
+
+        return triton_part("packed prefill", want, load, self.em)
 
     # -- the asyncio side ---------------------------------------------------------------------
 

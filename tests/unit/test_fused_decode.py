@@ -90,12 +90,7 @@ def test_fused_step_matches_eager_step(arch, rows):
 def test_engine_with_fused_decode_matches_generate():
     model = tiny("qwen2")
     ids = torch.randint(0, VOCAB, (30,), generator=torch.Generator().manual_seed(3)).tolist()
-    x = torch.tensor([ids])
-    with torch.no_grad():
-        ref = model.generate(
-            x, attention_mask=torch.ones_like(x), max_new_tokens=6, min_new_tokens=6,
-            do_sample=False, pad_token_id=0,
-        )[0, len(ids) :].tolist()  # fmt: skip
+    ref = greedy(model, ids, 6)
 
     async def run():
         be = EngineBackend(model, device="cpu", max_batch=2, max_len=128, fused=True)
@@ -146,15 +141,6 @@ def test_engine_with_fused_prefill_matches_generate_with_chunks_and_reuse():
     g = torch.Generator().manual_seed(4)
     prompts = [torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in (21, 9, 14)]
 
-    def reference(ids, n):
-        x = torch.tensor([ids])
-        with torch.no_grad():
-            out = model.generate(
-                x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n,
-                do_sample=False, pad_token_id=0,
-            )  # fmt: skip
-        return out[0, len(ids) :].tolist()
-
     async def run():
         be = EngineBackend(
             model, device="cpu", max_batch=3, max_len=128, fused=True, fused_prefill_tokens=64,
@@ -177,11 +163,22 @@ def test_engine_with_fused_prefill_matches_generate_with_chunks_and_reuse():
             await be.close()
 
     got, first, again, cached, stats = asyncio.run(run())
-    assert got == [reference(p, 3) for p in prompts]
-    assert first == reference(prompts[0], 3)
-    assert again == reference(prompts[0][:-1] + [7, 8], 3)
+    assert got == [greedy(model, p, 3) for p in prompts]
+    assert first == greedy(model, prompts[0], 3)
+    assert again == greedy(model, prompts[0][:-1] + [7, 8], 3)
     assert cached == len(prompts[0]) - 1
     assert stats["prefill_steps_total"] >= 4  # chunks of 8 with a 16-token budget
+
+
+def greedy(model, ids: list[int], n: int) -> list[int]:
+    """``model.generate``'s greedy continuation of ``ids``, exactly ``n`` tokens."""
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        out = model.generate(
+            x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n,
+            do_sample=False, pad_token_id=0,
+        )  # fmt: skip
+    return out[0, len(ids) :].tolist()
 
 
 async def collect(be, seq):

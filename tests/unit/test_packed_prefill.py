@@ -25,7 +25,7 @@ from lspilot.daemon.engine.chunk_attention import BLOCK_M, block_table  # noqa: 
 from lspilot.daemon.engine.model import EngineModel  # noqa: E402
 from lspilot.daemon.engine.packed import PackedPrefill  # noqa: E402
 
-from .test_fused_decode import VOCAB, collect, tiny  # noqa: E402
+from .test_fused_decode import VOCAB, collect, greedy, tiny  # noqa: E402
 
 
 def test_block_table_splits_chunks_into_blocks_and_pads():
@@ -96,15 +96,6 @@ def test_engine_with_packed_prefill_matches_generate_with_chunks_and_reuse():
     g = torch.Generator().manual_seed(8)
     prompts = [torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in (37, 9, 70)]
 
-    def reference(ids, n):
-        x = torch.tensor([ids])
-        with torch.no_grad():
-            out = model.generate(
-                x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n,
-                do_sample=False, pad_token_id=0,
-            )  # fmt: skip
-        return out[0, len(ids) :].tolist()
-
     async def run():
         be = EngineBackend(
             model, device="cpu", max_batch=3, max_len=160, packed_prefill=True,
@@ -127,8 +118,8 @@ def test_engine_with_packed_prefill_matches_generate_with_chunks_and_reuse():
             await be.close()
 
     got, first, again, cached, stats = asyncio.run(run())
-    assert got == [reference(p, 4) for p in prompts]
-    assert first == reference(prompts[2], 4)
-    assert again == reference(prompts[2][:-30] + [7, 8], 4)
+    assert got == [greedy(model, p, 4) for p in prompts]
+    assert first == greedy(model, prompts[2], 4)
+    assert again == greedy(model, prompts[2][:-30] + [7, 8], 4)
     assert cached == len(prompts[2]) - 30
     assert stats["prefill_steps_total"] >= 3  # 116 prompt tokens through a 64-token budget
