@@ -126,7 +126,7 @@ def _load(args: argparse.Namespace, state):
         # someone's first completions.
         state.loading = f"warming up {name}"
         n = backend.warmup_blocking()
-        log.info("engine warm: %d decode graphs captured", n)
+        log.info("engine warm: %d CUDA graphs captured (decode and prefill)", n)
     return CompletionService(model, backend)
 
 

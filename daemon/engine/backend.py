@@ -162,6 +162,7 @@ class EngineBackend:
                 "decode_rows_total",
                 "decode_steps_after_cancel_total",
                 "decode_steps_lookahead_total",
+                "packed_prefill_failures_total",
             )
         }
         out["active_sequences"] = float(self.active_sequences())

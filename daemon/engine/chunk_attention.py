@@ -15,8 +15,6 @@ a row with 0 queries is padding and does nothing.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
@@ -114,7 +112,7 @@ def chunk_attention(
         q, k_cache, v_cache, out, meta,
         scale, H, H // Hkv, s_slot, s_head, s_pos,
         D=D, BLOCK_M=block_m, BLOCK_N=block_n,
-        INTERPRET=os.environ.get("TRITON_INTERPRET") == "1",
+        INTERPRET=triton.knobs.runtime.interpret,
         num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
     return out.view(T, H * D)

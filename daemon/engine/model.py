@@ -189,10 +189,10 @@ class EngineModel:
         if fused_max_batch is None:
             fused_max_batch = 8 if arch == "gpt_bigcode" else 1 << 30
         self.fused_max_batch = fused_max_batch
-        if self.fused is not None:
-            self.decode_step = self._decode_either
-        elif compile:
-            self.decode_step = torch.compile(self.decode, dynamic=True, fullgraph=True)
+        self._eager_decode = (
+            torch.compile(self.decode, dynamic=True, fullgraph=True) if compile else self.decode
+        )
+        self.decode_step = self._eager_decode if self.fused is None else self._decode_either
         if compile_prefill:  # prefill is compute-bound at large chunks; compiling it is optional
             self.prefill_step = torch.compile(self.prefill, dynamic=True, fullgraph=True)
         if self.fused_prefill_tokens:
@@ -362,7 +362,7 @@ class EngineModel:
 
     def _decode_either(self, ids, pos, wpos, key_pos):
         if ids.shape[0] > self.fused_max_batch:
-            return self.decode(ids, pos, wpos, key_pos)
+            return self._eager_decode(ids, pos, wpos, key_pos)
         return self.fused.decode(ids, pos, wpos, key_pos)
 
     def _prefill_small_fused(self, ids, pos, wpos, slots, key_pos, last, from_zero=False):

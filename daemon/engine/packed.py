@@ -67,7 +67,10 @@ class PackedPrefill:
     # -- the host side ------------------------------------------------------------------------
 
     def run(self, chunks: list[tuple[int, int, list[int]]]) -> torch.Tensor:
-        """chunks: (slot, first position, tokens) each -> logits [len(chunks), V] float32."""
+        """chunks: (slot, first position, tokens) each -> logits [len(chunks), V] float32.
+
+        With graphs the logits are a view of the graph's output, overwritten by the next run:
+        use them (as the scheduler's sampling does, on the same stream) before calling again."""
         total = sum(len(t) for _, _, t in chunks)
         if not chunks or total > self.max_tokens or len(chunks) > self.max_chunks:
             raise ValueError(

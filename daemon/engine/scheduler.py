@@ -369,10 +369,19 @@ class Scheduler:
             return
         for req, _ in rows:
             req.steps_run += 1
+        logits = None
         if self.packed is not None:
             chunks = [(r.slot, len(self.slots[r.slot].tokens), r.pending[:n]) for r, n in rows]
-            logits = self.packed.run(chunks)  # [rows, V]
-        else:
+            try:
+                logits = self.packed.run(chunks)  # [rows, V]
+            except Exception:
+                # A bucket that fails to compile or capture (memory, a driver) must not fail
+                # every request from now on: the padded prefill computes the same step, and
+                # rewrites whatever KV the failed one left at these positions.
+                log.exception("packed prefill failed; using the padded prefill from now on")
+                self.packed = None
+                self.counters["packed_prefill_failures_total"] += 1
+        if logits is None:
             logits = self._padded_prefill(rows)
         self.counters["prefill_steps_total"] += 1
         self.counters["prefill_tokens_total"] += sum(n for _, n in rows)

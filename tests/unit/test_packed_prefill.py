@@ -123,3 +123,31 @@ def test_engine_with_packed_prefill_matches_generate_with_chunks_and_reuse():
     assert again == greedy(model, prompts[2][:-30] + [7, 8], 4)
     assert cached == len(prompts[2]) - 30
     assert stats["prefill_steps_total"] >= 3  # 116 prompt tokens through a 64-token budget
+
+
+def test_a_failing_packed_step_falls_back_to_the_padded_prefill_and_loses_nothing():
+    model = tiny("qwen2")
+    prompt = torch.randint(0, VOCAB, (40,), generator=torch.Generator().manual_seed(1)).tolist()
+
+    async def run():
+        be = EngineBackend(model, device="cpu", max_batch=2, max_len=96, packed_prefill=True)
+        try:
+            packed = be._sched.packed
+            real_run = packed.run
+
+            def broken(chunks):
+                real_run(chunks)  # leave whatever KV a failing step might have written
+                raise RuntimeError("injected: bucket capture failed")
+
+            packed.run = broken
+            first = await collect(be, Sequence("a", prompt, SamplingParams(max_new_tokens=4)))
+            second = await collect(be, Sequence("b", prompt[:30], SamplingParams(4)))
+            return first, second, be.stats(), be._sched.packed
+        finally:
+            await be.close()
+
+    first, second, stats, packed_after = asyncio.run(run())
+    assert first == greedy(model, prompt, 4)
+    assert second == greedy(model, prompt[:30], 4)
+    assert stats["packed_prefill_failures_total"] == 1
+    assert packed_after is None  # the padded prefill took over for good
