@@ -925,8 +925,7 @@ def bench_model(name, cfg, args, deadline):
         # place of the packed, graph-captured one: first-token times at the same lengths, and
         # the 64-client traffic, side by side with engine_ttft and engine_concurrency above.
         be1 = EngineBackend(model, device=DEVICE, max_batch=args.max_batch, max_len=max_len,
-                            packed_prefill=False,
-                            fused_prefill_tokens=args.fused_prefill_tokens)  # fmt: skip
+                            packed_prefill=False)  # fmt: skip
         lp = asyncio.new_event_loop()
         try:
             lp.run_until_complete(be1.warmup())
@@ -937,7 +936,6 @@ def bench_model(name, cfg, args, deadline):
             out["concurrency"] = {
                 str(c): lp.run_until_complete(engine_concurrency(be1, rng, vocab, c, per))
             }
-            out["fused_prefill_tokens"] = int(be1.info.extra["fused_prefill_tokens"])
             lp.run_until_complete(be1.close())
         finally:
             lp.close()
@@ -1100,9 +1098,6 @@ def main() -> None:
     ap.add_argument("--packed", choices=["auto", "on", "off"], default="auto", help="prefill")
     ap.add_argument("--fused-max-batch", type=int, default=0, help="larger: eager (0: auto)")
     ap.add_argument("--sweep", nargs="*", default=[], help="models to sweep kernel tiles for")
-    ap.add_argument(
-        "--fused-prefill-tokens", type=int, default=0, help="padded engine: fused prefill chunks"
-    )
     ap.add_argument("--attention-sweep", action="store_true", help="prefill attention tiles")
     ap.add_argument("--fp32-match", nargs="*", default=[], help="models to also match in fp32")
     ap.add_argument("--section-timeout-s", type=int, default=120)

@@ -35,7 +35,6 @@ class EngineBackend:
         compile: bool = False,
         compile_prefill: bool = False,
         fused: bool | None = None,
-        fused_prefill_tokens: int = 0,
         fused_max_batch: int | None = None,
         decode_feed_max: int | None = None,
         lookahead: bool | None = None,
@@ -44,13 +43,12 @@ class EngineBackend:
         """``model``: a loaded transformers causal LM (llama, qwen2, qwen3, mistral or
         gpt_bigcode), already on ``device``. ``fused``: the Triton decode step (None: on CUDA
         where the architecture is supported; docs/performance.md has its measurements).
-        ``fused_prefill_tokens``: prompt chunks up to that many tokens through the same kernels
-        (0: off, not yet measured on a GPU). ``fused_max_batch``: larger batches take the eager
+        ``fused_max_batch``: larger batches take the eager
         step (None: where that measured faster). ``compile``: torch.compile the eager decode step
         before capture, where the fused one does not run. ``lookahead``: launch a steady greedy
         batch's next step before reading this one's tokens (None: with CUDA graphs).
         ``packed_prefill``: prompt chunks packed into one graph-captured forward (None: with CUDA
-        graphs where Triton imports; then ``fused_prefill_tokens`` is unused)."""
+        graphs where Triton imports)."""
         model_device = next(model.parameters()).device
         if torch.device(device).type != model_device.type:
             raise ValueError(f"model is on {model_device}, backend asked for {device}")
@@ -61,7 +59,6 @@ class EngineBackend:
             compile=compile,
             compile_prefill=compile_prefill,
             fused=fused,
-            fused_prefill_tokens=fused_prefill_tokens,
             fused_max_batch=fused_max_batch,
         )
         self.config = EngineConfig(
@@ -86,7 +83,6 @@ class EngineBackend:
                 "cuda_graphs": str(self._sched.graphs is not None).lower(),
                 "compiled": str(compile).lower(),
                 "fused_decode": str(self._em.fused is not None).lower(),
-                "fused_prefill_tokens": str(self._em.fused_prefill_tokens),
                 "fused_max_batch": str(self._em.fused_max_batch),
                 "packed_prefill": str(self._sched.packed is not None).lower(),
                 "kv_cache_mib": f"{self._sched.cache.nbytes / 2**20:.0f}",

@@ -5,7 +5,6 @@
 either) and computes the same function: per layer, norm + q/k/v projection + rotary embedding +
 cache write in one kernel, split-K attention (two), the output projection added into the float32
 residual stream, norm + gate/up projection + activation, and the down projection added likewise.
-``prefill`` runs a prompt chunk through the same kernels, one row per token.
 
 The stacked weights it needs (q/k/v, gate/up) are built once; the HF modules' own parameters are
 then re-pointed at slices of them, so the model keeps one copy of every weight and the eager
@@ -126,22 +125,9 @@ class FusedDecode:
             key_pos.shape[0],
         )  # fmt: skip
 
-    def prefill(self, ids, pos, wpos, slots, key_pos, last, from_zero: bool = False):
-        """A prompt chunk as EngineModel.prefill takes it (ids, pos, wpos: [B, S], right-padded,
-        padding writing to the trash row; slots, last: [B]), every token one row of the same
-        kernels: a chunk of a few hundred tokens costs about one decode step's launches rather
-        than the eager path's ~60 per layer. Returns logits [B, V] at each row's last token."""
-        B, S = ids.shape
-        flat_slots = slots.repeat_interleave(S)  # [B S]
-        out_rows = torch.arange(B, device=ids.device) * S + last  # [B]
-        return self._forward(
-            ids.reshape(-1), pos.reshape(-1), wpos.reshape(-1), flat_slots, key_pos.shape[0],
-            out_rows,
-        )  # fmt: skip
-
-    def _forward(self, ids, pos, wpos, slots, n_keys: int, out_rows=None):
+    def _forward(self, ids, pos, wpos, slots, n_keys: int):
         """Rows of (token, position, write position, slot): ids, pos, wpos, slots: [R]; each
-        row attends its slot at positions 0..pos. -> logits [R or len(out_rows), V] float32."""
+        row attends its slot at positions 0..pos. -> logits [R, V] float32."""
         em, cache, sh = self.em, self.em.cache, self.em.shape
         # The residual stream in float32: the output and down projections add into it in place.
         x = em._embed(ids[:, None], pos[:, None])[:, 0].float()  # [R, E]
@@ -164,8 +150,6 @@ class FusedDecode:
                 act=mlp_act,
             )  # fmt: skip  # [R, I]
             K.linear(h, lw.w_down, lw.b_down, accumulate=x)
-        if out_rows is not None:
-            x = x.index_select(0, out_rows)
         w, b, eps = self.final
         return K.linear(
             x, self.head, self.head_bias,

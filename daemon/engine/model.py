@@ -118,7 +118,6 @@ class EngineModel:
         compile: bool = False,
         compile_prefill: bool = False,
         fused: bool | None = None,
-        fused_prefill_tokens: int = 0,
         fused_max_batch: int | None = None,
     ) -> None:
         cfg = model.config
@@ -175,12 +174,8 @@ class EngineModel:
         # The steps the scheduler calls. torch.compile fuses the dozens of small elementwise
         # kernels per layer (norms, rope, masking, activations) that otherwise dominate a decode
         # step on the GPU, even inside a CUDA graph: each kernel costs a few microseconds.
-        self.decode_step = self.decode
         self.prefill_step = self.prefill
         self.fused = self._fused_decode(fused)
-        # Prompt chunks of at most this many tokens (rows x padded length) go through the fused
-        # kernels too; 0: never. Off by default until measured on a GPU (docs/performance.md).
-        self.fused_prefill_tokens = fused_prefill_tokens if self.fused is not None else 0
         # Batches above this many rows take the eager step. None: where the fused step was
         # measured slower (docs/performance.md, run 11): gpt_bigcode above 8 rows (at 32 and 64
         # rows 2.83 and 4.36 ms against 2.46 and 2.71 eager); never for the llama-like models
@@ -195,8 +190,6 @@ class EngineModel:
         self.decode_step = self._eager_decode if self.fused is None else self._decode_either
         if compile_prefill:  # prefill is compute-bound at large chunks; compiling it is optional
             self.prefill_step = torch.compile(self.prefill, dynamic=True, fullgraph=True)
-        if self.fused_prefill_tokens:
-            self.prefill_step = self._prefill_small_fused
 
     def _fused_decode(self, fused: bool | None):
         """The Triton decode step (``fused``), or None for the eager one.
@@ -364,12 +357,6 @@ class EngineModel:
         if ids.shape[0] > self.fused_max_batch:
             return self._eager_decode(ids, pos, wpos, key_pos)
         return self.fused.decode(ids, pos, wpos, key_pos)
-
-    def _prefill_small_fused(self, ids, pos, wpos, slots, key_pos, last, from_zero=False):
-        # A short chunk is launch-bound: the fused kernels (one row per token); a long one is
-        # compute-bound: cuBLAS and flash attention through the eager path.
-        step = self.fused.prefill if ids.numel() <= self.fused_prefill_tokens else self.prefill
-        return step(ids, pos, wpos, slots, key_pos, last, from_zero)
 
     def key_pos(self, L: int):
         """Cache positions 0..L-1, the argument that sets how far a step attends."""
