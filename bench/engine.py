@@ -1045,7 +1045,8 @@ def plot(results: list[dict], path: Path) -> None:
     a.set_xticks(list(x), names, rotation=12, fontsize=8)
     a.set_yscale("log")
     a.set_ylabel("decode ms/token, batch 1 (log)")
-    a.legend(fontsize=7)
+    a.set_ylim(top=a.get_ylim()[1] * 6)  # room above the bars for the legend
+    a.legend(fontsize=7, loc="upper left", ncol=2)
     for j, r in enumerate(results):
         kt = r.get("kernel_times", {})
         left = 0.0
@@ -1058,7 +1059,10 @@ def plot(results: list[dict], path: Path) -> None:
                   label="weight bytes / 4.3 TB/s" if j == 0 else None)  # fmt: skip
     b.set_yticks(list(x), names, fontsize=8)
     b.set_xlabel("µs per layer: fused decode step, batch 2, 1024 keys, GPU time")
-    b.legend(fontsize=7, loc="lower right")
+    widest = max((sum(r.get("kernel_times", {}).get(k, {}).get("us", 0.0) for k in KERNELS)
+                  for r in results), default=0.0)  # fmt: skip
+    b.set_xlim(0, widest * 1.55 or 1)  # room on the right for the legend, clear of the bars
+    b.legend(fontsize=7, loc="upper right")
     if conc:
         c = axes[2]
         for r in conc:
