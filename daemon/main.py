@@ -54,6 +54,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="CPU only: int8 dynamic quantisation of the linear layers (about 3-5x "
         "faster decode on a CPU; the suggestions change slightly)",
     )
+    p.add_argument(
+        "--slots",
+        type=int,
+        default=8,
+        help="engine: sequences decoded together, i.e. editors served at once without "
+        "queueing (each holds a KV cache of the model's context; a GPU server for a team "
+        "wants 32-64, see docs/performance.md)",
+    )
     p.add_argument("--log-level", default="INFO")
 
 
@@ -119,7 +127,9 @@ def _load(args: argparse.Namespace, state):
         context_window=args.context,
         quantize=args.quantize,
     )
-    backend = make_backend(args.backend, model)
+    backend = make_backend(args.backend, model, slots=args.slots)
+    log.info("backend %s: %s", backend.info.name,
+             " ".join(f"{k}={v}" for k, v in backend.info.extra.items()))  # fmt: skip
     if hasattr(backend, "warmup_blocking") and backend.info.extra.get("cuda_graphs") == "true":
         # Kernel compiles and graph captures take tens of seconds on a fresh machine (Triton
         # caches its kernels on disk for later starts): pay them while "loading", not inside
@@ -130,7 +140,7 @@ def _load(args: argparse.Namespace, state):
     return CompletionService(model, backend)
 
 
-def make_backend(kind: str, model):
+def make_backend(kind: str, model, slots: int = 8):
     """The fast engine where it supports the architecture, else plain transformers.
 
     ``auto`` falls back quietly (with a log line); asking for ``engine`` explicitly fails loudly
@@ -140,7 +150,7 @@ def make_backend(kind: str, model):
         from .engine import EngineBackend, UnsupportedModel
 
         try:
-            return EngineBackend(model.model, device=model.device)
+            return EngineBackend(model.model, device=model.device, max_batch=slots)
         except UnsupportedModel as exc:
             if kind == "engine":
                 raise

@@ -19,9 +19,10 @@ def models(tmp_path_factory):
 
 
 async def test_auto_uses_the_engine_for_a_known_architecture(models):
-    backend = make_backend("auto", models["starcoder"])
+    backend = make_backend("auto", models["starcoder"], slots=3)
     try:
         assert isinstance(backend, EngineBackend)
+        assert backend.info.extra["max_batch"] == "3"  # the daemon's --slots
     finally:
         await backend.close()
 

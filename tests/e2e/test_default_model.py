@@ -70,11 +70,14 @@ def test_default_model_completes_a_real_program(default_daemon, tmp_path):
 
 
 def test_a_second_start_is_quick_from_the_cache(default_daemon, tmp_path):
-    proc = DaemonProcess(default_daemon.model, tmp_path, backend="auto")
+    proc = DaemonProcess(
+        default_daemon.model, tmp_path, backend="auto", extra_args=("--slots", "3")
+    )
     started = time.monotonic()
     proc.start(timeout=300)
     elapsed = time.monotonic() - started
     proc.stop()
+    assert "backend engine: max_batch=3 " in proc.log_path.read_text()  # --slots reached it
     status = default_daemon.status()
     assert status["model"] == default_daemon.model
     # Seconds, not the ~40 s of GGUF dequantisation (generous for a busy 2-core machine).
