@@ -3,9 +3,11 @@
 
 Reading order: ``model`` (KV cache, prefill and decode over the HF model's modules), ``kernels``
 and ``fused`` (the decode step as six Triton kernels per layer, on CUDA), ``graphs`` (the decode
-step with its greedy token choice, captured per batch and length bucket), ``sampling``,
-``scheduler`` (the worker thread's loop: reap, admit with prefix reuse, chunked prefill, batched
-decode with one step of lookahead) and ``backend`` (the daemon's Backend protocol on top).
+step with its greedy token choice, captured per batch and length bucket), ``chunk_attention``
+and ``packed`` (the prefill step: many sequences' prompt chunks packed into one forward,
+captured per token bucket), ``sampling``, ``scheduler`` (the worker thread's loop: reap, admit
+with prefix reuse, chunked prefill, batched decode with one step of lookahead) and ``backend``
+(the daemon's Backend protocol on top).
 Nothing is imported from torch or triton until a submodule is used.
 """
 

@@ -51,9 +51,10 @@ class PackedPrefill:
         self.max_chunks = max_chunks
         self.buckets = buckets(max_tokens, min(64, max_tokens))
         T = self.max_tokens = max_tokens
-        self._nb = blocks_for(T, max_chunks)
         # One static buffer: ids, pos, wpos, slots ([T] each) | block table [NB, 4] | out rows.
-        n = 4 * T + 4 * self._nb + max_chunks
+        self._table_at = 4 * T
+        self._rows_at = self._table_at + 4 * blocks_for(T, max_chunks)
+        n = self._rows_at + max_chunks
         dev = em.device
         self._static = torch.zeros(n, dtype=torch.long, device=dev)
         self._host = torch.zeros(n, dtype=torch.long, pin_memory=dev.type == "cuda")
@@ -87,7 +88,7 @@ class PackedPrefill:
         return logits[: len(chunks)]
 
     def _upload(self, chunks, T: int) -> None:
-        M, nb = self.max_tokens, self._nb
+        M = self.max_tokens
         if self._uploaded is not None:
             self._uploaded.synchronize()  # the previous upload has left the pinned buffer
         h = self._host_view
@@ -100,13 +101,17 @@ class PackedPrefill:
             h[M + row : M + row + n] = np.arange(start, start + n)
             h[2 * M + row : 2 * M + row + n] = h[M + row : M + row + n]
             h[3 * M + row : 3 * M + row + n] = slot
-            h[4 * M + 4 * nb + i] = row + n - 1
+            h[self._rows_at + i] = row + n - 1
             row += n
-        table = block_table([(s, p, len(t)) for s, p, t in chunks], blocks_for(T, self.max_chunks))
-        h[4 * M : 4 * M + len(table)] = table
+        table = block_table([(s, p, len(t)) for s, p, t in chunks], self._blocks(T))
+        h[self._table_at : self._table_at + len(table)] = table
         self._static.copy_(self._host, non_blocking=True)
         if self._uploaded is not None:
             self._uploaded.record()
+
+    def _blocks(self, T: int) -> int:
+        """Rows of the block table a step of bucket ``T`` reads."""
+        return blocks_for(T, self.max_chunks)
 
     # -- the device side (what a graph captures) ----------------------------------------------
 
@@ -114,9 +119,9 @@ class PackedPrefill:
         em, cache, M = self.em, self.em.cache, self.max_tokens
         s = self._static
         ids, pos, wpos, slots = (s[i * M : i * M + T][None] for i in range(4))  # [1, T] each
-        nb = blocks_for(T, self.max_chunks)
-        meta = s[4 * M : 4 * M + 4 * nb].view(nb, 4)
-        out_rows = s[4 * M + 4 * self._nb :]
+        nb = self._blocks(T)
+        meta = s[self._table_at : self._table_at + 4 * nb].view(nb, 4)
+        out_rows = s[self._rows_at :]
         x = em._embed(ids, pos)  # [1, T, E]
         rope = em._rope(pos)
         for i, layer in enumerate(em.layers):
