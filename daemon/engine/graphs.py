@@ -38,6 +38,14 @@ def buckets(limit: int, first: int) -> list[int]:
     return out
 
 
+def fine_buckets(limit: int, first: int, from_size: int = 1024) -> list[int]:
+    """``buckets`` with the midpoints (1.5x) added from ``from_size`` on: a step whose time grows
+    with its size (a long prefill) then pads at most a third, not half."""
+    out = buckets(limit, first)
+    mids = [b + b // 2 for b in out if b >= from_size and b + b // 2 < limit]
+    return sorted(set(out + mids))
+
+
 def bucket_for(value: int, options: list[int]) -> int:
     return options[bisect.bisect_left(options, value)]
 

@@ -5,10 +5,10 @@ The eager prefill (``EngineModel.prefill``) pads its chunks into a [rows, longes
 launches ~20 kernels per layer from Python; on the GPU machine that launch work alone measured
 ~36 ms per step for a 0.5B model whatever the length (docs/performance.md), which is most of a
 cold first token and, under load, of everyone's wait. Here the chunks are packed end to end
-into T tokens (T rounded up to a bucket: 64, 128, ... the step's token budget), the projections
-run over all T rows at once (cuBLAS through the HF modules), and attention is
-``chunk_attention``, which reads every chunk's cached prefix from the KV cache through a block
-table. All shapes then depend on T alone, so each bucket's whole step is captured once and
+into T tokens (T rounded up to a bucket: 64, 128, ..., 1024, 1536, 2048, 3072, ... up to the
+step's token budget), the projections run over all T rows at once (cuBLAS through the HF
+modules), and attention is ``chunk_attention``, which reads every chunk's cached prefix from the
+KV cache through a block table. All shapes then depend on T alone, so each bucket's whole step is captured once and
 replayed; what changes between steps (tokens, positions, slots, the block table, which rows'
 logits to return) crosses in one copy into static buffers.
 """
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .chunk_attention import block_table, blocks_for, chunk_attention
-from .graphs import bucket_for, buckets
+from .graphs import bucket_for, fine_buckets
 from .model import EngineModel
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class PackedPrefill:
             raise ValueError(f"packed prefill cannot run this model: {reason}")
         self.em = em
         self.max_chunks = max_chunks
-        self.buckets = buckets(max_tokens, min(64, max_tokens))
+        self.buckets = fine_buckets(max_tokens, min(64, max_tokens))
         T = self.max_tokens = max_tokens
         # One static buffer: ids, pos, wpos, slots ([T] each) | block table [NB, 4] | out rows.
         self._table_at = 4 * T

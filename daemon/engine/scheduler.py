@@ -8,7 +8,7 @@ Each loop iteration is a step boundary:
 2. admit: waiting requests take free slots, reusing the cached KV of the longest common token
    prefix of an earlier prompt for the same document (``Sequence.cache_key``);
 3. prefill: one chunk of pending prompt tokens for up to ``prefill_rows`` sequences, so a long
-   prompt costs everyone else at most one chunk of latency per step;
+   prompt costs everyone else at most one chunk of latency per step (``chunk_sizes``);
 4. decode: one token for every sequence past its prompt, in one batched (graph-captured) step.
 
 Tokens go back to the asyncio side with one ``call_soon_threadsafe`` per event loop per phase,
@@ -120,6 +120,32 @@ class _Launched:
     ticket: int | None  # its picked ids on their way to the host (DecodeIO.fetch), if greedy
     logits: torch.Tensor | None = None  # [B, V] for ``sample``, when some row is not greedy
     picks: list[RowPick] = field(default_factory=list)  # one per emitting row, for ``sample``
+
+
+def chunk_sizes(
+    pending: list[int], *, chunk: int, budget: int, max_rows: int, fill: bool
+) -> list[int]:
+    """Prompt tokens each waiting sequence (in arrival order) gets in one prefill step.
+
+    First up to ``chunk`` each, so a long prompt does not hold back the ones behind it; then,
+    with ``fill``, what is left of the ``budget`` goes to the earliest prompts' remaining tokens.
+    A packed step costs about its token bucket whatever the split, so those tokens are nearly
+    free, and finishing the oldest prompts first lowers the time to first token when many
+    editors arrive at once (the padded prefill pads every row to the longest: no fill there).
+    """
+    sizes: list[int] = []
+    for n in pending[:max_rows]:
+        take = min(n, chunk, budget)
+        if take <= 0:
+            break
+        sizes.append(take)
+        budget -= take
+    if fill:
+        for i, n in enumerate(sizes):
+            extra = min(pending[i] - n, budget)
+            sizes[i] += extra
+            budget -= extra
+    return sizes
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -347,24 +373,20 @@ class Scheduler:
 
     def _prefill_step(self) -> None:
         cfg = self.cfg
-        rows: list[tuple[Request, int]] = []
-        budget = cfg.prefill_token_budget
         feed = self.decode_feed_max
         # Rows in a step in flight are decoding too, with nothing pending on the host.
         decoding = self._inflight is not None or any(
             0 < len(r.pending) <= feed for r in self.active
         )
-        chunk = cfg.prefill_chunk if decoding else budget
-        for req in self.active:
-            if len(req.pending) <= feed:
-                continue
-            n = min(len(req.pending), chunk, budget)
-            if n <= 0:
-                break
-            rows.append((req, n))
-            budget -= n
-            if len(rows) == cfg.prefill_rows:
-                break
+        waiting = [r for r in self.active if len(r.pending) > feed]
+        sizes = chunk_sizes(
+            [len(r.pending) for r in waiting],
+            chunk=cfg.prefill_chunk if decoding else cfg.prefill_token_budget,
+            budget=cfg.prefill_token_budget,
+            max_rows=cfg.prefill_rows,
+            fill=self.packed is not None,
+        )
+        rows = list(zip(waiting, sizes, strict=False))
         if not rows:
             return
         for req, _ in rows:

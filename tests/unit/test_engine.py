@@ -167,6 +167,18 @@ async def test_chunked_prefill_while_others_decode(model, lookahead):
         await be.close()
 
 
+def test_chunk_sizes_share_first_then_fill_the_budget_oldest_first():
+    sizes = scheduler.chunk_sizes
+    # 8 each first, then the 16-token budget's rest goes to the oldest prompt.
+    assert sizes([30, 5, 20], chunk=8, budget=32, max_rows=4, fill=False) == [8, 5, 8]
+    assert sizes([30, 5, 20], chunk=8, budget=32, max_rows=4, fill=True) == [19, 5, 8]
+    assert sizes([30, 5, 20], chunk=8, budget=64, max_rows=4, fill=True) == [30, 5, 20]
+    # the budget runs out before every row gets its share; rows beyond max_rows wait
+    assert sizes([8, 8, 8], chunk=8, budget=12, max_rows=4, fill=True) == [8, 4]
+    assert sizes([9, 9, 9], chunk=4, budget=100, max_rows=2, fill=True) == [9, 9]
+    assert sizes([], chunk=8, budget=16, max_rows=4, fill=True) == []
+
+
 async def test_prefix_reuse_counts_a_hit_and_keeps_output(model, backend):
     doc = prompt(9, 80)
     await collect(backend, greedy(doc, 5, key="file:///a.py"))
