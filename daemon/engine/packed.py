@@ -8,9 +8,9 @@ cold first token and, under load, of everyone's wait. Here the chunks are packed
 into T tokens (T rounded up to a bucket: 64, 128, ..., 1024, 1536, 2048, 3072, ... up to the
 step's token budget), the projections run over all T rows at once (cuBLAS through the HF
 modules), and attention is ``chunk_attention``, which reads every chunk's cached prefix from the
-KV cache through a block table. All shapes then depend on T alone, so each bucket's whole step is captured once and
-replayed; what changes between steps (tokens, positions, slots, the block table, which rows'
-logits to return) crosses in one copy into static buffers.
+KV cache through a block table. All shapes then depend on T alone, so each bucket's whole step
+is captured once and replayed; what changes between steps (tokens, positions, slots, the block
+table, which rows' logits to return) crosses in one copy into static buffers.
 """
 
 from __future__ import annotations
