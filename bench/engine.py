@@ -811,6 +811,36 @@ def bench_model(name, cfg, args, deadline):
         section("eager_engine_decode", eager_engine)
         gc.collect()
 
+    def pdl_modes():
+        # The kernels' launch modes side by side (kernels.pdl_mode): a small engine rebuilt per
+        # mode, decode ms/token end to end, and the fused step alone in a graph.
+        from lspilot.daemon.engine import kernels
+
+        out = {}
+        try:
+            for mode, label in ((0, "serial"), (1, "pdl"), (2, "pdl+prefetch")):
+                kernels.set_pdl_mode(mode)
+                be2 = EngineBackend(model, device=DEVICE, max_batch=8, max_len=1088,
+                                    packed_prefill=False)  # fmt: skip
+                lp = asyncio.new_event_loop()
+                try:
+                    lp.run_until_complete(be2.warmup())
+                    ms, _, _, per = lp.run_until_complete(engine_decode_ms(be2, p512))
+                    steps = fused_step_ms(be2._em, batches=(1, 2, 8))
+                    lp.run_until_complete(be2.close())
+                finally:
+                    lp.close()
+                out[label] = {"ms_per_token": ms, "runs": per, "fused_step_ms": steps,
+                              "bw_share": res["floor_ms_per_token"] / ms}  # fmt: skip
+                be2 = None
+                gc.collect()
+        finally:
+            kernels.set_pdl_mode(None)
+        return out
+
+    if DEVICE == "cuda":
+        section("pdl_modes", pdl_modes)
+
     # One engine for everything: 64 slots of 8k (the latency tests use one slot at a time),
     # fewer positions where that cache would not fit the budget (deepseek's 16 KV heads).
     max_len = kv_fitting_len(cfg, model, args.max_batch, args.max_len, args.kv_budget_gib)
@@ -828,6 +858,7 @@ def bench_model(name, cfg, args, deadline):
     res["fused_decode"] = be.info.extra.get("fused_decode")
     res["packed_prefill"] = be.info.extra.get("packed_prefill")
     res["fused_max_batch"] = be.info.extra.get("fused_max_batch")
+    res["kernel_launch"] = be.info.extra.get("kernel_launch")
     loop = asyncio.new_event_loop()
     try:
 
@@ -1179,7 +1210,12 @@ def summary(r: dict) -> None:
     print(f"   eager engine {g('eager_engine_decode')} | fused {r.get('fused_decode')}")
     print("   fused vs eager", r.get("fused_vs_eager"))
     print("   replay fused", r.get("engine_graph_replay_ms"))
-    print("   fused step (own graph)", r.get("fused_step_ms"))
+    print("   fused step (own graph)", r.get("fused_step_ms"), "| launch", r.get("kernel_launch"))
+    for label, v in (r.get("pdl_modes") or {}).items():
+        if isinstance(v, dict) and "ms_per_token" in v:
+            print(f"   launch {label}: {v['ms_per_token']:.3f} ms/tok step {v['fused_step_ms']}")
+        else:
+            print(f"   launch {label}: {str(v)[:300]}")
     print("   replay eager", r.get("eager_engine_decode", {}).get("graph_replay_ms"))
     for kname in ("kernel_times", "kernel_times_b8"):
         print_kernels(r.get(kname, {}))

@@ -85,6 +85,7 @@ class EngineBackend:
                 "fused_decode": str(self._em.fused is not None).lower(),
                 "fused_max_batch": str(self._em.fused_max_batch),
                 "packed_prefill": str(self._sched.packed is not None).lower(),
+                "kernel_launch": _kernel_launch(self._em),
                 "kv_cache_mib": f"{self._sched.cache.nbytes / 2**20:.0f}",
             },
         )
@@ -170,3 +171,12 @@ class EngineBackend:
     async def close(self) -> None:
         self._sched.stop()
         await asyncio.to_thread(self._sched.join)
+
+
+def _kernel_launch(em) -> str:
+    """How the fused decode kernels launch (``kernels.pdl_mode``), for the backend's info."""
+    if em.fused is None or em.device.type != "cuda":
+        return "none"
+    from . import kernels  # loaded already: the fused step runs on it
+
+    return ("serial", "pdl", "pdl+prefetch")[kernels.pdl_mode(em.device)]

@@ -29,14 +29,44 @@ heads, G = H // Hkv, D = head_dim, M = cache positions per slot.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 NORM_NONE, NORM_RMS, NORM_LAYER = 0, 1, 2
 ACT_NONE, ACT_GELU_TANH, ACT_SILU_MUL = 0, 1, 2
+
+
+@triton.jit
+def _after_previous(PDL: tl.constexpr):
+    # Programmatic dependent launch (``pdl_mode``): this kernel was launched while the one
+    # before it still ran. Wait until that one has finished and its writes are visible, then let
+    # the next kernel launch. Nothing before this call may read what the previous kernel writes;
+    # what kernels before that one wrote is done (they finished before the previous one
+    # released this one).
+    if PDL:
+        gdc_wait()
+        gdc_launch_dependents()
+
+
+@triton.jit
+def _prefetch_rows(w_ptr, rows, row_ok, k_first, K_SPAN: tl.constexpr, K: tl.constexpr,
+                   LINES: tl.constexpr):  # fmt: skip
+    # Ask L2 for weight rows ``rows`` over inputs k_first..k_first + K_SPAN, one prefetch per 32
+    # values (64 bytes of bfloat16), without waiting for them: under PDL the weights then come
+    # in while the previous kernel finishes. L2 is where the GPU's memory is coherent, so a
+    # prefetch can never return stale data.
+    kk = k_first + tl.arange(0, LINES) * 32
+    ok = row_ok[:, None] & (kk[None, :] < k_first + K_SPAN) & (kk[None, :] < K)
+    offs = tl.where(ok, rows[:, None] * K + kk[None, :], 0)
+    tl.inline_asm_elementwise(
+        "prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [(w_ptr + offs).to(tl.int64)],
+        dtype=tl.int32, is_pure=False, pack=1,
+    )  # fmt: skip
 
 
 @triton.jit
@@ -117,6 +147,7 @@ def _linear_kernel(
     NORM: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, ATOMIC: tl.constexpr,
     DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     K_SPLIT: tl.constexpr, BLOCK_KS: tl.constexpr,
+    PDL: tl.constexpr, PREFETCH: tl.constexpr, LINES: tl.constexpr,
 ):  # fmt: skip
     # x: [B, K]; w: [N, K] (or [2N, K] gate rows then up rows for ACT_SILU_MUL); y: [B, N].
     # Program (n, m, k) computes a [BLOCK_M, BLOCK_N] tile over inputs k*K_SPLIT..+K_SPLIT.
@@ -128,6 +159,11 @@ def _linear_kernel(
     rk = tl.arange(0, BLOCK_K)
     m_ok, n_ok = rm < B, rn < N
     w_dtype = w_ptr.dtype.element_ty
+    if PREFETCH and pid_m == 0:
+        _prefetch_rows(w_ptr, rn, n_ok, pid_k * K_SPLIT, K_SPLIT, K, LINES)
+        if ACT == 2:
+            _prefetch_rows(w_ptr, rn + N, n_ok, pid_k * K_SPLIT, K_SPLIT, K, LINES)
+    _after_previous(PDL)
     mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_KS)
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     acc_up = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
@@ -167,7 +203,7 @@ def _qkv_rope_kernel(
     s_slot, s_head, s_pos,
     NORM: tl.constexpr, HAS_BIAS: tl.constexpr, ROPE: tl.constexpr, DOT: tl.constexpr,
     D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr,
-    BLOCK_KS: tl.constexpr,
+    BLOCK_KS: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr, LINES: tl.constexpr,
 ):  # fmt: skip
     # x: [B, K]; w: [(H + 2 Hkv) D, K], q heads then k heads then v heads; q: [B, H, D];
     # k, v: one layer of the cache, [slots, Hkv, M + 1, D]; row b writes slot slot[b].
@@ -179,6 +215,10 @@ def _qkv_rope_kernel(
     rk = tl.arange(0, BLOCK_K)
     m_ok = rm < B
     row1, row2 = t * D + rj, t * D + HALF + rj
+    if PREFETCH and pid_m == 0:
+        _prefetch_rows(w_ptr, row1, rj < HALF, 0, K, K, LINES)
+        _prefetch_rows(w_ptr, row2, rj < HALF, 0, K, K, LINES)
+    _after_previous(PDL)
     mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_KS)
     acc1 = tl.zeros([BLOCK_M, BLOCK_J], tl.float32)
     acc2 = tl.zeros([BLOCK_M, BLOCK_J], tl.float32)
@@ -233,7 +273,7 @@ def _attn_split_kernel(
     q_ptr, k_ptr, v_ptr, pos_ptr, slot_ptr, o_ptr, lse_ptr,
     scale, n_heads, s_slot, s_head, s_pos,
     SPLIT: tl.constexpr, G: tl.constexpr, D: tl.constexpr,
-    BLOCK_G: tl.constexpr, BLOCK_L: tl.constexpr,
+    BLOCK_G: tl.constexpr, BLOCK_L: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     # q: [B, H, D]; k, v: one layer of the cache; row b attends slot slot[b] at positions
     # 0..pos[b] (a decode row, or one token of a prompt chunk whose keys are already written).
@@ -245,6 +285,7 @@ def _attn_split_kernel(
     rl = tl.arange(0, BLOCK_L)
     g_ok = rg < G
     head = hk * G + rg
+    _after_previous(PDL)
     q_offs = (b * n_heads + head[:, None]) * D + rd[None, :]
     q = tl.load(q_ptr + q_offs, mask=g_ok[:, None], other=0.0)
     n_keys = tl.load(pos_ptr + b) + 1
@@ -272,9 +313,12 @@ def _attn_split_kernel(
 
 
 @triton.jit
-def _attn_merge_kernel(o_ptr, lse_ptr, out_ptr, n_splits, D: tl.constexpr, BLOCK_S: tl.constexpr):
+def _attn_merge_kernel(
+    o_ptr, lse_ptr, out_ptr, n_splits, D: tl.constexpr, BLOCK_S: tl.constexpr, PDL: tl.constexpr
+):
     # o: [B * H, S, D], lse: [B * H, S] -> out: [B * H, D] in the model's dtype
     r = tl.program_id(0)
+    _after_previous(PDL)
     rs = tl.arange(0, BLOCK_S)
     rd = tl.arange(0, D)
     s_ok = rs < n_splits
@@ -289,6 +333,49 @@ def _attn_merge_kernel(o_ptr, lse_ptr, out_ptr, n_splits, D: tl.constexpr, BLOCK
 
 
 # -- launchers ---------------------------------------------------------------------------------
+
+PDL_OFF, PDL_WAIT, PDL_PREFETCH = 0, 1, 2
+_pdl: int | None = None  # decided at the first launch (``pdl_mode``)
+
+
+def pdl_mode(device: torch.device | None = None) -> int:
+    """How the decode kernels launch: ``PDL_OFF`` one after another; ``PDL_WAIT`` with
+    programmatic dependent launch (Hopper and later: a kernel's programs start while the previous
+    kernel finishes and wait in ``_after_previous``), which hides most of the fixed cost of a
+    launch inside a CUDA graph; ``PDL_PREFETCH`` also asks L2 for the weights before the wait.
+    ``LSPILOT_PDL`` (0/1/2) overrides; Triton's interpreter and older GPUs get ``PDL_OFF``."""
+    global _pdl
+    if _pdl is None:
+        env = os.environ.get("LSPILOT_PDL")
+        hopper = (
+            not triton.knobs.runtime.interpret
+            and torch.cuda.is_available()
+            and torch.cuda.get_device_capability(device)[0] >= 9
+        )
+        _pdl = min(int(env), PDL_PREFETCH) if env and hopper else PDL_PREFETCH if hopper else 0
+    return _pdl
+
+
+def set_pdl_mode(mode: int | None) -> None:
+    """Set ``pdl_mode`` (None: decide again); graphs captured before keep how they launched."""
+    global _pdl
+    _pdl = mode
+
+
+def _pdl_args(x: torch.Tensor, prefetch: bool) -> dict:
+    """The PDL keywords of one launch (``launch_pdl`` is a compile option: compiled only)."""
+    mode = pdl_mode(x.device) if x.is_cuda else PDL_OFF
+    args = {"PDL": mode >= PDL_WAIT}
+    if prefetch:
+        args["PREFETCH"] = mode >= PDL_PREFETCH
+    if mode >= PDL_WAIT:
+        args["launch_pdl"] = True
+    return args
+
+
+def _lines(k_span: int) -> int:
+    """Prefetches per weight row of ``_prefetch_rows`` (one per 32 values, a power of two)."""
+    return max(2, triton.next_power_of_2(-(-k_span // 32)))
 
 
 PROGRAMS = 264  # two per multiprocessor on an H100/H200: enough loads in flight per weight
@@ -387,6 +474,7 @@ def linear(
         NORM=norm, HAS_BIAS=bias is not None, ACT=act, ATOMIC=accumulate is not None,
         DOT=t.dot, BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k,
         K_SPLIT=t.k_split, BLOCK_KS=t.block_ks, num_warps=t.num_warps, num_stages=3,
+        LINES=_lines(t.k_split), **_pdl_args(x, prefetch=True),
     )  # fmt: skip
     return out
 
@@ -438,7 +526,7 @@ def qkv_rope(
         s_slot, s_head, s_pos,
         NORM=norm, HAS_BIAS=bias is not None, ROPE=rope, DOT=t.dot,
         D=D, BLOCK_M=t.block_m, BLOCK_J=BJ, BLOCK_K=t.block_k, BLOCK_KS=t.block_ks,
-        num_warps=t.num_warps, num_stages=3,
+        num_warps=t.num_warps, num_stages=3, LINES=_lines(K), **_pdl_args(x, prefetch=True),
     )  # fmt: skip
     return q
 
@@ -474,10 +562,11 @@ def attention(
         q, k_cache, v_cache, pos, slots, part, lse,
         scale, H, s_slot, s_head, s_pos,
         SPLIT=split, G=G, D=D, BLOCK_G=max(16, triton.next_power_of_2(G)), BLOCK_L=64,
-        num_warps=4, num_stages=2,
+        num_warps=4, num_stages=2, **_pdl_args(q, prefetch=False),
     )  # fmt: skip
     out = torch.empty(B, H * D, device=q.device, dtype=q.dtype)
     _attn_merge_kernel[(B * H,)](
-        part, lse, out, S, D=D, BLOCK_S=max(2, triton.next_power_of_2(S)), num_warps=1
-    )
+        part, lse, out, S, D=D, BLOCK_S=max(2, triton.next_power_of_2(S)), num_warps=1,
+        **_pdl_args(q, prefetch=False),
+    )  # fmt: skip
     return out

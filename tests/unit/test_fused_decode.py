@@ -24,47 +24,13 @@ if os.environ.get("TRITON_INTERPRET") != "1":  # set by tests/conftest.py before
 from lspilot.daemon.backends.base import SamplingParams, Sequence  # noqa: E402
 from lspilot.daemon.engine import EngineBackend, UnsupportedModel  # noqa: E402
 from lspilot.daemon.engine.model import EngineModel  # noqa: E402
-
-VOCAB = 300
-
-
-def tiny(arch: str):
-    """Head dim 32 (the kernels' smallest), and norms and biases away from their defaults so a
-    kernel that skipped one would show."""
-    torch.manual_seed(0)
-    common = dict(vocab_size=VOCAB, hidden_size=128, intermediate_size=192, num_hidden_layers=2)
-    if arch == "qwen2":
-        cfg = transformers.Qwen2Config(
-            **common, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512
-        )
-        model = transformers.Qwen2ForCausalLM(cfg)
-    elif arch == "llama":
-        cfg = transformers.LlamaConfig(
-            **common,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            max_position_embeddings=512,
-            rope_scaling={"type": "linear", "factor": 2.0},
-        )
-        model = transformers.LlamaForCausalLM(cfg)
-    else:
-        cfg = transformers.GPTBigCodeConfig(
-            vocab_size=VOCAB, n_embd=128, n_layer=2, n_head=4, multi_query=True, n_positions=512
-        )
-        model = transformers.GPTBigCodeForCausalLM(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.normal_(1.0 if p.shape[0] == 128 else 0.0, 0.3)
-    model.config.bos_token_id = model.config.eos_token_id = None
-    model.generation_config.bos_token_id = model.generation_config.eos_token_id = None
-    return model.eval()
+from tests.kernel_models import VOCAB, tiny_decoder  # noqa: E402
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "llama", "gpt_bigcode"])
 @pytest.mark.parametrize("rows", [2, 12])
 def test_fused_step_matches_eager_step(arch, rows):
-    em = EngineModel(tiny(arch), max_len=256, fused=True)
+    em = EngineModel(tiny_decoder(arch), max_len=256, fused=True)
     em.allocate(16)
     S, L = 70, 128
     g = torch.Generator().manual_seed(rows)
@@ -88,7 +54,7 @@ def test_fused_step_matches_eager_step(arch, rows):
 
 
 def test_engine_with_fused_decode_matches_generate():
-    model = tiny("qwen2")
+    model = tiny_decoder("qwen2")
     ids = torch.randint(0, VOCAB, (30,), generator=torch.Generator().manual_seed(3)).tolist()
     ref = greedy(model, ids, 6)
 
@@ -129,7 +95,7 @@ def test_fused_decode_refuses_what_it_cannot_run():
         EngineModel(model, max_len=64, fused=True)
     # The automatic choice is the eager step on the CPU (the interpreter is for tests only).
     assert EngineModel(model, max_len=64).fused is None
-    assert EngineModel(tiny("llama"), max_len=64).fused is None
+    assert EngineModel(tiny_decoder("llama"), max_len=64).fused is None
 
 
 @pytest.mark.parametrize(
@@ -158,7 +124,7 @@ def test_tiles_cover_the_inputs_in_whole_steps(B, N, K, splittable):
 
 
 def test_batches_above_fused_max_batch_take_the_eager_step():
-    em = EngineModel(tiny("qwen2"), max_len=128, fused=True, fused_max_batch=2)
+    em = EngineModel(tiny_decoder("qwen2"), max_len=128, fused=True, fused_max_batch=2)
     em.allocate(4)
     g = torch.Generator().manual_seed(9)
     with torch.inference_mode():
@@ -175,11 +141,11 @@ def test_batches_above_fused_max_batch_take_the_eager_step():
 
 def test_gpt_bigcode_takes_the_eager_step_above_8_rows_by_default():
     # Measured on the H200 (docs/performance.md): the fused step is slower there at 32 and 64.
-    em = EngineModel(tiny("gpt_bigcode"), max_len=128, fused=True)
+    em = EngineModel(tiny_decoder("gpt_bigcode"), max_len=128, fused=True)
     em.allocate(12)
     ids = torch.randint(0, VOCAB, (12, 1), generator=torch.Generator().manual_seed(2))
     pos = torch.full((12, 1), 3)
     with torch.inference_mode():
         want = em.decode(ids, pos, pos, em.key_pos(64))
         assert torch.equal(em.decode_step(ids, pos, pos, em.key_pos(64)), want)
-    assert EngineModel(tiny("qwen2"), max_len=64, fused=True).fused_max_batch > 64
+    assert EngineModel(tiny_decoder("qwen2"), max_len=64, fused=True).fused_max_batch > 64

@@ -24,8 +24,9 @@ from lspilot.daemon.engine import EngineBackend  # noqa: E402
 from lspilot.daemon.engine.chunk_attention import BLOCK_M, block_table  # noqa: E402
 from lspilot.daemon.engine.model import EngineModel  # noqa: E402
 from lspilot.daemon.engine.packed import PackedPrefill  # noqa: E402
+from tests.kernel_models import VOCAB, tiny_decoder  # noqa: E402
 
-from .test_fused_decode import VOCAB, collect, greedy, tiny  # noqa: E402
+from .test_fused_decode import collect, greedy  # noqa: E402
 
 
 def test_block_table_splits_chunks_into_blocks_and_pads():
@@ -44,7 +45,7 @@ def test_block_table_splits_chunks_into_blocks_and_pads():
 
 @pytest.mark.parametrize("arch", ["qwen2", "gpt_bigcode"])
 def test_packed_step_matches_eager_prefill_of_each_chunk(arch):
-    em = EngineModel(tiny(arch), max_len=256)
+    em = EngineModel(tiny_decoder(arch), max_len=256)
     em.allocate(4)
     g = torch.Generator().manual_seed(7)
     cached = {1: 40, 2: 0, 3: 70}  # slot -> tokens already in the cache
@@ -82,7 +83,7 @@ def test_packed_step_matches_eager_prefill_of_each_chunk(arch):
 
 
 def test_packed_step_refuses_more_than_it_holds():
-    em = EngineModel(tiny("qwen2"), max_len=256)
+    em = EngineModel(tiny_decoder("qwen2"), max_len=256)
     em.allocate(2)
     packed = PackedPrefill(em, max_tokens=64, max_chunks=2, graphs=False)
     with pytest.raises(ValueError, match="at most 64 tokens"):
@@ -92,7 +93,7 @@ def test_packed_step_refuses_more_than_it_holds():
 
 
 def test_engine_with_packed_prefill_matches_generate_with_chunks_and_reuse():
-    model = tiny("qwen2")
+    model = tiny_decoder("qwen2")
     g = torch.Generator().manual_seed(8)
     prompts = [torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in (37, 9, 70)]
 
@@ -126,7 +127,7 @@ def test_engine_with_packed_prefill_matches_generate_with_chunks_and_reuse():
 
 
 def test_a_failing_packed_step_falls_back_to_the_padded_prefill_and_loses_nothing():
-    model = tiny("qwen2")
+    model = tiny_decoder("qwen2")
     prompt = torch.randint(0, VOCAB, (40,), generator=torch.Generator().manual_seed(1)).tolist()
 
     async def run():

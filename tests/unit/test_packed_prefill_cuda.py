@@ -13,24 +13,13 @@ if not torch.cuda.is_available() or triton.knobs.runtime.interpret:
 
 from lspilot.daemon.engine.model import EngineModel  # noqa: E402
 from lspilot.daemon.engine.packed import PackedPrefill  # noqa: E402
-
-VOCAB = 300
-
-
-def tiny_qwen2():
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    cfg = transformers.Qwen2Config(
-        vocab_size=VOCAB, hidden_size=128, intermediate_size=192, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-    )  # fmt: skip
-    return transformers.Qwen2ForCausalLM(cfg).eval()
+from tests.kernel_models import VOCAB, tiny_decoder  # noqa: E402
 
 
 def test_packed_step_replayed_from_graphs_matches_the_step_run_directly():
     """The compiled kernel (its for loop, not the interpreter's while loop) and the graph path:
     consecutive steps of different buckets and chunk counts, replayed against run directly."""
-    em = EngineModel(tiny_qwen2().cuda(), max_len=256)
+    em = EngineModel(tiny_decoder("qwen2").cuda(), max_len=256)
     em.allocate(4)
     direct = PackedPrefill(em, max_tokens=256, max_chunks=4, graphs=False)
     graphed = PackedPrefill(em, max_tokens=256, max_chunks=4, graphs=True)

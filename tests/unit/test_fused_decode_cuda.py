@@ -1,0 +1,64 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The fused decode step compiled for a GPU, captured in a CUDA graph, with each way of
+launching its kernels (``kernels.pdl_mode``): programmatic dependent launch lets a kernel start
+before the previous one ends, so a missing wait would read stale inputs. CI has no GPU: this
+runs on the GPU machine with ``TRITON_INTERPRET=0``."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+triton = pytest.importorskip("triton")
+if not torch.cuda.is_available() or triton.knobs.runtime.interpret:
+    pytest.skip("needs CUDA and compiled Triton (TRITON_INTERPRET=0)", allow_module_level=True)
+
+from lspilot.daemon.engine import kernels  # noqa: E402
+from lspilot.daemon.engine.model import EngineModel  # noqa: E402
+from tests.kernel_models import VOCAB, tiny_decoder  # noqa: E402
+
+MODES = [kernels.PDL_OFF]
+if torch.cuda.get_device_capability()[0] >= 9:
+    MODES += [kernels.PDL_WAIT, kernels.PDL_PREFETCH]
+
+
+@pytest.fixture
+def pdl():
+    yield kernels.set_pdl_mode
+    kernels.set_pdl_mode(None)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("arch", ["qwen2", "gpt_bigcode"])
+@pytest.mark.parametrize("rows", [1, 12])
+def test_graphed_fused_step_matches_the_eager_step(arch, rows, mode, pdl):
+    pdl(mode)
+    em = EngineModel(tiny_decoder(arch).cuda(), max_len=256, fused=True)
+    em.allocate(16)
+    S, L = 70, 128
+    g = torch.Generator().manual_seed(rows)
+    with torch.inference_mode():
+        ids = torch.randint(0, VOCAB, (rows, S), generator=g).cuda()
+        pos = torch.arange(S, device="cuda")[None].expand(rows, S).contiguous()
+        slots = torch.arange(rows, device="cuda")
+        em.prefill(ids, pos, pos, slots, em.key_pos(S), torch.full((rows,), S - 1).cuda())
+        new = torch.randint(0, VOCAB, (rows, 1), generator=g).cuda()
+        p = torch.tensor([[S - 9 * (i % 4)] for i in range(rows)], device="cuda")
+        want = em.decode(new, p, p, em.key_pos(L)).clone()
+        k_want, v_want = em.cache.k.clone(), em.cache.v.clone()
+        key_pos = em.key_pos(L)
+        em.fused.decode(new, p, p, key_pos)  # compiles outside the capture
+        for b in range(rows):  # forget the new token's keys and values: the graph writes them
+            em.cache.k[:, b, :, p[b, 0]] = 0.0
+            em.cache.v[:, b, :, p[b, 0]] = 0.0
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            got = em.fused.decode(new, p, p, key_pos)
+        graph.replay()
+        torch.cuda.synchronize()
+    # fp32 on the GPU: tf32 tensor cores in the kernels' products, so not bit-exact
+    assert torch.isfinite(got).all()
+    assert (got - want).abs().max() <= 2e-3 * want.abs().max()
+    assert torch.equal(got.argmax(-1), want.argmax(-1))
+    assert torch.allclose(em.cache.k, k_want, atol=2e-3)
+    assert torch.allclose(em.cache.v, v_want, atol=2e-3)
