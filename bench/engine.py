@@ -818,15 +818,15 @@ def bench_model(name, cfg, args, deadline):
 
         out = {}
         try:
-            for mode, label in ((0, "serial"), (1, "pdl"), (2, "pdl+prefetch")):
+            for mode, label in ((0, "serial"), (1, "pdl-early"), (2, "pdl-late")):
                 kernels.set_pdl_mode(mode)
-                be2 = EngineBackend(model, device=DEVICE, max_batch=8, max_len=1088,
+                be2 = EngineBackend(model, device=DEVICE, max_batch=64, max_len=1088,
                                     packed_prefill=False)  # fmt: skip
                 lp = asyncio.new_event_loop()
                 try:
                     lp.run_until_complete(be2.warmup())
                     ms, _, _, per = lp.run_until_complete(engine_decode_ms(be2, p512))
-                    steps = fused_step_ms(be2._em, batches=(1, 2, 8))
+                    steps = fused_step_ms(be2._em, batches=(1, 2, 8, 64))
                     lp.run_until_complete(be2.close())
                 finally:
                     lp.close()

@@ -179,4 +179,4 @@ def _kernel_launch(em) -> str:
         return "none"
     from . import kernels  # loaded already: the fused step runs on it
 
-    return ("serial", "pdl", "pdl+prefetch")[kernels.pdl_mode(em.device)]
+    return ("serial", "pdl-early", "pdl-late")[kernels.pdl_mode(em.device)]

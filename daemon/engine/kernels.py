@@ -43,30 +43,21 @@ ACT_NONE, ACT_GELU_TANH, ACT_SILU_MUL = 0, 1, 2
 
 @triton.jit
 def _after_previous(PDL: tl.constexpr):
-    # Programmatic dependent launch (``pdl_mode``): this kernel was launched while the one
-    # before it still ran. Wait until that one has finished and its writes are visible, then let
-    # the next kernel launch. Nothing before this call may read what the previous kernel writes;
-    # what kernels before that one wrote is done (they finished before the previous one
-    # released this one).
-    if PDL:
+    # Programmatic dependent launch (``pdl_mode``): this kernel may have been launched while the
+    # one before it still ran. Wait until that one has finished and its writes are visible.
+    # Nothing before this call may read what the previous kernel writes; what the kernels before
+    # that one wrote is done (the previous one released this one only after its own wait).
+    if PDL != 0:
         gdc_wait()
+    if PDL == 1:  # early: the next kernel's programs launch now and wait in their turn
         gdc_launch_dependents()
 
 
 @triton.jit
-def _prefetch_rows(w_ptr, rows, row_ok, k_first, K_SPAN: tl.constexpr, K: tl.constexpr,
-                   LINES: tl.constexpr):  # fmt: skip
-    # Ask L2 for weight rows ``rows`` over inputs k_first..k_first + K_SPAN, one prefetch per 32
-    # values (64 bytes of bfloat16), without waiting for them: under PDL the weights then come
-    # in while the previous kernel finishes. L2 is where the GPU's memory is coherent, so a
-    # prefetch can never return stale data.
-    kk = k_first + tl.arange(0, LINES) * 32
-    ok = row_ok[:, None] & (kk[None, :] < k_first + K_SPAN) & (kk[None, :] < K)
-    offs = tl.where(ok, rows[:, None] * K + kk[None, :], 0)
-    tl.inline_asm_elementwise(
-        "prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [(w_ptr + offs).to(tl.int64)],
-        dtype=tl.int32, is_pure=False, pack=1,
-    )  # fmt: skip
+def _release_next(PDL: tl.constexpr):
+    # Late release: the next kernel launches once every program here is past its main loop.
+    if PDL == 2:
+        gdc_launch_dependents()
 
 
 @triton.jit
@@ -147,7 +138,7 @@ def _linear_kernel(
     NORM: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, ATOMIC: tl.constexpr,
     DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     K_SPLIT: tl.constexpr, BLOCK_KS: tl.constexpr,
-    PDL: tl.constexpr, PREFETCH: tl.constexpr, LINES: tl.constexpr,
+    PDL: tl.constexpr,
 ):  # fmt: skip
     # x: [B, K]; w: [N, K] (or [2N, K] gate rows then up rows for ACT_SILU_MUL); y: [B, N].
     # Program (n, m, k) computes a [BLOCK_M, BLOCK_N] tile over inputs k*K_SPLIT..+K_SPLIT.
@@ -159,10 +150,6 @@ def _linear_kernel(
     rk = tl.arange(0, BLOCK_K)
     m_ok, n_ok = rm < B, rn < N
     w_dtype = w_ptr.dtype.element_ty
-    if PREFETCH and pid_m == 0:
-        _prefetch_rows(w_ptr, rn, n_ok, pid_k * K_SPLIT, K_SPLIT, K, LINES)
-        if ACT == 2:
-            _prefetch_rows(w_ptr, rn + N, n_ok, pid_k * K_SPLIT, K_SPLIT, K, LINES)
     _after_previous(PDL)
     mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_KS)
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
@@ -173,6 +160,7 @@ def _linear_kernel(
         acc += _tile_product(x, w_ptr, rn, n_ok, kk, K, DOT)
         if ACT == 2:
             acc_up += _tile_product(x, w_ptr, rn + N, n_ok, kk, K, DOT)
+    _release_next(PDL)
     if HAS_BIAS:
         first = (pid_k == 0).to(tl.float32)  # the bias once, from the first split
         acc += first * tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
@@ -203,7 +191,7 @@ def _qkv_rope_kernel(
     s_slot, s_head, s_pos,
     NORM: tl.constexpr, HAS_BIAS: tl.constexpr, ROPE: tl.constexpr, DOT: tl.constexpr,
     D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr,
-    BLOCK_KS: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr, LINES: tl.constexpr,
+    BLOCK_KS: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     # x: [B, K]; w: [(H + 2 Hkv) D, K], q heads then k heads then v heads; q: [B, H, D];
     # k, v: one layer of the cache, [slots, Hkv, M + 1, D]; row b writes slot slot[b].
@@ -215,9 +203,6 @@ def _qkv_rope_kernel(
     rk = tl.arange(0, BLOCK_K)
     m_ok = rm < B
     row1, row2 = t * D + rj, t * D + HALF + rj
-    if PREFETCH and pid_m == 0:
-        _prefetch_rows(w_ptr, row1, rj < HALF, 0, K, K, LINES)
-        _prefetch_rows(w_ptr, row2, rj < HALF, 0, K, K, LINES)
     _after_previous(PDL)
     mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_KS)
     acc1 = tl.zeros([BLOCK_M, BLOCK_J], tl.float32)
@@ -227,6 +212,7 @@ def _qkv_rope_kernel(
         x = _load_x(x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk, K, mean, rstd, NORM)
         acc1 += _tile_product(x, w_ptr, row1, rj < HALF, kk, K, DOT)
         acc2 += _tile_product(x, w_ptr, row2, rj < HALF, kk, K, DOT)
+    _release_next(PDL)
     if HAS_BIAS:
         acc1 += tl.load(b_ptr + row1).to(tl.float32)[None, :]
         acc2 += tl.load(b_ptr + row2).to(tl.float32)[None, :]
@@ -305,6 +291,7 @@ def _attn_split_kernel(
         scores = tl.where(l_ok[None, :], scores, float("-inf"))
         v = tl.load(v_ptr + offs, mask=l_ok[:, None], other=0.0)
         m_i, l_i, acc = softmax_fold(scores, v, m_i, l_i, acc)
+    _release_next(PDL)
     lse = tl.where(l_i > 0, m_i + tl.log(l_i), float("-inf"))
     out = acc / tl.maximum(l_i, 1e-30)[:, None]
     row = (b * n_heads + head) * n_splits + s
@@ -329,21 +316,23 @@ def _attn_merge_kernel(
         o_ptr + (r * n_splits + rs[:, None]) * D + rd[None, :], mask=s_ok[:, None], other=0.0
     )
     out = tl.sum(o * w[:, None], axis=0)
+    _release_next(PDL)
     tl.store(out_ptr + r * D + rd, out.to(out_ptr.dtype.element_ty))
 
 
 # -- launchers ---------------------------------------------------------------------------------
 
-PDL_OFF, PDL_WAIT, PDL_PREFETCH = 0, 1, 2
+PDL_OFF, PDL_EARLY, PDL_LATE = 0, 1, 2
 _pdl: int | None = None  # decided at the first launch (``pdl_mode``)
 
 
 def pdl_mode(device: torch.device | None = None) -> int:
-    """How the decode kernels launch: ``PDL_OFF`` one after another; ``PDL_WAIT`` with
-    programmatic dependent launch (Hopper and later: a kernel's programs start while the previous
-    kernel finishes and wait in ``_after_previous``), which hides most of the fixed cost of a
-    launch inside a CUDA graph; ``PDL_PREFETCH`` also asks L2 for the weights before the wait.
-    ``LSPILOT_PDL`` (0/1/2) overrides; Triton's interpreter and older GPUs get ``PDL_OFF``."""
+    """How the decode kernels launch. ``PDL_OFF``: one after another. With programmatic
+    dependent launch (Hopper and later) a kernel is launched before the previous one ends and
+    waits for it inside (``_after_previous``), which hides part of a launch's fixed cost in a
+    CUDA graph; ``PDL_EARLY`` releases the next kernel as soon as its own wait is over,
+    ``PDL_LATE`` once its main loop is done. ``LSPILOT_PDL`` (0/1/2) overrides the default;
+    Triton's interpreter and older GPUs always get ``PDL_OFF``."""
     global _pdl
     if _pdl is None:
         env = os.environ.get("LSPILOT_PDL")
@@ -352,7 +341,7 @@ def pdl_mode(device: torch.device | None = None) -> int:
             and torch.cuda.is_available()
             and torch.cuda.get_device_capability(device)[0] >= 9
         )
-        _pdl = min(int(env), PDL_PREFETCH) if env and hopper else PDL_PREFETCH if hopper else 0
+        _pdl = min(int(env), PDL_LATE) if env and hopper else PDL_LATE if hopper else PDL_OFF
     return _pdl
 
 
@@ -362,20 +351,10 @@ def set_pdl_mode(mode: int | None) -> None:
     _pdl = mode
 
 
-def _pdl_args(x: torch.Tensor, prefetch: bool) -> dict:
+def _pdl_args(x: torch.Tensor) -> dict:
     """The PDL keywords of one launch (``launch_pdl`` is a compile option: compiled only)."""
     mode = pdl_mode(x.device) if x.is_cuda else PDL_OFF
-    args = {"PDL": mode >= PDL_WAIT}
-    if prefetch:
-        args["PREFETCH"] = mode >= PDL_PREFETCH
-    if mode >= PDL_WAIT:
-        args["launch_pdl"] = True
-    return args
-
-
-def _lines(k_span: int) -> int:
-    """Prefetches per weight row of ``_prefetch_rows`` (one per 32 values, a power of two)."""
-    return max(2, triton.next_power_of_2(-(-k_span // 32)))
+    return {"PDL": mode, "launch_pdl": True} if mode else {"PDL": mode}
 
 
 PROGRAMS = 264  # two per multiprocessor on an H100/H200: enough loads in flight per weight
@@ -474,7 +453,7 @@ def linear(
         NORM=norm, HAS_BIAS=bias is not None, ACT=act, ATOMIC=accumulate is not None,
         DOT=t.dot, BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k,
         K_SPLIT=t.k_split, BLOCK_KS=t.block_ks, num_warps=t.num_warps, num_stages=3,
-        LINES=_lines(t.k_split), **_pdl_args(x, prefetch=True),
+        **_pdl_args(x),
     )  # fmt: skip
     return out
 
@@ -526,7 +505,7 @@ def qkv_rope(
         s_slot, s_head, s_pos,
         NORM=norm, HAS_BIAS=bias is not None, ROPE=rope, DOT=t.dot,
         D=D, BLOCK_M=t.block_m, BLOCK_J=BJ, BLOCK_K=t.block_k, BLOCK_KS=t.block_ks,
-        num_warps=t.num_warps, num_stages=3, LINES=_lines(K), **_pdl_args(x, prefetch=True),
+        num_warps=t.num_warps, num_stages=3, **_pdl_args(x),
     )  # fmt: skip
     return q
 
@@ -562,11 +541,11 @@ def attention(
         q, k_cache, v_cache, pos, slots, part, lse,
         scale, H, s_slot, s_head, s_pos,
         SPLIT=split, G=G, D=D, BLOCK_G=max(16, triton.next_power_of_2(G)), BLOCK_L=64,
-        num_warps=4, num_stages=2, **_pdl_args(q, prefetch=False),
+        num_warps=4, num_stages=2, **_pdl_args(q),
     )  # fmt: skip
     out = torch.empty(B, H * D, device=q.device, dtype=q.dtype)
     _attn_merge_kernel[(B * H,)](
         part, lse, out, S, D=D, BLOCK_S=max(2, triton.next_power_of_2(S)), num_warps=1,
-        **_pdl_args(q, prefetch=False),
+        **_pdl_args(q),
     )  # fmt: skip
     return out

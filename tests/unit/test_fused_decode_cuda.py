@@ -19,7 +19,7 @@ from tests.kernel_models import VOCAB, tiny_decoder  # noqa: E402
 
 MODES = [kernels.PDL_OFF]
 if torch.cuda.get_device_capability()[0] >= 9:
-    MODES += [kernels.PDL_WAIT, kernels.PDL_PREFETCH]
+    MODES += [kernels.PDL_EARLY, kernels.PDL_LATE]
 
 
 @pytest.fixture
