@@ -284,6 +284,7 @@ async def engine_concurrency(be, rng, vocab, clients, per_client):
     before = be.stats()
     ttfts, gaps, after_cancel, done = [], [], [], 0
     steady = []  # TTFTs of requests after each client's first: the burst of 64 arrivals left out
+    first = []  # each client's first request: all arrive at once, cold
     tokens = 0
 
     async def client(ci):
@@ -294,8 +295,7 @@ async def engine_concurrency(be, rng, vocab, clients, per_client):
             )
             if times:
                 ttfts.append((times[0] - t0) * 1000)
-                if ri > 0:
-                    steady.append(ttfts[-1])
+                (steady if ri > 0 else first).append(ttfts[-1])
                 gaps.extend((b - a) * 1000 for a, b in zip(times, times[1:], strict=False))
             tokens += len(toks)
             done += 1
@@ -317,6 +317,8 @@ async def engine_concurrency(be, rng, vocab, clients, per_client):
         "ttft_p95_ms": pct(ttfts, 0.95),
         "steady_ttft_p50_ms": pct(steady, 0.5),
         "steady_ttft_p95_ms": pct(steady, 0.95),
+        "first_ttft_p50_ms": pct(first, 0.5),
+        "first_ttft_p95_ms": pct(first, 0.95),
         "gap_p50_ms": pct(gaps, 0.5),
         "gap_p95_ms": pct(gaps, 0.95),
         "cancelled": len(after_cancel),
@@ -516,14 +518,25 @@ def _graph_us(fn, reps=20):
 
 def kernel_times(em, B=2, L=1024, sweep=False):
     """Each fused kernel of one layer on the GPU alone (graph-replayed), with the bytes it must
-    read: a per-kernel profile of the decode step without hardware counters."""
+    read: a per-kernel profile of the decode step without hardware counters. Launched as the
+    fused step launches them (``FusedDecode.pdl``)."""
+    from lspilot.daemon.engine import kernels as K
+
+    if em.fused is None:
+        return {}
+    K.set_pdl_mode(em.fused.pdl)
+    try:
+        return _kernel_times(em, B, L, sweep)
+    finally:
+        K.set_pdl_mode(None)
+
+
+def _kernel_times(em, B, L, sweep):
     import torch
 
     from lspilot.daemon.engine import kernels as K
 
     fd = em.fused
-    if fd is None:
-        return {}
     lw, sh, cache = fd.layers[0], em.shape, em.cache
     dev = em.device
     E = lw.w_qkv.shape[1]
@@ -725,6 +738,8 @@ def bench_model(name, cfg, args, deadline):
     def section(key, fn):
         if args.only and not any(key.startswith(o) for o in args.only):
             return
+        if any(key.startswith(o) for o in args.skip):
+            return
         print(f"[{name}] {key} ...", flush=True)
         if time.perf_counter() > deadline:
             res[key] = {"skipped": "time budget"}
@@ -838,7 +853,7 @@ def bench_model(name, cfg, args, deadline):
             kernels.set_pdl_mode(None)
         return out
 
-    if DEVICE == "cuda":
+    if DEVICE == "cuda" and args.pdl_modes:
         section("pdl_modes", pdl_modes)
 
     # One engine for everything: 64 slots of 8k (the latency tests use one slot at a time),
@@ -924,6 +939,16 @@ def bench_model(name, cfg, args, deadline):
                 ),
             )
         res["engine_concurrency"] = conc
+        if args.sustained:
+            # The most clients for longer: the start burst becomes a small share of requests.
+            c = max(args.clients)
+            section(
+                "_sustained",
+                lambda: res.__setitem__(
+                    "engine_sustained",
+                    loop.run_until_complete(engine_concurrency(be, rng, vocab, c, args.sustained)),
+                ),
+            )
 
         def same_as_generate_batch():
             reqs = [(p, 32, None) for p, _, _ in traffic(random.Random(7), 64, vocab)]
@@ -1116,6 +1141,7 @@ def main() -> None:
     ap.add_argument("--clients", nargs="*", type=int, default=[1, 8, 32, 64])
     ap.add_argument("--min-requests", type=int, default=16, help="per concurrency level")
     ap.add_argument("--stock-requests", type=int, default=6)
+    ap.add_argument("--sustained", type=int, default=16, help="requests per client, most clients")
     ap.add_argument("--match-prompts", type=int, default=8)
     ap.add_argument("--compile-static", default="", help="model to also time compiled static")
     ap.add_argument("--budget-s", type=float, default=520)
@@ -1123,12 +1149,14 @@ def main() -> None:
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--layers", type=int, default=0, help="override the number of layers")
     ap.add_argument("--only", nargs="*", default=[], help="section name prefixes to run")
+    ap.add_argument("--skip", nargs="*", default=[], help="section name prefixes to leave out")
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--max-len", type=int, default=8192)
     ap.add_argument("--kv-budget-gib", type=float, default=40.0, help="main engine's KV cache")
     ap.add_argument("--ttft-lengths", nargs="*", type=int, default=[512, 2048, 4096, 8000])
     ap.add_argument("--skip-stock", action="store_true", help="engine sections only")
     ap.add_argument("--skip-eager", action="store_true", help="no eager-engine comparison")
+    ap.add_argument("--pdl-modes", action="store_true", help="decode per kernel launch mode")
     ap.add_argument("--fused", choices=["auto", "on", "off"], default="auto")
     ap.add_argument("--packed", choices=["auto", "on", "off"], default="auto", help="prefill")
     ap.add_argument("--fused-max-batch", type=int, default=0, help="larger: eager (0: auto)")
@@ -1236,8 +1264,17 @@ def summary(r: dict) -> None:
         print(
             f"   c={c}: {v['completions_per_s']:.1f}/s ttft p50 {v['ttft_p50_ms']:.1f} "
             f"p95 {v['ttft_p95_ms']:.1f} steady p95 {v.get('steady_ttft_p95_ms')} "
+            f"first p95 {v.get('first_ttft_p95_ms')} "
             f"gap p95 {v['gap_p95_ms']:.2f} "
             f"after-cancel max {v['steps_after_cancel_max']}"
+        )
+    v = r.get("engine_sustained")
+    if isinstance(v, dict) and "requests" in v:
+        print(
+            f"   sustained c={v['clients']} x{v['requests']}: {v['completions_per_s']:.1f}/s "
+            f"ttft p50 {v['ttft_p50_ms']:.1f} p95 {v['ttft_p95_ms']:.1f} first p95 "
+            f"{v['first_ttft_p95_ms']:.1f} steady p95 {v['steady_ttft_p95_ms']:.1f} "
+            f"gap p95 {v['gap_p95_ms']:.2f} after-cancel max {v['steps_after_cancel_max']}"
         )
     prof = r.get("prefill_profile", {})
     for k, v in (prof.get("steps") or {}).items():

@@ -174,9 +174,7 @@ class EngineBackend:
 
 
 def _kernel_launch(em) -> str:
-    """How the fused decode kernels launch (``kernels.pdl_mode``), for the backend's info."""
-    if em.fused is None or em.device.type != "cuda":
+    """How the fused decode kernels launch (``FusedDecode.pdl``), for the backend's info."""
+    if em.fused is None:
         return "none"
-    from . import kernels  # loaded already: the fused step runs on it
-
-    return ("serial", "pdl-early", "pdl-late")[kernels.pdl_mode(em.device)]
+    return ("serial", "pdl-early", "pdl-late")[em.fused.pdl]

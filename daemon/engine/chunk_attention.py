@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .kernels import softmax_fold
+from .kernels import dot, softmax_fold
 
 BLOCK_M = 64  # queries per program; also the packing granule of the block table
 
@@ -36,7 +36,7 @@ def _attend_keys(
     l_ok = ll < end
     offs = kv + ll[:, None] * s_pos + rd[None, :]
     k = tl.load(k_ptr + offs, mask=l_ok[:, None], other=0.0)  # [BLOCK_N, D]
-    scores = tl.dot(q, tl.trans(k)) * scale  # [BLOCK_M, BLOCK_N]
+    scores = dot(q, tl.trans(k)) * scale  # [BLOCK_M, BLOCK_N]
     seen = l_ok[None, :] & (ll[None, :] <= q_pos[:, None])
     scores = tl.where(seen, scores, float("-inf"))
     v = tl.load(v_ptr + offs, mask=l_ok[:, None], other=0.0)

@@ -93,6 +93,12 @@ class FusedDecode:
         self.em = em
         self.bigcode = em.arch == "gpt_bigcode"
         self.norm_kind = K.NORM_LAYER if self.bigcode else K.NORM_RMS
+        # Programmatic dependent launch, released late: measured 0.92 -> 0.86 ms/token (qwen2.5
+        # 0.5b), 1.87 -> 1.78 (qwen 1.5b), 1.68 -> 1.61 (deepseek 1.3b); slower for gpt_bigcode
+        # (starcoder 1b 1.56 -> 1.70, early release 1.85), which launches serially.
+        # docs/performance.md, run 13.
+        prefer = K.PDL_OFF if self.bigcode else K.PDL_LATE
+        self.pdl = K.pdl_mode(em.device, prefer) if em.device.type == "cuda" else K.PDL_OFF
         with torch.no_grad():
             self.layers = [self._layer(layer) for layer in em.layers]
         self.final = _norm(em.final_norm)
@@ -133,6 +139,7 @@ class FusedDecode:
         x = em._embed(ids[:, None], pos[:, None])[:, 0].float()  # [R, E]
         cos, sin = (None, None) if self.bigcode else (em.cos, em.sin)
         mlp_act = K.ACT_GELU_TANH if self.bigcode else K.ACT_SILU_MUL
+        pdl = self.pdl
         for i, lw in enumerate(self.layers):
             k_cache, v_cache = cache.k[i], cache.v[i]  # [N, Hkv, M + 1, D]
             q = K.qkv_rope(
@@ -141,17 +148,18 @@ class FusedDecode:
                 k_cache=k_cache, v_cache=v_cache, pos=pos, wpos=wpos, slots=slots,
                 cos=cos, sin=sin,
                 norm=self.norm_kind, norm_w=lw.ln1[0], norm_b=lw.ln1[1], eps=lw.ln1[2],
+                pdl=pdl,
             )  # fmt: skip  # q: [R, H, D]
-            attn = K.attention(q, k_cache, v_cache, pos, slots, n_keys, em.scaling)  # [R, H D]
-            K.linear(attn, lw.w_o, lw.b_o, accumulate=x)
+            attn = K.attention(q, k_cache, v_cache, pos, slots, n_keys, em.scaling, pdl=pdl)
+            K.linear(attn, lw.w_o, lw.b_o, accumulate=x, pdl=pdl)
             h = K.linear(
                 x, lw.w_up, lw.b_up,
                 norm=self.norm_kind, norm_w=lw.ln2[0], norm_b=lw.ln2[1], eps=lw.ln2[2],
-                act=mlp_act,
+                act=mlp_act, pdl=pdl,
             )  # fmt: skip  # [R, I]
-            K.linear(h, lw.w_down, lw.b_down, accumulate=x)
+            K.linear(h, lw.w_down, lw.b_down, accumulate=x, pdl=pdl)
         w, b, eps = self.final
         return K.linear(
             x, self.head, self.head_bias,
-            norm=self.norm_kind, norm_w=w, norm_b=b, eps=eps, out_dtype=torch.float32,
+            norm=self.norm_kind, norm_w=w, norm_b=b, eps=eps, out_dtype=torch.float32, pdl=pdl,
         )  # fmt: skip

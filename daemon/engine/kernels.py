@@ -61,6 +61,17 @@ def _release_next(PDL: tl.constexpr):
 
 
 @triton.jit
+def dot(a, b):
+    # Float32 operands (a float32 model on a GPU) multiply in full precision, as torch's own
+    # products do: tf32, Triton's default, would make greedy tokens differ from ``generate``.
+    if a.dtype == tl.float32:
+        out = tl.dot(a, b, input_precision="ieee")
+    else:
+        out = tl.dot(a, b)
+    return out
+
+
+@triton.jit
 def _row_stats(
     x_ptr, rm, m_ok, K: tl.constexpr, eps, NORM: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_KS: tl.constexpr,
@@ -122,7 +133,7 @@ def _tile_product(x, w_ptr, rows, row_ok, kk, K: tl.constexpr, DOT: tl.constexpr
         w = tl.load(
             w_ptr + rows[None, :] * K + kk[:, None], mask=row_ok[None, :] & k_ok[:, None], other=0.0
         )  # [BK, BN]
-        out = tl.dot(x, w)
+        out = dot(x, w)
     else:
         w = tl.load(
             w_ptr + rows[:, None] * K + kk[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0
@@ -250,7 +261,7 @@ def softmax_fold(scores, v, m_i, l_i, acc):
     alpha = tl.exp(m_i - m_new)
     p = tl.exp(scores - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, axis=1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    acc = acc * alpha[:, None] + dot(p.to(v.dtype), v)
     return m_new, l_i, acc
 
 
@@ -287,7 +298,7 @@ def _attn_split_kernel(
         l_ok = ll < end
         offs = kv + ll[:, None] * s_pos + rd[None, :]
         k = tl.load(k_ptr + offs, mask=l_ok[:, None], other=0.0)  # [BLOCK_L, D]
-        scores = tl.dot(q, tl.trans(k)) * scale  # [BLOCK_G, BLOCK_L]
+        scores = dot(q, tl.trans(k)) * scale  # [BLOCK_G, BLOCK_L]
         scores = tl.where(l_ok[None, :], scores, float("-inf"))
         v = tl.load(v_ptr + offs, mask=l_ok[:, None], other=0.0)
         m_i, l_i, acc = softmax_fold(scores, v, m_i, l_i, acc)
@@ -323,37 +334,37 @@ def _attn_merge_kernel(
 # -- launchers ---------------------------------------------------------------------------------
 
 PDL_OFF, PDL_EARLY, PDL_LATE = 0, 1, 2
-_pdl: int | None = None  # decided at the first launch (``pdl_mode``)
+_pdl_override: int | None = None  # ``set_pdl_mode`` (the benchmark, tests)
 
 
-def pdl_mode(device: torch.device | None = None) -> int:
+def pdl_mode(device: torch.device | None = None, prefer: int = PDL_LATE) -> int:
     """How the decode kernels launch. ``PDL_OFF``: one after another. With programmatic
     dependent launch (Hopper and later) a kernel is launched before the previous one ends and
     waits for it inside (``_after_previous``), which hides part of a launch's fixed cost in a
     CUDA graph; ``PDL_EARLY`` releases the next kernel as soon as its own wait is over,
-    ``PDL_LATE`` once its main loop is done. ``LSPILOT_PDL`` (0/1/2) overrides the default;
-    Triton's interpreter and older GPUs always get ``PDL_OFF``."""
-    global _pdl
-    if _pdl is None:
-        env = os.environ.get("LSPILOT_PDL")
-        hopper = (
-            not triton.knobs.runtime.interpret
-            and torch.cuda.is_available()
-            and torch.cuda.get_device_capability(device)[0] >= 9
-        )
-        _pdl = min(int(env), PDL_LATE) if env and hopper else PDL_LATE if hopper else PDL_OFF
-    return _pdl
+    ``PDL_LATE`` once its main loop is done. ``prefer``: the caller's choice (the fused step's,
+    per architecture); ``set_pdl_mode``, then ``LSPILOT_PDL`` (0/1/2), override it. Triton's
+    interpreter and GPUs before Hopper always get ``PDL_OFF``."""
+    if triton.knobs.runtime.interpret or not torch.cuda.is_available():
+        return PDL_OFF
+    if torch.cuda.get_device_capability(device)[0] < 9:
+        return PDL_OFF
+    if _pdl_override is not None:
+        return _pdl_override
+    env = os.environ.get("LSPILOT_PDL")
+    return min(int(env), PDL_LATE) if env else prefer
 
 
 def set_pdl_mode(mode: int | None) -> None:
-    """Set ``pdl_mode`` (None: decide again); graphs captured before keep how they launched."""
-    global _pdl
-    _pdl = mode
+    """Override ``pdl_mode`` (None: no override); graphs captured before keep how they launched."""
+    global _pdl_override
+    _pdl_override = mode
 
 
-def _pdl_args(x: torch.Tensor) -> dict:
-    """The PDL keywords of one launch (``launch_pdl`` is a compile option: compiled only)."""
-    mode = pdl_mode(x.device) if x.is_cuda else PDL_OFF
+def _pdl_args(x: torch.Tensor, pdl: int | None) -> dict:
+    """The PDL keywords of one launch (``launch_pdl`` is a compile option: compiled only).
+    ``pdl`` None: ``pdl_mode``'s default."""
+    mode = PDL_OFF if not x.is_cuda else pdl_mode(x.device) if pdl is None else pdl
     return {"PDL": mode, "launch_pdl": True} if mode else {"PDL": mode}
 
 
@@ -430,11 +441,12 @@ def linear(
     accumulate: torch.Tensor | None = None,
     out_dtype: torch.dtype | None = None,
     tiles: Tiles | None = None,
+    pdl: int | None = None,
 ) -> torch.Tensor:
     """``act(norm(x) @ w.T + bias)``; x: [B, K] -> [B, N] (N = rows of w, halved for
     ``ACT_SILU_MUL``). ``accumulate``: a float32 [B, N] tensor that the product is added to in
     place (split over K, atomically) and returned; no activation then. ``tiles``: overrides
-    the heuristic (the benchmark's tile sweep)."""
+    the heuristic (the benchmark's tile sweep). ``pdl``: how it launches (``pdl_mode``)."""
     B, K = x.shape
     N = w.shape[0] // 2 if act == ACT_SILU_MUL else w.shape[0]
     if accumulate is not None:
@@ -453,7 +465,7 @@ def linear(
         NORM=norm, HAS_BIAS=bias is not None, ACT=act, ATOMIC=accumulate is not None,
         DOT=t.dot, BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k,
         K_SPLIT=t.k_split, BLOCK_KS=t.block_ks, num_warps=t.num_warps, num_stages=3,
-        **_pdl_args(x),
+        **_pdl_args(x, pdl),
     )  # fmt: skip
     return out
 
@@ -478,6 +490,7 @@ def qkv_rope(
     norm_b: torch.Tensor | None = None,
     eps: float = 1e-6,
     tiles: Tiles | None = None,
+    pdl: int | None = None,
 ) -> torch.Tensor:
     """x: [B, E] -> q: [B, H, D]; writes k, v of row b into slot ``slots[b]`` at ``wpos[b]``.
 
@@ -505,7 +518,7 @@ def qkv_rope(
         s_slot, s_head, s_pos,
         NORM=norm, HAS_BIAS=bias is not None, ROPE=rope, DOT=t.dot,
         D=D, BLOCK_M=t.block_m, BLOCK_J=BJ, BLOCK_K=t.block_k, BLOCK_KS=t.block_ks,
-        num_warps=t.num_warps, num_stages=3, **_pdl_args(x),
+        num_warps=t.num_warps, num_stages=3, **_pdl_args(x, pdl),
     )  # fmt: skip
     return q
 
@@ -525,6 +538,7 @@ def attention(
     slots: torch.Tensor,
     n_keys: int,
     scale: float,
+    pdl: int | None = None,
 ) -> torch.Tensor:
     """q: [B, H, D]; row b attends slot ``slots[b]`` at positions 0..pos[b] (< n_keys)
     -> [B, H * D]."""
@@ -541,11 +555,11 @@ def attention(
         q, k_cache, v_cache, pos, slots, part, lse,
         scale, H, s_slot, s_head, s_pos,
         SPLIT=split, G=G, D=D, BLOCK_G=max(16, triton.next_power_of_2(G)), BLOCK_L=64,
-        num_warps=4, num_stages=2, **_pdl_args(q),
+        num_warps=4, num_stages=2, **_pdl_args(q, pdl),
     )  # fmt: skip
     out = torch.empty(B, H * D, device=q.device, dtype=q.dtype)
     _attn_merge_kernel[(B * H,)](
         part, lse, out, S, D=D, BLOCK_S=max(2, triton.next_power_of_2(S)), num_warps=1,
-        **_pdl_args(q),
+        **_pdl_args(q, pdl),
     )  # fmt: skip
     return out

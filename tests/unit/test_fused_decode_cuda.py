@@ -31,8 +31,10 @@ def pdl():
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("arch", ["qwen2", "gpt_bigcode"])
 @pytest.mark.parametrize("rows", [1, 12])
-def test_graphed_fused_step_matches_the_eager_step(arch, rows, mode, pdl):
-    pdl(mode)
+def test_graphed_fused_step_matches_the_step_launched_serially(arch, rows, mode, pdl):
+    """The same kernels, so nearly the same numbers (split-K adds atomically, in any order):
+    launched one after another outside a graph, against captured with ``mode`` and replayed.
+    And both against the eager step, as loosely as the GPU's tf32 products need."""
     em = EngineModel(tiny_decoder(arch).cuda(), max_len=256, fused=True)
     em.allocate(16)
     S, L = 70, 128
@@ -44,9 +46,13 @@ def test_graphed_fused_step_matches_the_eager_step(arch, rows, mode, pdl):
         em.prefill(ids, pos, pos, slots, em.key_pos(S), torch.full((rows,), S - 1).cuda())
         new = torch.randint(0, VOCAB, (rows, 1), generator=g).cuda()
         p = torch.tensor([[S - 9 * (i % 4)] for i in range(rows)], device="cuda")
-        want = em.decode(new, p, p, em.key_pos(L)).clone()
-        k_want, v_want = em.cache.k.clone(), em.cache.v.clone()
         key_pos = em.key_pos(L)
+        eager = em.decode(new, p, p, key_pos).clone()
+        pdl(kernels.PDL_OFF)
+        em.fused.pdl = kernels.PDL_OFF
+        want = em.fused.decode(new, p, p, key_pos).clone()
+        k_want, v_want = em.cache.k.clone(), em.cache.v.clone()
+        em.fused.pdl = mode
         em.fused.decode(new, p, p, key_pos)  # compiles outside the capture
         for b in range(rows):  # forget the new token's keys and values: the graph writes them
             em.cache.k[:, b, :, p[b, 0]] = 0.0
@@ -54,11 +60,12 @@ def test_graphed_fused_step_matches_the_eager_step(arch, rows, mode, pdl):
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             got = em.fused.decode(new, p, p, key_pos)
-        graph.replay()
+        for _ in range(3):  # replays overwrite the same positions with the same values
+            graph.replay()
         torch.cuda.synchronize()
-    # fp32 on the GPU: tf32 tensor cores in the kernels' products, so not bit-exact
+    scale = want.abs().max()
     assert torch.isfinite(got).all()
-    assert (got - want).abs().max() <= 2e-3 * want.abs().max()
-    assert torch.equal(got.argmax(-1), want.argmax(-1))
-    assert torch.allclose(em.cache.k, k_want, atol=2e-3)
-    assert torch.allclose(em.cache.v, v_want, atol=2e-3)
+    assert (got - want).abs().max() <= 1e-4 * scale
+    assert torch.allclose(em.cache.k, k_want, atol=1e-4)
+    assert torch.allclose(em.cache.v, v_want, atol=1e-4)
+    assert (want - eager).abs().max() <= 3e-2 * eager.abs().max()
