@@ -1117,8 +1117,8 @@ def plot(results: list[dict], path: Path) -> None:
     b.set_xlabel("µs per layer: fused decode step, batch 2, 1024 keys, GPU time")
     widest = max((sum(r.get("kernel_times", {}).get(k, {}).get("us", 0.0) for k in KERNELS)
                   for r in results), default=0.0)  # fmt: skip
-    b.set_xlim(0, widest * 1.55 or 1)  # room on the right for the legend, clear of the bars
-    b.legend(fontsize=7, loc="upper right")
+    b.set_xlim(0, widest * 1.8 or 1)  # room on the right for the legend, clear of the bars
+    b.legend(fontsize=7, loc="center right")
     if conc:
         c = axes[2]
         for r in conc:
