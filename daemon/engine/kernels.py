@@ -345,14 +345,16 @@ def pdl_mode(device: torch.device | None = None, prefer: int = PDL_LATE) -> int:
     ``PDL_LATE`` once its main loop is done. ``prefer``: the caller's choice (the fused step's,
     per architecture); ``set_pdl_mode``, then ``LSPILOT_PDL`` (0/1/2), override it. Triton's
     interpreter and GPUs before Hopper always get ``PDL_OFF``."""
+    env = os.environ.get("LSPILOT_PDL", "").strip()
+    if env not in ("", "0", "1", "2"):  # checked everywhere, so a typo shows on any machine
+        raise ValueError(f"LSPILOT_PDL must be 0 (serial), 1 (early) or 2 (late), not {env!r}")
     if triton.knobs.runtime.interpret or not torch.cuda.is_available():
         return PDL_OFF
     if torch.cuda.get_device_capability(device)[0] < 9:
         return PDL_OFF
     if _pdl_override is not None:
         return _pdl_override
-    env = os.environ.get("LSPILOT_PDL")
-    return min(int(env), PDL_LATE) if env else prefer
+    return int(env) if env else prefer
 
 
 def set_pdl_mode(mode: int | None) -> None:
