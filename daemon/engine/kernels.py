@@ -346,7 +346,7 @@ def pdl_mode(device: torch.device | None = None, prefer: int = PDL_LATE) -> int:
     per architecture); ``set_pdl_mode``, then ``LSPILOT_PDL`` (0/1/2), override it. Triton's
     interpreter and GPUs before Hopper always get ``PDL_OFF``."""
     env = os.environ.get("LSPILOT_PDL", "").strip()
-    if env not in ("", "0", "1", "2"):  # checked everywhere, so a typo shows on any machine
+    if env not in ("", "0", "1", "2"):  # a GPU daemon refuses a typo when its engine loads
         raise ValueError(f"LSPILOT_PDL must be 0 (serial), 1 (early) or 2 (late), not {env!r}")
     if triton.knobs.runtime.interpret or not torch.cuda.is_available():
         return PDL_OFF
