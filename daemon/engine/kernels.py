@@ -358,7 +358,10 @@ def pdl_mode(device: torch.device | None = None, prefer: int = PDL_LATE) -> int:
 
 
 def set_pdl_mode(mode: int | None) -> None:
-    """Override ``pdl_mode`` (None: no override); graphs captured before keep how they launched."""
+    """Override ``pdl_mode`` (None: no override) for launchers called without ``pdl`` and for
+    fused steps built from now on (``FusedDecode`` fixes its mode when it is built)."""
+    if mode not in (None, PDL_OFF, PDL_EARLY, PDL_LATE):
+        raise ValueError(f"PDL mode {mode!r}: 0, 1, 2 or None")
     global _pdl_override
     _pdl_override = mode
 

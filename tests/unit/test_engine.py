@@ -169,7 +169,7 @@ async def test_chunked_prefill_while_others_decode(model, lookahead):
 
 def test_chunk_sizes_share_first_then_fill_the_budget_oldest_first():
     sizes = scheduler.chunk_sizes
-    # 8 each first, then the 16-token budget's rest goes to the oldest prompt.
+    # 8, 5 and 8 first; the 11 tokens left of the 32-token budget go to the oldest prompt.
     assert sizes([30, 5, 20], chunk=8, budget=32, max_rows=4, fill=False) == [8, 5, 8]
     assert sizes([30, 5, 20], chunk=8, budget=32, max_rows=4, fill=True) == [19, 5, 8]
     assert sizes([30, 5, 20], chunk=8, budget=64, max_rows=4, fill=True) == [30, 5, 20]

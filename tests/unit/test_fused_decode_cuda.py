@@ -22,19 +22,15 @@ if torch.cuda.get_device_capability()[0] >= 9:
     MODES += [kernels.PDL_EARLY, kernels.PDL_LATE]
 
 
-@pytest.fixture
-def pdl():
-    yield kernels.set_pdl_mode
-    kernels.set_pdl_mode(None)
-
-
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("arch", ["qwen2", "gpt_bigcode"])
 @pytest.mark.parametrize("rows", [1, 12])
-def test_graphed_fused_step_matches_the_step_launched_serially(arch, rows, mode, pdl):
+def test_graphed_fused_step_matches_the_step_launched_serially(arch, rows, mode):
     """The same kernels, so nearly the same numbers (split-K adds atomically, in any order):
     launched one after another outside a graph, against captured with ``mode`` and replayed.
-    And both against the eager step, as loosely as the GPU's tf32 products need."""
+    Each replay gets new tokens and is checked alone, the first one included: a kernel that read
+    its inputs before the previous kernel had written them would read a stale or empty buffer.
+    And the serial step against the eager one (float32 products in full precision)."""
     em = EngineModel(tiny_decoder(arch).cuda(), max_len=256, fused=True)
     em.allocate(16)
     S, L = 70, 128
@@ -44,28 +40,32 @@ def test_graphed_fused_step_matches_the_step_launched_serially(arch, rows, mode,
         pos = torch.arange(S, device="cuda")[None].expand(rows, S).contiguous()
         slots = torch.arange(rows, device="cuda")
         em.prefill(ids, pos, pos, slots, em.key_pos(S), torch.full((rows,), S - 1).cuda())
-        new = torch.randint(0, VOCAB, (rows, 1), generator=g).cuda()
+        new = torch.zeros(rows, 1, dtype=torch.long, device="cuda")  # the graph's input
         p = torch.tensor([[S - 9 * (i % 4)] for i in range(rows)], device="cuda")
         key_pos = em.key_pos(L)
-        eager = em.decode(new, p, p, key_pos).clone()
-        pdl(kernels.PDL_OFF)
-        em.fused.pdl = kernels.PDL_OFF
-        want = em.fused.decode(new, p, p, key_pos).clone()
-        k_want, v_want = em.cache.k.clone(), em.cache.v.clone()
+
+        def forget_new_token():  # the step under test writes the new token's keys and values
+            for b in range(rows):
+                em.cache.k[:, b, :, p[b, 0]] = 0.0
+                em.cache.v[:, b, :, p[b, 0]] = 0.0
+
         em.fused.pdl = mode
         em.fused.decode(new, p, p, key_pos)  # compiles outside the capture
-        for b in range(rows):  # forget the new token's keys and values: the graph writes them
-            em.cache.k[:, b, :, p[b, 0]] = 0.0
-            em.cache.v[:, b, :, p[b, 0]] = 0.0
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             got = em.fused.decode(new, p, p, key_pos)
-        for _ in range(3):  # replays overwrite the same positions with the same values
+        for _ in range(2):
+            new.copy_(torch.randint(0, VOCAB, (rows, 1), generator=g))
+            eager = em.decode(new, p, p, key_pos).clone()
+            em.fused.pdl = kernels.PDL_OFF
+            want = em.fused.decode(new, p, p, key_pos).clone()
+            k_want, v_want = em.cache.k.clone(), em.cache.v.clone()
+            forget_new_token()
             graph.replay()
-        torch.cuda.synchronize()
-    scale = want.abs().max()
-    assert torch.isfinite(got).all()
-    assert (got - want).abs().max() <= 1e-4 * scale
-    assert torch.allclose(em.cache.k, k_want, atol=1e-4)
-    assert torch.allclose(em.cache.v, v_want, atol=1e-4)
-    assert (want - eager).abs().max() <= 3e-2 * eager.abs().max()
+            torch.cuda.synchronize()
+            scale = want.abs().max()
+            assert torch.isfinite(got).all()
+            assert (got - want).abs().max() <= 1e-4 * scale
+            assert torch.allclose(em.cache.k, k_want, atol=1e-4)
+            assert torch.allclose(em.cache.v, v_want, atol=1e-4)
+            assert (want - eager).abs().max() <= 1e-3 * eager.abs().max()
