@@ -230,6 +230,24 @@ async def engine_run(be, prompt, n, key="", cancel_after=None, rid="r"):
     return t0, times, toks, seq
 
 
+def side_engine(model, work, *, warm: bool = False, **kw):
+    """``work(be, run)`` on an engine of its own (``kw``: EngineBackend's options) with its own
+    event loop (``run`` drives a coroutine to its end), closed afterwards; returns what it
+    returns. ``warm``: capture the engine's graphs first."""
+    from lspilot.daemon.engine import EngineBackend
+
+    be = EngineBackend(model, device=DEVICE, **kw)
+    loop = asyncio.new_event_loop()
+    try:
+        if warm:
+            loop.run_until_complete(be.warmup())
+        out = work(be, loop.run_until_complete)
+        loop.run_until_complete(be.close())
+        return out
+    finally:
+        loop.close()
+
+
 async def engine_decode_ms(be, prompt, n=65, reps=3):
     await engine_run(be, prompt, n)
     runs = [await engine_run(be, prompt, n) for _ in range(reps)]
@@ -811,14 +829,16 @@ def bench_model(name, cfg, args, deadline):
     def eager_engine():
         # The engine before the Triton kernels (HF modules in CUDA graphs), same run.
         # A short cache: it needs 577 positions at most, and the run's main engine follows.
-        be0 = EngineBackend(model, device=DEVICE, max_batch=64, max_len=1088, fused=False)
-        lp = asyncio.new_event_loop()
-        try:
-            ms, ttft, _, per = lp.run_until_complete(engine_decode_ms(be0, p512))
-            replay = graph_replay_ms(be0, [(b, n) for b, n in replay_shapes if n <= 1024])
-            lp.run_until_complete(be0.close())
-        finally:
-            lp.close()
+        def work(be0, run):
+            ms, ttft, _, per = run(engine_decode_ms(be0, p512))
+            return (
+                ms,
+                ttft,
+                per,
+                graph_replay_ms(be0, [(b, n) for b, n in replay_shapes if n <= 1024]),
+            )
+
+        ms, ttft, per, replay = side_engine(model, work, max_batch=64, max_len=1088, fused=False)
         return {"ms_per_token": ms, "ttft_512_ms": ttft, "runs": per, "graph_replay_ms": replay,
                 "bw_share": res["floor_ms_per_token"] / ms}  # fmt: skip
 
@@ -835,19 +855,15 @@ def bench_model(name, cfg, args, deadline):
         try:
             for mode, label in ((0, "serial"), (1, "pdl-early"), (2, "pdl-late")):
                 kernels.set_pdl_mode(mode)
-                be2 = EngineBackend(model, device=DEVICE, max_batch=64, max_len=1088,
-                                    packed_prefill=False)  # fmt: skip
-                lp = asyncio.new_event_loop()
-                try:
-                    lp.run_until_complete(be2.warmup())
-                    ms, _, _, per = lp.run_until_complete(engine_decode_ms(be2, p512))
-                    steps = fused_step_ms(be2._em, batches=(1, 2, 8, 64))
-                    lp.run_until_complete(be2.close())
-                finally:
-                    lp.close()
+
+                def work(be2, run):
+                    ms, _, _, per = run(engine_decode_ms(be2, p512))
+                    return ms, per, fused_step_ms(be2._em, batches=(1, 2, 8, 64))
+
+                ms, per, steps = side_engine(model, work, warm=True, max_batch=64, max_len=1088,
+                                             packed_prefill=False)  # fmt: skip
                 out[label] = {"ms_per_token": ms, "runs": per, "fused_step_ms": steps,
                               "bw_share": res["floor_ms_per_token"] / ms}  # fmt: skip
-                be2 = None
                 gc.collect()
         finally:
             kernels.set_pdl_mode(None)
@@ -980,22 +996,16 @@ def bench_model(name, cfg, args, deadline):
         # The same engine with the padded eager prefill (HF modules launched from Python) in
         # place of the packed, graph-captured one: first-token times at the same lengths, and
         # the 64-client traffic, side by side with engine_ttft and engine_concurrency above.
-        be1 = EngineBackend(model, device=DEVICE, max_batch=args.max_batch, max_len=max_len,
-                            packed_prefill=False)  # fmt: skip
-        lp = asyncio.new_event_loop()
-        try:
-            lp.run_until_complete(be1.warmup())
+        def work(be1, run):
             lengths = [n for n in args.ttft_lengths if n < max_len]
-            out = {"ttft": lp.run_until_complete(engine_ttft(be1, rng, vocab, lengths))}
+            out = {"ttft": run(engine_ttft(be1, rng, vocab, lengths))}
             c = max(args.clients)
             per = max(2, args.min_requests // c)
-            out["concurrency"] = {
-                str(c): lp.run_until_complete(engine_concurrency(be1, rng, vocab, c, per))
-            }
-            lp.run_until_complete(be1.close())
-        finally:
-            lp.close()
-        return out
+            out["concurrency"] = {str(c): run(engine_concurrency(be1, rng, vocab, c, per))}
+            return out
+
+        return side_engine(model, work, warm=True, max_batch=args.max_batch, max_len=max_len,
+                           packed_prefill=False)  # fmt: skip
 
     if not args.skip_eager:
         section("padded_prefill", padded_prefill)
@@ -1012,22 +1022,21 @@ def bench_model(name, cfg, args, deadline):
 
         def match_fp32():
             m32 = model.float()
-            be32 = EngineBackend(m32, device=DEVICE, max_batch=2, max_len=512, compile=False)
-            loop32 = asyncio.new_event_loop()
             exact, prefix = 0, []
-            try:
+
+            def work(be32, run):
+                nonlocal exact
                 for i in range(args.match_prompts):
                     p = rand_prompt(random.Random(100 + i), 256, vocab)
                     _, ref = stock(m32, p, 64)
-                    _, _, got, _ = loop32.run_until_complete(engine_run(be32, p, 64))
+                    _, _, got, _ = run(engine_run(be32, p, 64))
                     exact += got == ref
                     k = next(
                         (j for j, (a, b) in enumerate(zip(got, ref, strict=True)) if a != b), 64
                     )
                     prefix.append(k / 64)
-                loop32.run_until_complete(be32.close())
-            finally:
-                loop32.close()
+
+            side_engine(m32, work, max_batch=2, max_len=512, compile=False)
             return {
                 "prompts": args.match_prompts,
                 "exact_sequences": exact / args.match_prompts,

@@ -98,7 +98,7 @@ class FusedDecode:
         # (starcoder 1b 1.56 -> 1.70, early release 1.85), which launches serially.
         # docs/performance.md, run 13.
         prefer = K.PDL_OFF if self.bigcode else K.PDL_LATE
-        self.pdl = K.pdl_mode(em.device, prefer) if em.device.type == "cuda" else K.PDL_OFF
+        self.pdl = K.pdl_mode(em.device, prefer)
         with torch.no_grad():
             self.layers = [self._layer(layer) for layer in em.layers]
         self.final = _norm(em.final_norm)

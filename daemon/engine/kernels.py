@@ -343,12 +343,13 @@ def pdl_mode(device: torch.device | None = None, prefer: int = PDL_LATE) -> int:
     waits for it inside (``_after_previous``), which hides part of a launch's fixed cost in a
     CUDA graph; ``PDL_EARLY`` releases the next kernel as soon as its own wait is over,
     ``PDL_LATE`` once its main loop is done. ``prefer``: the caller's choice (the fused step's,
-    per architecture); ``set_pdl_mode``, then ``LSPILOT_PDL`` (0/1/2), override it. Triton's
-    interpreter and GPUs before Hopper always get ``PDL_OFF``."""
+    per architecture); ``set_pdl_mode``, then ``LSPILOT_PDL`` (0/1/2), override it. The CPU,
+    Triton's interpreter and GPUs before Hopper always get ``PDL_OFF``."""
     env = os.environ.get("LSPILOT_PDL", "").strip()
     if env not in ("", "0", "1", "2"):  # a GPU daemon refuses a typo when its engine loads
         raise ValueError(f"LSPILOT_PDL must be 0 (serial), 1 (early) or 2 (late), not {env!r}")
-    if triton.knobs.runtime.interpret or not torch.cuda.is_available():
+    on_cuda = torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda")
+    if triton.knobs.runtime.interpret or not on_cuda:
         return PDL_OFF
     if torch.cuda.get_device_capability(device)[0] < 9:
         return PDL_OFF
@@ -369,7 +370,7 @@ def set_pdl_mode(mode: int | None) -> None:
 def _pdl_args(x: torch.Tensor, pdl: int | None) -> dict:
     """The PDL keywords of one launch (``launch_pdl`` is a compile option: compiled only).
     ``pdl`` None: ``pdl_mode``'s default."""
-    mode = PDL_OFF if not x.is_cuda else pdl_mode(x.device) if pdl is None else pdl
+    mode = pdl_mode(x.device) if pdl is None else pdl
     return {"PDL": mode, "launch_pdl": True} if mode else {"PDL": mode}
 
 
