@@ -99,6 +99,9 @@ class FusedDecode:
         # docs/performance.md, run 13.
         prefer = K.PDL_OFF if self.bigcode else K.PDL_LATE
         self.pdl = K.pdl_mode(em.device, prefer)
+        # Tile choices per product ("qkv", "o", "up", "down", "head"): ``Tiles.make`` keywords
+        # that replace ``Tiles.choose``'s heuristic (bench/step_sweep.py, the tests).
+        self.tile_kw: dict[str, dict] = {}
         with torch.no_grad():
             self.layers = [self._layer(layer) for layer in em.layers]
         self.final = _norm(em.final_norm)
@@ -122,6 +125,10 @@ class FusedDecode:
             _norm(layer.input_layernorm), _norm(layer.post_attention_layernorm),
         )  # fmt: skip
 
+    def _tiles(self, op: str, B: int, N: int, K_in: int) -> K.Tiles | None:
+        kw = self.tile_kw.get(op)
+        return None if kw is None else K.Tiles.make(B, N, K_in, **kw)
+
     def decode(self, ids, pos, wpos, key_pos):
         """ids, pos, wpos: [B, 1]; key_pos: [L] -> logits [B, V] float32 (as EngineModel).
         Row b is slot b."""
@@ -139,27 +146,33 @@ class FusedDecode:
         x = em._embed(ids[:, None], pos[:, None])[:, 0].float()  # [R, E]
         cos, sin = (None, None) if self.bigcode else (em.cos, em.sin)
         mlp_act = K.ACT_GELU_TANH if self.bigcode else K.ACT_SILU_MUL
-        pdl = self.pdl
+        pdl, R = self.pdl, ids.shape[0]
+        E, n_qkv = x.shape[1], (sh.n_heads + 2 * sh.n_kv_heads) * sh.head_dim
+        t_qkv = self._tiles("qkv", R, n_qkv, E)
+        t_o = self._tiles("o", R, E, sh.n_heads * sh.head_dim)
         for i, lw in enumerate(self.layers):
             k_cache, v_cache = cache.k[i], cache.v[i]  # [N, Hkv, M + 1, D]
+            n_mid = lw.w_down.shape[1]
             q = K.qkv_rope(
                 x, lw.w_qkv, lw.b_qkv,
                 n_heads=sh.n_heads, n_kv=sh.n_kv_heads, head_dim=sh.head_dim,
                 k_cache=k_cache, v_cache=v_cache, pos=pos, wpos=wpos, slots=slots,
                 cos=cos, sin=sin,
                 norm=self.norm_kind, norm_w=lw.ln1[0], norm_b=lw.ln1[1], eps=lw.ln1[2],
-                pdl=pdl,
+                tiles=t_qkv, pdl=pdl,
             )  # fmt: skip  # q: [R, H, D]
             attn = K.attention(q, k_cache, v_cache, pos, slots, n_keys, em.scaling, pdl=pdl)
-            K.linear(attn, lw.w_o, lw.b_o, accumulate=x, pdl=pdl)
+            K.linear(attn, lw.w_o, lw.b_o, accumulate=x, tiles=t_o, pdl=pdl)
             h = K.linear(
                 x, lw.w_up, lw.b_up,
                 norm=self.norm_kind, norm_w=lw.ln2[0], norm_b=lw.ln2[1], eps=lw.ln2[2],
-                act=mlp_act, pdl=pdl,
+                act=mlp_act, tiles=self._tiles("up", R, n_mid, E), pdl=pdl,
             )  # fmt: skip  # [R, I]
-            K.linear(h, lw.w_down, lw.b_down, accumulate=x, pdl=pdl)
+            K.linear(h, lw.w_down, lw.b_down, accumulate=x,
+                     tiles=self._tiles("down", R, E, n_mid), pdl=pdl)  # fmt: skip
         w, b, eps = self.final
         return K.linear(
             x, self.head, self.head_bias,
-            norm=self.norm_kind, norm_w=w, norm_b=b, eps=eps, out_dtype=torch.float32, pdl=pdl,
+            norm=self.norm_kind, norm_w=w, norm_b=b, eps=eps, out_dtype=torch.float32,
+            tiles=self._tiles("head", R, self.head.shape[0], E), pdl=pdl,
         )  # fmt: skip

@@ -124,22 +124,35 @@ def _load_x(
 
 
 @triton.jit
-def _tile_product(x, w_ptr, rows, row_ok, kk, K: tl.constexpr, DOT: tl.constexpr):
-    # x: [BM, BK] (model dtype) times weight rows ``rows`` [BN] at columns kk -> [BM, BN] fp32.
-    # DOT uses the tensor cores (BM >= 16); otherwise multiply-and-sum on the CUDA cores, which
-    # lets a small batch use a tile of just its own rows.
+def _load_w(w_ptr, rows, row_ok, kk, K: tl.constexpr, DOT: tl.constexpr):
+    # Weight rows ``rows`` [BN] at columns kk: [BK, BN] for a tensor-core product, else [BN, BK].
     k_ok = kk < K
     if DOT:
         w = tl.load(
             w_ptr + rows[None, :] * K + kk[:, None], mask=row_ok[None, :] & k_ok[:, None], other=0.0
-        )  # [BK, BN]
-        out = dot(x, w)
+        )
     else:
         w = tl.load(
             w_ptr + rows[:, None] * K + kk[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0
-        )  # [BN, BK]
+        )
+    return w
+
+
+@triton.jit
+def _product(x, w, DOT: tl.constexpr):
+    # x: [BM, BK] (model dtype) times a ``_load_w`` tile -> [BM, BN] float32. DOT uses the
+    # tensor cores (BM >= 16); otherwise multiply-and-sum on the CUDA cores, which lets a small
+    # batch use a tile of just its own rows.
+    if DOT:
+        out = dot(x, w)
+    else:
         out = tl.sum(x.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
     return out
+
+
+@triton.jit
+def _tile_product(x, w_ptr, rows, row_ok, kk, K: tl.constexpr, DOT: tl.constexpr):
+    return _product(x, _load_w(w_ptr, rows, row_ok, kk, K, DOT), DOT)
 
 
 @triton.jit
@@ -149,7 +162,7 @@ def _linear_kernel(
     NORM: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, ATOMIC: tl.constexpr,
     DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     K_SPLIT: tl.constexpr, BLOCK_KS: tl.constexpr,
-    PDL: tl.constexpr,
+    PDL: tl.constexpr, PRELOAD: tl.constexpr,
 ):  # fmt: skip
     # x: [B, K]; w: [N, K] (or [2N, K] gate rows then up rows for ACT_SILU_MUL); y: [B, N].
     # Program (n, m, k) computes a [BLOCK_M, BLOCK_N] tile over inputs k*K_SPLIT..+K_SPLIT.
@@ -161,11 +174,23 @@ def _linear_kernel(
     rk = tl.arange(0, BLOCK_K)
     m_ok, n_ok = rm < B, rn < N
     w_dtype = w_ptr.dtype.element_ty
-    _after_previous(PDL)
-    mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_KS)
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     acc_up = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    for k0 in range(0, K_SPLIT, BLOCK_K):
+    if PRELOAD:
+        # The weights are no kernel's output: the first step's tile can load before the wait,
+        # so under PDL its memory latency overlaps the previous kernel's end.
+        kk0 = pid_k * K_SPLIT + rk
+        w0 = _load_w(w_ptr, rn, n_ok, kk0, K, DOT)
+        if ACT == 2:
+            w0_up = _load_w(w_ptr, rn + N, n_ok, kk0, K, DOT)
+    _after_previous(PDL)
+    mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_KS)
+    if PRELOAD:
+        x0 = _load_x(x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk0, K, mean, rstd, NORM)
+        acc += _product(x0, w0, DOT)
+        if ACT == 2:
+            acc_up += _product(x0, w0_up, DOT)
+    for k0 in range(PRELOAD * BLOCK_K, K_SPLIT, BLOCK_K):  # after the preloaded step
         kk = pid_k * K_SPLIT + k0 + rk
         x = _load_x(x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk, K, mean, rstd, NORM)
         acc += _tile_product(x, w_ptr, rn, n_ok, kk, K, DOT)
@@ -202,7 +227,7 @@ def _qkv_rope_kernel(
     s_slot, s_head, s_pos,
     NORM: tl.constexpr, HAS_BIAS: tl.constexpr, ROPE: tl.constexpr, DOT: tl.constexpr,
     D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr,
-    BLOCK_KS: tl.constexpr, PDL: tl.constexpr,
+    BLOCK_KS: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
 ):  # fmt: skip
     # x: [B, K]; w: [(H + 2 Hkv) D, K], q heads then k heads then v heads; q: [B, H, D];
     # k, v: one layer of the cache, [slots, Hkv, M + 1, D]; row b writes slot slot[b].
@@ -214,15 +239,23 @@ def _qkv_rope_kernel(
     rk = tl.arange(0, BLOCK_K)
     m_ok = rm < B
     row1, row2 = t * D + rj, t * D + HALF + rj
-    _after_previous(PDL)
-    mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_KS)
+    j_ok = rj < HALF
     acc1 = tl.zeros([BLOCK_M, BLOCK_J], tl.float32)
     acc2 = tl.zeros([BLOCK_M, BLOCK_J], tl.float32)
-    for k0 in range(0, K, BLOCK_K):
+    if PRELOAD:  # as in _linear_kernel: the first weight tile before the wait
+        w1 = _load_w(w_ptr, row1, j_ok, rk, K, DOT)
+        w2 = _load_w(w_ptr, row2, j_ok, rk, K, DOT)
+    _after_previous(PDL)
+    mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_KS)
+    if PRELOAD:
+        x0 = _load_x(x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, rk, K, mean, rstd, NORM)
+        acc1 += _product(x0, w1, DOT)
+        acc2 += _product(x0, w2, DOT)
+    for k0 in range(PRELOAD * BLOCK_K, K, BLOCK_K):
         kk = k0 + rk
         x = _load_x(x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk, K, mean, rstd, NORM)
-        acc1 += _tile_product(x, w_ptr, row1, rj < HALF, kk, K, DOT)
-        acc2 += _tile_product(x, w_ptr, row2, rj < HALF, kk, K, DOT)
+        acc1 += _tile_product(x, w_ptr, row1, j_ok, kk, K, DOT)
+        acc2 += _tile_product(x, w_ptr, row2, j_ok, kk, K, DOT)
     _release_next(PDL)
     if HAS_BIAS:
         acc1 += tl.load(b_ptr + row1).to(tl.float32)[None, :]
@@ -389,11 +422,14 @@ class Tiles:
     block_ks: int  # chunk of the row-statistics pass
     num_warps: int = 4
     block_j: int = 16  # q/k/v only: rotary pairs per program (below 16: multiply-and-sum only)
+    num_stages: int = 3  # weight tiles in flight per program (Triton's software pipeline)
+    preload: bool = False  # load the first weight tile before waiting for the previous kernel
 
     @staticmethod
     def make(
         B: int, N: int, K: int, *, dot: bool, block_n: int, block_k: int,
-        num_warps: int = 4, programs: int = 0, block_j: int = 16,
+        num_warps: int = 4, programs: int = 0, block_j: int = 16, num_stages: int = 3,
+        preload: bool = False,
     ) -> Tiles:  # fmt: skip
         """``programs``: split K until about that many programs run (0: no split)."""
         if dot:
@@ -410,7 +446,8 @@ class Tiles:
         # The row-statistics pass holds a [block_m, block_ks] float32 tile: at 64 rows a 512-wide
         # chunk is 128 KiB of registers, which spills (batch 64 measured 2-4x slower than 32).
         block_ks = min(512, _pow2(K), max(64, 8192 // block_m))
-        return Tiles(dot, block_m, block_n, block_k, k_split, block_ks, num_warps, block_j)
+        return Tiles(dot, block_m, block_n, block_k, k_split, block_ks, num_warps, block_j,
+                     num_stages, preload)  # fmt: skip
 
     @staticmethod
     def choose(B: int, N: int, K: int, splittable: bool = False, rope: bool = False) -> Tiles:
@@ -470,7 +507,8 @@ def linear(
         B, N, K, eps,
         NORM=norm, HAS_BIAS=bias is not None, ACT=act, ATOMIC=accumulate is not None,
         DOT=t.dot, BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k,
-        K_SPLIT=t.k_split, BLOCK_KS=t.block_ks, num_warps=t.num_warps, num_stages=3,
+        K_SPLIT=t.k_split, BLOCK_KS=t.block_ks, PRELOAD=t.preload, num_warps=t.num_warps,
+        num_stages=t.num_stages,
         **_pdl_args(x, pdl),
     )  # fmt: skip
     return out
@@ -524,7 +562,7 @@ def qkv_rope(
         s_slot, s_head, s_pos,
         NORM=norm, HAS_BIAS=bias is not None, ROPE=rope, DOT=t.dot,
         D=D, BLOCK_M=t.block_m, BLOCK_J=BJ, BLOCK_K=t.block_k, BLOCK_KS=t.block_ks,
-        num_warps=t.num_warps, num_stages=3, **_pdl_args(x, pdl),
+        PRELOAD=t.preload, num_warps=t.num_warps, num_stages=t.num_stages, **_pdl_args(x, pdl),
     )  # fmt: skip
     return q
 

@@ -30,7 +30,27 @@ from tests.kernel_models import VOCAB, tiny_decoder  # noqa: E402
 @pytest.mark.parametrize("arch", ["qwen2", "llama", "gpt_bigcode"])
 @pytest.mark.parametrize("rows", [2, 12])
 def test_fused_step_matches_eager_step(arch, rows):
+    check_fused_step(arch, rows)
+
+
+@pytest.mark.parametrize("dot", [False, True])
+@pytest.mark.parametrize("arch", ["qwen2", "gpt_bigcode"])
+def test_fused_step_with_preloaded_tiles_matches_eager_step(arch, dot):
+    # Every product's first weight tile loaded before the wait, a deeper pipeline and small
+    # tiles, so K takes several steps after the preloaded one (and down/o split over K).
+    kw = {"dot": dot, "block_n": 16, "block_k": 16, "num_stages": 4, "preload": True}
+    tile_kw = {
+        "qkv": {**kw, "block_j": 16 if dot else 4},
+        "o": {**kw, "programs": 8}, "down": {**kw, "programs": 8},
+        "up": kw, "head": kw,
+    }  # fmt: skip
+    check_fused_step(arch, 2, tile_kw)
+
+
+def check_fused_step(arch: str, rows: int, tile_kw: dict | None = None) -> None:
+    """The fused step's logits and cache writes against the eager step's."""
     em = EngineModel(tiny_decoder(arch), max_len=256, fused=True)
+    em.fused.tile_kw = tile_kw or {}
     em.allocate(16)
     S, L = 70, 128
     g = torch.Generator().manual_seed(rows)
