@@ -68,6 +68,36 @@ def candidates() -> dict[str, list[dict]]:
     return {"qkv": qkv, "o": o, "up": up, "down": split, "head": head}
 
 
+def before_run15(em) -> dict[str, dict]:
+    """At batch 2, the tiles ``Tiles.choose`` picked before this sweep: the side-by-side baseline
+    of ``--confirm``."""
+    E, n_mid = em.fused.layers[0].w_down.shape
+    return {
+        "qkv": {"dot": False, "block_n": 16, "block_k": 512, "block_j": 4},
+        "up": {"dot": True, "block_n": 64 if n_mid >= 2048 else 32, "block_k": 128,
+               "num_warps": 8},
+        "head": {"dot": True, "block_n": 64, "block_k": 128, "num_warps": 4},
+    }  # fmt: skip
+
+
+def confirm_model(name: str) -> dict:
+    """The heuristic now against the one before, alternating, at batch 2 (what batch 1 runs)."""
+    em = make_engine_model(bench.model_configs()[name])
+    old = before_run15(em)
+    runs = {"now": [], "before": []}
+    for _ in range(5):
+        runs["now"].append(step_ms(em, {}))
+        runs["before"].append(step_ms(em, old))
+    res = {"model": name, "B": 2, "L": L_KEYS, "pdl": em.fused.pdl, "runs_ms": runs}
+    for k, v in runs.items():
+        res[f"{k}_ms"] = statistics.median(x for x in v if isinstance(x, float))
+    print(f"[{name}] step at batch 2: now {res['now_ms']:.4f} ms, before {res['before_ms']:.4f}",
+          flush=True)  # fmt: skip
+    del em
+    gc.collect()
+    return res
+
+
 def make_engine_model(cfg, layers: int | None = None):
     from lspilot.daemon.engine.model import EngineModel
 
@@ -183,6 +213,7 @@ def main() -> None:
     ap.add_argument("--out", default=os.environ.get("OUT", "bench/out"))
     ap.add_argument("--models", nargs="*", default=["qwen2.5-coder-0.5b", "starcoder-1b"])
     ap.add_argument("--workers", type=int, default=12)
+    ap.add_argument("--confirm", action="store_true", help="the heuristic now vs before only")
     args = ap.parse_args()
     os.environ["TRITON_INTERPRET"] = "0"
     out = Path(args.out)
@@ -190,6 +221,10 @@ def main() -> None:
     bench._import_lspilot()
     (out / "env.json").write_text(json.dumps(bench.environment(), indent=1))
     for name in args.models:
+        if args.confirm:
+            res = confirm_model(name)
+            (out / f"step_confirm_{name}.json").write_text(json.dumps(res, indent=1))
+            continue
         res = sweep_model(name, args.workers)
         (out / f"step_sweep_{name}.json").write_text(json.dumps(res, indent=1))
 

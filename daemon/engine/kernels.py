@@ -451,17 +451,26 @@ class Tiles:
 
     @staticmethod
     def choose(B: int, N: int, K: int, splittable: bool = False, rope: bool = False) -> Tiles:
-        """Tiles measured best on an H200 (bench/engine.py --sweep, qwen2.5-coder-0.5b shapes,
-        batch 2 and 8; docs/performance.md): tensor-core tiles even for 2 rows, except the
-        q/k/v product at batch <= 2; split-K outputs aimed at ~4 programs per multiprocessor."""
+        """Tiles measured best on an H200: tensor-core tiles even for 2 rows, except the q/k/v
+        product at batch <= 2; split-K outputs aimed at ~4 programs per multiprocessor
+        (bench/engine.py --sweep, each product alone, qwen2.5-coder-0.5b, batch 2 and 8). At
+        batch <= 2, the choices that won inside the whole step (bench/step_sweep.py, where the
+        weights come from memory, not L2; docs/performance.md, run 15)."""
+        small = B <= 2
         if rope:  # wide K steps, but within shared memory once the batch tile grows
             # Multiply-and-sum at batch <= 2 with 4 rotary pairs per program: four times the
             # programs of 16 pairs, 5.7 against 8.4 us (qwen 0.5b; 11.3 against 13.6 starcoder).
-            dot = B > 2
+            # Its first weight tile loaded before the wait: step 0.834 -> 0.822 ms (qwen 0.5b),
+            # 1.541 -> 1.506 (starcoder 1b), whatever the pipeline depth.
+            dot = not small
             return Tiles.make(B, N, K, dot=dot, block_n=16, block_k=512 if B <= 16 else 128,
-                              block_j=16 if dot else 4)  # fmt: skip
+                              block_j=16 if dot else 4, preload=small)  # fmt: skip
         if splittable:
             return Tiles.make(B, N, K, dot=True, block_n=32, block_k=128, programs=2 * PROGRAMS)
+        if small and N >= 32768:  # the vocabulary: 0.833 -> 0.817 ms, 1.536 -> 1.504
+            return Tiles.make(B, N, K, dot=True, block_n=128, block_k=128, num_warps=8)
+        if small and K >= 1536 and K % 256 == 0:  # gate/up of a wide model: 1.540 -> 1.467 ms
+            return Tiles.make(B, N, K, dot=True, block_n=64, block_k=256, num_warps=4)
         block_n = 64 if N >= 2048 else 32
         warps = 8 if N < 32768 else 4
         return Tiles.make(B, N, K, dot=True, block_n=block_n, block_k=128, num_warps=warps)
