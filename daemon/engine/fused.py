@@ -6,83 +6,28 @@ either) and computes the same function: per layer, norm + q/k/v projection + rot
 cache write in one kernel, split-K attention (two), the output projection added into the float32
 residual stream, norm + gate/up projection + activation, and the down projection added likewise.
 
-The stacked weights it needs (q/k/v, gate/up) are built once; the HF modules' own parameters are
-then re-pointed at slices of them, so the model keeps one copy of every weight and the eager
-prefill path, which calls those modules, reads the same memory.
+The stacked weights it needs (q/k/v, gate/up) come from ``weights.layer_weights``, which keeps
+one copy of every weight.
 
-Supported: llama-style decoders with SiLU MLPs and no per-head q/k norm (llama, qwen2, mistral),
-and gpt_bigcode with the tanh GELU. ``fused_support`` says why not otherwise, and the engine
-keeps its eager decode step.
+Supported: what ``weights.kernel_support`` accepts, with a power-of-two head_dim of at least 32.
+``fused_support`` says why not otherwise, and the engine keeps its eager decode step.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from . import kernels as K
-from .model import LLAMA_LIKE, EngineModel
-
-
-@dataclass
-class _Layer:
-    w_qkv: torch.Tensor  # [(H + 2 Hkv) D, E]
-    b_qkv: torch.Tensor | None
-    w_o: torch.Tensor  # [E, H D]
-    b_o: torch.Tensor | None
-    w_up: torch.Tensor  # [2 I, E] gate rows then up rows (llama), or [I, E] (gpt_bigcode)
-    b_up: torch.Tensor | None
-    w_down: torch.Tensor  # [E, I]
-    b_down: torch.Tensor | None
-    ln1: tuple[torch.Tensor, torch.Tensor | None, float]  # weight, bias, eps
-    ln2: tuple[torch.Tensor, torch.Tensor | None, float]
+from .model import EngineModel
+from .weights import bias_of, kernel_support, layer_weights, norm_of
 
 
 def fused_support(em: EngineModel) -> str | None:
     """None when the fused decode step can run this model, else the reason it cannot."""
-    cfg = em.model.config
-    sh = em.shape
-    d = sh.head_dim
+    d = em.shape.head_dim
     if d < 32 or d & (d - 1):
         return f"head_dim {d} is not a power of two >= 32"
-    if em.arch == "gpt_bigcode":
-        if cfg.activation_function not in ("gelu_pytorch_tanh", "gelu_new"):
-            return f"activation {cfg.activation_function!r}"
-        return None
-    if em.arch not in LLAMA_LIKE:
-        return f"architecture {em.arch!r}"
-    if getattr(cfg, "hidden_act", "silu") != "silu":
-        return f"activation {cfg.hidden_act!r}"
-    if hasattr(em.layers[0].self_attn, "q_norm"):
-        return "per-head q/k norm (qwen3)"
-    return None
-
-
-def _stack(*linears) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One weight (and bias) for several Linears, whose parameters become views of it."""
-    w = torch.cat([m.weight.detach() for m in linears])
-    has_bias = [m.bias is not None for m in linears]
-    b = torch.cat([m.bias.detach() for m in linears]) if all(has_bias) else None
-    if any(has_bias) and b is None:
-        raise ValueError("some stacked projections have a bias and some do not")
-    row = 0
-    for m in linears:
-        n = m.weight.shape[0]
-        m.weight.data = w[row : row + n]
-        if b is not None:
-            m.bias.data = b[row : row + n]
-        row += n
-    return w, b
-
-
-def _norm(mod) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-    eps = getattr(mod, "variance_epsilon", None) or getattr(mod, "eps", 1e-6)
-    return mod.weight, getattr(mod, "bias", None), float(eps)
-
-
-def _bias(mod) -> torch.Tensor | None:
-    return getattr(mod, "bias", None)
+    return kernel_support(em)
 
 
 class FusedDecode:
@@ -102,28 +47,10 @@ class FusedDecode:
         # Tile choices per product ("qkv", "o", "up", "down", "head"): ``Tiles.make`` keywords
         # that replace ``Tiles.choose``'s heuristic (bench/step_sweep.py, the tests).
         self.tile_kw: dict[str, dict] = {}
-        with torch.no_grad():
-            self.layers = [self._layer(layer) for layer in em.layers]
-        self.final = _norm(em.final_norm)
+        self.layers = layer_weights(em)
+        self.final = norm_of(em.final_norm)
         self.head = em.lm_head.weight
-        self.head_bias = _bias(em.lm_head)
-
-    def _layer(self, layer) -> _Layer:
-        if self.bigcode:
-            a, m = layer.attn, layer.mlp
-            return _Layer(
-                a.c_attn.weight, _bias(a.c_attn), a.c_proj.weight, _bias(a.c_proj),
-                m.c_fc.weight, _bias(m.c_fc), m.c_proj.weight, _bias(m.c_proj),
-                _norm(layer.ln_1), _norm(layer.ln_2),
-            )  # fmt: skip
-        a, m = layer.self_attn, layer.mlp
-        w_qkv, b_qkv = _stack(a.q_proj, a.k_proj, a.v_proj)
-        w_up, b_up = _stack(m.gate_proj, m.up_proj)
-        return _Layer(
-            w_qkv, b_qkv, a.o_proj.weight, _bias(a.o_proj),
-            w_up, b_up, m.down_proj.weight, _bias(m.down_proj),
-            _norm(layer.input_layernorm), _norm(layer.post_attention_layernorm),
-        )  # fmt: skip
+        self.head_bias = bias_of(em.lm_head)
 
     def _tiles(self, op: str, B: int, N: int, K_in: int) -> K.Tiles | None:
         kw = self.tile_kw.get(op)

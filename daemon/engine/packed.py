@@ -20,10 +20,13 @@ import time
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from . import prefill_kernels as PK
 from .chunk_attention import block_table, blocks_for, chunk_attention
 from .graphs import bucket_for, fine_buckets
 from .model import EngineModel
+from .weights import LayerWeights, kernel_support, layer_weights
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,11 @@ class PackedPrefill:
             {} if graphs else None
         )
         self._pool = torch.cuda.graph_pool_handle() if graphs else None
+        # The fast layer where the engine's kernels support the architecture; the HF modules
+        # otherwise (qwen3's q/k norm, other activations).
+        self.fast = kernel_support(em) is None
+        self.bigcode = em.arch == "gpt_bigcode"
+        self._gelu = em.layers[0].mlp.act if self.bigcode else None
 
     # -- the host side ------------------------------------------------------------------------
 
@@ -123,6 +131,12 @@ class PackedPrefill:
         meta = s[self._table_at : self._table_at + 4 * nb].view(nb, 4)
         out_rows = s[self._rows_at :]
         x = em._embed(ids, pos)  # [1, T, E]
+        if self.fast:
+            x = x[0]  # [T, E]
+            for i, lw in enumerate(layer_weights(em)):
+                x = self._fast_layer(i, lw, x, pos[0], wpos[0], slots[0], meta)
+            h = x.index_select(0, out_rows)  # [chunks, E]
+            return em.lm_head(em.final_norm(h)).float()
         rope = em._rope(pos)
         for i, layer in enumerate(em.layers):
             ln1, ln2, o_proj, mlp = em.layer_parts(layer)
@@ -133,6 +147,29 @@ class PackedPrefill:
             x = x + mlp(ln2(x))
         h = x[0].index_select(0, out_rows)  # [chunks, E]
         return em.lm_head(em.final_norm(h)).float()
+
+    def _fast_layer(self, i, lw: LayerWeights, x, pos, wpos, slots, meta):
+        """One decoder layer over x [T, E] on the stacked weights: one product for q/k/v and
+        one for gate/up, the elementwise work in single passes (``prefill_kernels``), and the
+        residual adds inside the output and down products (cuBLAS's beta = 1)."""
+        em, sh, cache = self.em, self.em.shape, self.em.cache
+        rope = {} if self.bigcode else {"cos": em.cos, "sin": em.sin}
+        qkv = F.linear(self._norm(x, lw.ln1), lw.w_qkv, lw.b_qkv)
+        q = PK.qkv_scatter(
+            qkv, n_heads=sh.n_heads, n_kv=sh.n_kv_heads, head_dim=sh.head_dim,
+            k_cache=cache.k[i], v_cache=cache.v[i], pos=pos, wpos=wpos, slots=slots, **rope,
+        )  # fmt: skip
+        attn = chunk_attention(q, cache.k[i], cache.v[i], meta, em.scaling)  # [T, H D]
+        x = _add_linear(x, attn, lw.w_o, lw.b_o)
+        up = F.linear(self._norm(x, lw.ln2), lw.w_up, lw.b_up)
+        act = self._gelu(up) if self.bigcode else PK.silu_mul(up)
+        return _add_linear(x, act, lw.w_down, lw.b_down)
+
+    def _norm(self, x, norm):
+        w, b, eps = norm
+        if self.bigcode:
+            return F.layer_norm(x, (x.shape[-1],), w, b, eps)
+        return PK.rms_norm(x, w, eps)
 
     def capture(self, T: int):
         # Warm up (Triton compiles, cuBLAS picks kernels) on a side stream over the inputs as
@@ -160,3 +197,10 @@ class PackedPrefill:
                 self._upload([], T)
                 self.capture(T)
         return len(self.graphs)
+
+
+def _add_linear(x, a, w, b):
+    """x + a @ w.T (+ b): the add inside the product where there is no bias."""
+    if b is None:
+        return torch.addmm(x, a, w.t())
+    return x + F.linear(a, w, b)

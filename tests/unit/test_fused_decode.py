@@ -24,6 +24,7 @@ if os.environ.get("TRITON_INTERPRET") != "1":  # set by tests/conftest.py before
 from lspilot.daemon.backends.base import SamplingParams, Sequence  # noqa: E402
 from lspilot.daemon.engine import EngineBackend, UnsupportedModel  # noqa: E402
 from lspilot.daemon.engine.model import EngineModel  # noqa: E402
+from lspilot.daemon.engine.packed import PackedPrefill  # noqa: E402
 from tests.kernel_models import VOCAB, tiny_decoder  # noqa: E402
 
 
@@ -113,6 +114,16 @@ def test_fused_decode_refuses_what_it_cannot_run():
     model = transformers.Qwen2ForCausalLM(cfg).eval()
     with pytest.raises(UnsupportedModel, match="head_dim"):
         EngineModel(model, max_len=64, fused=True)
+    # Without multi-query attention gpt_bigcode interleaves q, k, v per head in c_attn: the
+    # fused step refuses it, and the packed prefill keeps the HF modules for it.
+    mha = transformers.GPTBigCodeForCausalLM(transformers.GPTBigCodeConfig(
+        vocab_size=VOCAB, n_embd=128, n_layer=1, n_head=4, multi_query=False,
+    )).eval()  # fmt: skip
+    with pytest.raises(UnsupportedModel, match="multi-query"):
+        EngineModel(mha, max_len=64, fused=True)
+    em = EngineModel(mha, max_len=64)
+    em.allocate(1)
+    assert not PackedPrefill(em, max_tokens=64, max_chunks=1, graphs=False).fast
     # The automatic choice is the eager step on the CPU (the interpreter is for tests only).
     assert EngineModel(model, max_len=64).fused is None
     assert EngineModel(tiny_decoder("llama"), max_len=64).fused is None

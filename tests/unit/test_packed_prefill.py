@@ -43,8 +43,9 @@ def test_block_table_splits_chunks_into_blocks_and_pads():
         block_table([(0, 0, 3 * BLOCK_M)], n_blocks=2)
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-layer", "hf-modules"])
 @pytest.mark.parametrize("arch", ["qwen2", "gpt_bigcode"])
-def test_packed_step_matches_eager_prefill_of_each_chunk(arch):
+def test_packed_step_matches_eager_prefill_of_each_chunk(arch, fast):
     em = EngineModel(tiny_decoder(arch), max_len=256)
     em.allocate(4)
     g = torch.Generator().manual_seed(7)
@@ -72,6 +73,8 @@ def test_packed_step_matches_eager_prefill_of_each_chunk(arch):
         em.cache.k.copy_(base_k)
         em.cache.v.copy_(base_v)
         packed = PackedPrefill(em, max_tokens=128, max_chunks=4, graphs=False)
+        assert packed.fast  # both architectures take the fast layer by default
+        packed.fast = fast
         got = packed.run([(s, cached[s], t) for s, t in chunks.items()])
     assert got.shape == (3, VOCAB)
     for b, slot in enumerate(chunks):
