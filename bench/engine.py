@@ -656,7 +656,8 @@ def _kernel_times(em, B, L, sweep):
 def prefill_profile(be, lengths=(512, 2048, 8192), sweep_lengths=(2048, 8192)):
     """The packed prefill step alone: ms, tokens/s and TFLOP/s per token bucket, for one
     chunk from position 0 ("cold") and 16 chunks continuing after 1024 cached positions
-    ("burst", what many editors arriving at once look like); then a tile sweep of its
+    ("burst", what many editors arriving at once look like), with the fast layer and, side by
+    side, through the HF modules (``PackedPrefill.fast``); then a tile sweep of its
     attention kernel on the same tables. Runs on the engine's thread and forgets every slot
     it wrote (their cached prefixes are garbage afterwards)."""
     import torch
@@ -695,16 +696,28 @@ def prefill_profile(be, lengths=(512, 2048, 8192), sweep_lengths=(2048, 8192)):
             times.append(a.elapsed_time(b))
         return statistics.median(times)
 
-    def work():
-        res = {"steps": {}, "attention_sweep": {}}
+    def steps():
+        out = {}
         for T in lengths:
             for kind, chunks in workloads(T).items():
                 ms = timed(lambda c=chunks: packed.run(c))
-                res["steps"][f"{kind}_T{T}"] = {
+                out[f"{kind}_T{T}"] = {
                     "ms": ms,
                     "tokens_per_s": T / ms * 1000,
                     "tflop_s": flops(chunks) / ms / 1e9,
                 }
+        return out
+
+    def work():
+        res = {"fast_layer": packed.fast, "steps": steps(), "attention_sweep": {}}
+        if packed.fast:  # side by side: the same steps through the HF modules, graphs of their own
+            saved = packed.graphs
+            packed.fast, packed.graphs = False, {} if saved is not None else None
+            try:
+                res["steps_hf_modules"] = steps()
+            finally:
+                packed.fast, packed.graphs = True, saved
+                torch.cuda.empty_cache()
         kc, vc = em.cache.k[0], em.cache.v[0]
 
         def attend(q, meta, bm, bn, warps, stages):
