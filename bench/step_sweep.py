@@ -76,7 +76,8 @@ def before_run15(em) -> dict[str, dict]:
         "qkv": {"dot": False, "block_n": 16, "block_k": 512, "block_j": 4},
         "up": {"dot": True, "block_n": 64 if n_mid >= 2048 else 32, "block_k": 128,
                "num_warps": 8},
-        "head": {"dot": True, "block_n": 64, "block_k": 128, "num_warps": 4},
+        "head": {"dot": True, "block_n": 64, "block_k": 128,
+                 "num_warps": 8 if em.fused.head.shape[0] < 32768 else 4},
     }  # fmt: skip
 
 

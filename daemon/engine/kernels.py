@@ -450,7 +450,10 @@ class Tiles:
                      num_stages, preload)  # fmt: skip
 
     @staticmethod
-    def choose(B: int, N: int, K: int, splittable: bool = False, rope: bool = False) -> Tiles:
+    def choose(
+        B: int, N: int, K: int, splittable: bool = False, rope: bool = False,
+        stacked: bool = False,
+    ) -> Tiles:  # fmt: skip
         """Tiles measured best on an H200: tensor-core tiles even for 2 rows, except the q/k/v
         product at batch <= 2; split-K outputs aimed at ~4 programs per multiprocessor
         (bench/engine.py --sweep, each product alone, qwen2.5-coder-0.5b, batch 2 and 8). At
@@ -467,9 +470,13 @@ class Tiles:
                               block_j=16 if dot else 4, preload=small)  # fmt: skip
         if splittable:
             return Tiles.make(B, N, K, dot=True, block_n=32, block_k=128, programs=2 * PROGRAMS)
-        if small and N >= 32768:  # the vocabulary: 0.833 -> 0.817 ms, 1.536 -> 1.504
+        if small and N >= 32000:  # the vocabulary: 0.833 -> 0.817 ms, 1.536 -> 1.504
             return Tiles.make(B, N, K, dot=True, block_n=128, block_k=128, num_warps=8)
-        if small and K >= 1536 and K % 256 == 0:  # gate/up of a wide model: 1.540 -> 1.467 ms
+        if small and not stacked and K >= 1536 and K % 256 == 0:
+            # starcoder's c_fc: 1.540 -> 1.467 ms. Not for a gate/up-stacked weight (``stacked``:
+            # two tiles a step): qwen 1.5b 1.76 -> 1.91 ms, deepseek 1.62 -> 1.66, likely as
+            # its shared memory leaves one program per multiprocessor (qwen 1.5b: 140 programs,
+            # two waves on 132).
             return Tiles.make(B, N, K, dot=True, block_n=64, block_k=256, num_warps=4)
         block_n = 64 if N >= 2048 else 32
         warps = 8 if N < 32768 else 4
@@ -507,7 +514,9 @@ def linear(
         out = accumulate
     else:
         out = torch.empty(B, N, device=x.device, dtype=out_dtype or w.dtype)
-    t = tiles or Tiles.choose(B, N, K, splittable=accumulate is not None)
+    t = tiles or Tiles.choose(
+        B, N, K, splittable=accumulate is not None, stacked=act == ACT_SILU_MUL
+    )
     grid = (triton.cdiv(N, t.block_n), triton.cdiv(B, t.block_m), triton.cdiv(K, t.k_split))
     dummy = w
     _linear_kernel[grid](
