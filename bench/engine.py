@@ -343,6 +343,9 @@ async def engine_concurrency(be, rng, vocab, clients, per_client):
         "steps_after_cancel_max": max((s.steps_after_cancel for s in after_cancel), default=0),
         "steps_after_cancel_total": after["decode_steps_after_cancel_total"]
         - before["decode_steps_after_cancel_total"],
+        "decode_rows_in_prefill": after.get("decode_rows_in_prefill_total", 0)
+        - before.get("decode_rows_in_prefill_total", 0),
+        "decode_steps": after["decode_steps_total"] - before["decode_steps_total"],
     }
 
 
@@ -979,6 +982,25 @@ def bench_model(name, cfg, args, deadline):
                 ),
             )
 
+        def riding():
+            # Decoding rows riding in the prefill step (EngineConfig.ride_prefill) against their
+            # own decode steps, on the same traffic: 64 clients x 2 and x sustained.
+            out, cfg = {}, be._sched.cfg
+            c = max(args.clients)
+            try:
+                for ride in (True, False):
+                    cfg.ride_prefill = ride
+                    for per in (2, args.sustained):
+                        out[f"ride{int(ride)}_{c}x{per}"] = loop.run_until_complete(
+                            engine_concurrency(be, random.Random(per), vocab, c, per)
+                        )
+            finally:
+                cfg.ride_prefill = True
+            return out
+
+        if args.riding:
+            section("riding", riding)
+
         def same_as_generate_batch():
             reqs = [(p, 32, None) for p, _, _ in traffic(random.Random(7), 64, vocab)]
 
@@ -1179,6 +1201,7 @@ def main() -> None:
     ap.add_argument("--skip-stock", action="store_true", help="engine sections only")
     ap.add_argument("--skip-eager", action="store_true", help="no eager-engine comparison")
     ap.add_argument("--pdl-modes", action="store_true", help="decode per kernel launch mode")
+    ap.add_argument("--riding", action="store_true", help="64 clients, riding on and off")
     ap.add_argument("--fused", choices=["auto", "on", "off"], default="auto")
     ap.add_argument("--packed", choices=["auto", "on", "off"], default="auto", help="prefill")
     ap.add_argument("--fused-max-batch", type=int, default=0, help="larger: eager (0: auto)")

@@ -39,6 +39,7 @@ class EngineBackend:
         decode_feed_max: int | None = None,
         lookahead: bool | None = None,
         packed_prefill: bool | None = None,
+        ride_prefill: bool = True,
     ) -> None:
         """``model``: a loaded transformers causal LM (llama, qwen2, qwen3, mistral or
         gpt_bigcode), already on ``device``. ``fused``: the Triton decode step (None: on CUDA
@@ -48,7 +49,8 @@ class EngineBackend:
         before capture, where the fused one does not run. ``lookahead``: launch a steady greedy
         batch's next step before reading this one's tokens (None: with CUDA graphs).
         ``packed_prefill``: prompt chunks packed into one graph-captured forward (None: with CUDA
-        graphs where Triton imports)."""
+        graphs where Triton imports). ``ride_prefill``: while prompts wait, the decoding rows
+        take their token in the packed prefill step instead of a decode step of their own."""
         model_device = next(model.parameters()).device
         if torch.device(device).type != model_device.type:
             raise ValueError(f"model is on {model_device}, backend asked for {device}")
@@ -71,6 +73,7 @@ class EngineBackend:
             decode_feed_max=decode_feed_max,
             lookahead=lookahead,
             packed_prefill=packed_prefill,
+            ride_prefill=ride_prefill,
         )
         self._sched = Scheduler(self._em, self.config)
         self.info = BackendInfo(
@@ -159,6 +162,7 @@ class EngineBackend:
                 "decode_rows_total",
                 "decode_steps_after_cancel_total",
                 "decode_steps_lookahead_total",
+                "decode_rows_in_prefill_total",
                 "packed_prefill_failures_total",
             )
         }

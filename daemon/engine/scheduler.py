@@ -9,8 +9,10 @@ Each loop iteration is a step boundary:
    prefix of an earlier prompt for the same document (``Sequence.cache_key``);
 3. prefill: pending prompt tokens of up to ``prefill_rows`` sequences, at most
    ``prefill_token_budget`` in all, so a long prompt costs everyone decoding at most one
-   budget-sized step of latency per token (``chunk_sizes`` says how the budget is shared);
-4. decode: one token for every sequence past its prompt, in one batched (graph-captured) step.
+   budget-sized step of latency per token (``chunk_sizes`` says how the budget is shared); with
+   the packed prefill the decoding rows ride in that step, each as a one-token chunk;
+4. decode: one token for every sequence past its prompt, in one batched (graph-captured) step,
+   unless they rode in the prefill step.
 
 Tokens go back to the asyncio side with one ``call_soon_threadsafe`` per event loop per phase,
 and cross from the device with one transfer per step for the whole batch. When every row is
@@ -73,6 +75,9 @@ class EngineConfig:
     # with CUDA graphs where Triton imports; True: also elsewhere (the CPU only under Triton's
     # interpreter, which the tests use).
     packed_prefill: bool | None = None
+    # While prompts wait, the decoding rows ride in the packed prefill step as one-token chunks
+    # and that iteration runs no decode step of its own (``_prefill_step``).
+    ride_prefill: bool = True
 
 
 @dataclass(eq=False)
@@ -206,7 +211,9 @@ class Scheduler:
             from .packed import PackedPrefill, packed_support
 
             def build():
-                return PackedPrefill(self.em, cfg.prefill_token_budget, cfg.prefill_rows, graphs)
+                # Chunks: the prompts' rows, and every slot's decoding row riding along.
+                chunks = cfg.prefill_rows + cfg.max_batch
+                return PackedPrefill(self.em, cfg.prefill_token_budget, chunks, graphs)
 
             return build, packed_support
 
@@ -281,10 +288,11 @@ class Scheduler:
     def _iteration(self) -> None:
         self._reap()
         self._admit()
-        self._prefill_step()
+        rode = self._prefill_step()
         self._flush()  # first tokens go out before the decode step runs
         self._reap()  # cancels that arrived during the prefill chunk
-        self._decode_step()
+        if not rode:
+            self._decode_step()
 
     # 1. reap ---------------------------------------------------------------------------------
 
@@ -378,24 +386,37 @@ class Scheduler:
 
     # 3. prefill ------------------------------------------------------------------------------
 
-    def _prefill_step(self) -> None:
+    def _prefill_step(self) -> bool:
+        """A step of prompt chunks; True when the decoding rows rode in it (their token for
+        this iteration is out, so no decode step follows).
+
+        Riding: with the packed prefill, while prompts wait and no decode step is in flight,
+        every row with a token to decode joins the step as a chunk of that token, as a short
+        prompt would. A decode step costs about what reading the weights costs; folded into a
+        prefill step that reads them anyway, it costs its few rows of compute, so under a burst
+        of prompts the first tokens come sooner and the decoding rows' gaps get no longer.
+        """
         cfg = self.cfg
         feed = self.decode_feed_max
+        decoders = [r for r in self.active if 0 < len(r.pending) <= feed]
         # Rows in a step in flight are decoding too, with nothing pending on the host.
-        decoding = self._inflight is not None or any(
-            0 < len(r.pending) <= feed for r in self.active
-        )
+        decoding = self._inflight is not None or bool(decoders)
         waiting = [r for r in self.active if len(r.pending) > feed]
+        ride = cfg.ride_prefill and self.packed is not None and self._inflight is None
+        riders = decoders if ride and waiting else []
         sizes = chunk_sizes(
             [len(r.pending) for r in waiting],
             chunk=cfg.prefill_chunk if decoding else cfg.prefill_token_budget,
-            budget=cfg.prefill_token_budget,
+            budget=cfg.prefill_token_budget - sum(len(r.pending) for r in riders),
             max_rows=cfg.prefill_rows,
             fill=self.packed is not None,
         )
         rows = list(zip(waiting, sizes, strict=False))
         if not rows:
-            return
+            return False
+        rows += [(r, len(r.pending)) for r in riders]
+        if riders:
+            self.counters["decode_rows_in_prefill_total"] += len(riders)
         for req, _ in rows:
             req.steps_run += 1
         logits = None
@@ -424,6 +445,7 @@ class Scheduler:
             reqs = [req for _, req in done]
             steps = self._sample(logits, [b for b, _ in done], [self._pick(r) for r in reqs])
             self._emit_tokens(reqs, steps)
+        return bool(riders)
 
     def _padded_prefill(self, rows: list[tuple[Request, int]]) -> torch.Tensor:
         """The chunks right-padded into one [rows, longest] batch (the eager prefill)."""

@@ -155,3 +155,36 @@ def test_a_failing_packed_step_falls_back_to_the_padded_prefill_and_loses_nothin
     assert second == greedy(model, prompt[:30], 4)
     assert stats["packed_prefill_failures_total"] == 1
     assert packed_after is None  # the padded prefill took over for good
+
+
+@pytest.mark.parametrize("ride", [True, False], ids=["riding", "own-decode-steps"])
+def test_decoding_rows_ride_in_the_prefill_step_and_match_generate(ride):
+    """A stream is decoding when a long prompt arrives: while that prompt is prefilled in several
+    steps, the stream's tokens come from those steps (one-token chunks) instead of decode steps
+    of their own; both sequences stay token-identical to ``generate`` either way."""
+    model = tiny_decoder("qwen2")
+    g = torch.Generator().manual_seed(11)
+    short, long = (torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in (12, 90))
+
+    async def run():
+        be = EngineBackend(
+            model, device="cpu", max_batch=2, max_len=160, packed_prefill=True,
+            prefill_chunk=16, prefill_token_budget=32, ride_prefill=ride,
+        )  # fmt: skip
+        try:
+            agen = be.generate(Sequence("a", short, SamplingParams(max_new_tokens=10)))
+            a = [(await anext(agen)).token_id]  # decoding from here on
+            b_task = asyncio.create_task(collect(be, Sequence("b", long, SamplingParams(3))))
+            a += [s.token_id async for s in agen]
+            return a, await b_task, be.stats()
+        finally:
+            await be.close()
+
+    a, b, stats = asyncio.run(run())
+    assert a == greedy(model, short, 10)
+    assert b == greedy(model, long, 3)
+    # 90 prompt tokens through a 32-token budget: at least three steps the stream can ride.
+    if ride:
+        assert stats["decode_rows_in_prefill_total"] >= 2
+    else:
+        assert stats["decode_rows_in_prefill_total"] == 0
