@@ -1158,7 +1158,7 @@ def plot(results: list[dict], path: Path) -> None:
         b.scatter([floor], [j], color="k", marker="|", s=300, zorder=3,
                   label="weight bytes / 4.3 TB/s" if j == 0 else None)  # fmt: skip
     b.set_yticks(list(x), names, fontsize=8)
-    b.set_xlabel("µs per layer: fused decode step, batch 2, 1024 keys, GPU time")
+    b.set_xlabel("µs per layer, each kernel alone (its weights in L2: a lower bound), batch 2")
     widest = max((sum(r.get("kernel_times", {}).get(k, {}).get("us", 0.0) for k in KERNELS)
                   for r in results), default=0.0)  # fmt: skip
     b.set_xlim(0, widest * 1.8 or 1)  # room on the right for the legend, clear of the bars
