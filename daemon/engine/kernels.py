@@ -263,25 +263,42 @@ def _qkv_rope_kernel(
     out_dtype = q_ptr.dtype.element_ty
     a1 = acc1.to(out_dtype).to(tl.float32)  # HF rounds the projection before rotating it
     a2 = acc2.to(out_dtype).to(tl.float32)
+    rope_store(
+        a1, a2, t, rm, m_ok, rj, pos_ptr, wpos_ptr, slot_ptr, cos_ptr, sin_ptr,
+        q_ptr, k_ptr, v_ptr, n_heads, n_kv, s_slot, s_head, s_pos, ROPE, D,
+    )  # fmt: skip
+
+
+@triton.jit
+def rope_store(
+    a1, a2, t, rows, row_ok, rj, pos_ptr, wpos_ptr, slot_ptr, cos_ptr, sin_ptr,
+    q_ptr, k_ptr, v_ptr, n_heads, n_kv, s_slot, s_head, s_pos,
+    ROPE: tl.constexpr, D: tl.constexpr,
+):  # fmt: skip
+    # Head t of rows ``rows``, as its two halves (columns rj and rj + D/2, [R, J] float32):
+    # q and k heads rotated (with ROPE), then q heads stored to q [R, H, D] and k, v heads into
+    # one layer's cache at each row's slot and write position. Shared with the packed prefill.
+    HALF: tl.constexpr = D // 2
     if ROPE:
         if t < n_heads + n_kv:  # q and k heads rotate, v heads do not
-            p = tl.load(pos_ptr + rm, mask=m_ok, other=0)
+            p = tl.load(pos_ptr + rows, mask=row_ok, other=0)
             cs = cos_ptr + p[:, None] * D + rj[None, :]
             sn = sin_ptr + p[:, None] * D + rj[None, :]
             c1, c2 = tl.load(cs).to(tl.float32), tl.load(cs + HALF).to(tl.float32)
             s1, s2 = tl.load(sn).to(tl.float32), tl.load(sn + HALF).to(tl.float32)
             a1, a2 = a1 * c1 - a2 * s1, a2 * c2 + a1 * s2
-    mask = m_ok[:, None]
+    mask = row_ok[:, None]
     if t < n_heads:
-        dst = q_ptr + rm[:, None] * (n_heads * D) + t * D + rj[None, :]
+        dst = q_ptr + rows[:, None] * (n_heads * D) + t * D + rj[None, :]
     else:
-        wp = tl.load(wpos_ptr + rm, mask=m_ok, other=0)
-        sl = tl.load(slot_ptr + rm, mask=m_ok, other=0)
+        wp = tl.load(wpos_ptr + rows, mask=row_ok, other=0)
+        sl = tl.load(slot_ptr + rows, mask=row_ok, other=0)
         row = sl[:, None] * s_slot + wp[:, None] * s_pos + rj[None, :]
         if t < n_heads + n_kv:
             dst = k_ptr + row + (t - n_heads) * s_head
         else:
             dst = v_ptr + row + (t - n_heads - n_kv) * s_head
+    out_dtype = q_ptr.dtype.element_ty
     tl.store(dst, a1.to(out_dtype), mask=mask)
     tl.store(dst + HALF, a2.to(out_dtype), mask=mask)
 

@@ -20,6 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .kernels import rope_store
+
 
 @triton.jit
 def _rms_norm_kernel(x_ptr, w_ptr, y_ptr, E, eps, BLOCK_E: tl.constexpr):
@@ -70,7 +72,7 @@ def _qkv_scatter_kernel(
     ROPE: tl.constexpr, D: tl.constexpr, BLOCK_T: tl.constexpr,
 ):  # fmt: skip
     # Program (token block, head t): head t of q (t < H), k (t < H + Hkv) or v, both halves of
-    # each token's head, so rope rotates them together.
+    # each token's head, so rope rotates them together (``kernels.rope_store``).
     blk, t = tl.program_id(0), tl.program_id(1)
     HALF: tl.constexpr = D // 2
     rt = blk * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -80,27 +82,10 @@ def _qkv_scatter_kernel(
     src = qkv_ptr + rt[:, None] * width + t * D + rj[None, :]
     a1 = tl.load(src, mask=ok, other=0.0).to(tl.float32)
     a2 = tl.load(src + HALF, mask=ok, other=0.0).to(tl.float32)
-    if ROPE:
-        if t < n_heads + n_kv:  # q and k heads rotate, v heads do not
-            p = tl.load(pos_ptr + rt, mask=rt < T, other=0)
-            cs = cos_ptr + p[:, None] * D + rj[None, :]
-            sn = sin_ptr + p[:, None] * D + rj[None, :]
-            c1, c2 = tl.load(cs).to(tl.float32), tl.load(cs + HALF).to(tl.float32)
-            s1, s2 = tl.load(sn).to(tl.float32), tl.load(sn + HALF).to(tl.float32)
-            a1, a2 = a1 * c1 - a2 * s1, a2 * c2 + a1 * s2
-    if t < n_heads:
-        dst = q_ptr + rt[:, None] * (n_heads * D) + t * D + rj[None, :]
-    else:
-        wp = tl.load(wpos_ptr + rt, mask=rt < T, other=0)
-        sl = tl.load(slot_ptr + rt, mask=rt < T, other=0)
-        row = sl[:, None] * s_slot + wp[:, None] * s_pos + rj[None, :]
-        if t < n_heads + n_kv:
-            dst = k_ptr + row + (t - n_heads) * s_head
-        else:
-            dst = v_ptr + row + (t - n_heads - n_kv) * s_head
-    out_dtype = q_ptr.dtype.element_ty
-    tl.store(dst, a1.to(out_dtype), mask=ok)
-    tl.store(dst + HALF, a2.to(out_dtype), mask=ok)
+    rope_store(
+        a1, a2, t, rt, rt < T, rj, pos_ptr, wpos_ptr, slot_ptr, cos_ptr, sin_ptr,
+        q_ptr, k_ptr, v_ptr, n_heads, n_kv, s_slot, s_head, s_pos, ROPE, D,
+    )  # fmt: skip
 
 
 def qkv_scatter(
