@@ -177,8 +177,9 @@ def _linear_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     acc_up = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     if PRELOAD:
-        # The weights are no kernel's output: the first step's tile can load before the wait,
-        # so under PDL its memory latency overlaps the previous kernel's end.
+        # The weights are no kernel's output: the first step's tile can load before the wait
+        # and the row statistics, so its memory latency overlaps theirs (and, under PDL, the
+        # previous kernel's end).
         kk0 = pid_k * K_SPLIT + rk
         w0 = _load_w(w_ptr, rn, n_ok, kk0, K, DOT)
         if ACT == 2:
@@ -480,8 +481,10 @@ class Tiles:
         if rope:  # wide K steps, but within shared memory once the batch tile grows
             # Multiply-and-sum at batch <= 2 with 4 rotary pairs per program: four times the
             # programs of 16 pairs, 5.7 against 8.4 us (qwen 0.5b; 11.3 against 13.6 starcoder).
-            # Its first weight tile loaded before the wait: step 0.834 -> 0.822 ms (qwen 0.5b),
-            # 1.541 -> 1.506 (starcoder 1b), whatever the pipeline depth.
+            # Its first weight tile loaded before the wait and the norm's row statistics: step
+            # 1.541 -> 1.506 ms (starcoder 1b, serial launches, whatever the pipeline depth),
+            # 0.834 -> 0.822 (qwen 0.5b, at all three depths; its
+            # baseline readings spread 0.809-0.841).
             dot = not small
             return Tiles.make(B, N, K, dot=dot, block_n=16, block_k=512 if B <= 16 else 128,
                               block_j=16 if dot else 4, preload=small)  # fmt: skip

@@ -72,6 +72,10 @@ class PackedPrefill:
         self.fast = kernel_support(em) is None
         self.bigcode = em.arch == "gpt_bigcode"
         self._gelu = em.layers[0].mlp.act if self.bigcode else None
+        if self.fast:
+            # Stacked now, not at the first step: stacking re-points the HF modules' weights at
+            # new memory, which a decode graph captured before it would still read the old way.
+            layer_weights(em)
 
     # -- the host side ------------------------------------------------------------------------
 
@@ -200,7 +204,8 @@ class PackedPrefill:
 
 
 def _add_linear(x, a, w, b):
-    """x + a @ w.T (+ b): the add inside the product where there is no bias."""
+    """x + a @ w.T (+ b): the add inside the product where there is no bias (rounded once, where
+    HF rounds the product and then the sum)."""
     if b is None:
         return torch.addmm(x, a, w.t())
     return x + F.linear(a, w, b)

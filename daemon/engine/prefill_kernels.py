@@ -4,12 +4,16 @@
 At thousands of tokens a step, the HF modules' elementwise work is memory traffic: RMSNorm is
 six kernels over the [T, E] stream, rotary embedding eight over q and k plus copies for the
 cache write, SiLU(gate) * up three passes over a [T, 2I] tensor (160 MB at 8192 tokens of
-qwen 0.5b). These do each in one pass, with the roundings the HF modules make:
+qwen 0.5b). These do each in one pass:
 
-- ``rms_norm``: ``w * (x * rsqrt(mean(x^2) + eps)).to(dtype)``, as HF's RMSNorm;
-- ``silu_mul``: ``silu(gate).to(dtype) * up`` over a gate/up-stacked product [T, 2I];
+- ``rms_norm``: ``w * (x * rsqrt(mean(x^2) + eps)).to(dtype)``, HF's RMSNorm with its roundings;
+- ``silu_mul``: ``silu(gate).to(dtype) * up`` over a gate/up-stacked product [T, 2I], HF's
+  roundings too;
 - ``qkv_scatter``: a stacked q/k/v product [T, (H + 2 Hkv) D] -> q [T, H, D] rotated, and k
-  (rotated) and v written straight into the KV cache at each token's slot and position.
+  (rotated) and v written straight into the KV cache at each token's slot and position. The
+  rotation is computed in float32 and rounded once, as the decode kernel does, where HF's
+  ``q * cos + rotate_half(q) * sin`` rounds three times in bf16: the same function, not the same
+  bits (float32, where rounding is exact enough, is what the tests compare).
 
 Each runs in Triton's interpreter on the CPU too (the unit tests).
 """

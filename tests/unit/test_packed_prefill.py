@@ -157,34 +157,86 @@ def test_a_failing_packed_step_falls_back_to_the_padded_prefill_and_loses_nothin
     assert packed_after is None  # the padded prefill took over for good
 
 
-@pytest.mark.parametrize("ride", [True, False], ids=["riding", "own-decode-steps"])
-def test_decoding_rows_ride_in_the_prefill_step_and_match_generate(ride):
+def test_decoding_rows_ride_in_the_prefill_step_and_match_generate():
     """A stream is decoding when a long prompt arrives: while that prompt is prefilled in several
-    steps, the stream's tokens come from those steps (one-token chunks) instead of decode steps
-    of their own; both sequences stay token-identical to ``generate`` either way."""
+    steps, the stream's tokens come from those steps instead of decode steps of their own (so
+    fewer decode steps run), and both sequences stay token-identical to ``generate``, riding or
+    not. The stream asks for log-probabilities, so its tokens go through ``sample``."""
     model = tiny_decoder("qwen2")
     g = torch.Generator().manual_seed(11)
     short, long = (torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in (12, 90))
 
-    async def run():
+    async def run(ride: bool):
         be = EngineBackend(
             model, device="cpu", max_batch=2, max_len=160, packed_prefill=True,
             prefill_chunk=16, prefill_token_budget=32, ride_prefill=ride,
         )  # fmt: skip
         try:
-            agen = be.generate(Sequence("a", short, SamplingParams(max_new_tokens=10)))
-            a = [(await anext(agen)).token_id]  # decoding from here on
+            params = SamplingParams(max_new_tokens=10, logprobs=2)
+            agen = be.generate(Sequence("a", short, params))
+            a = [await anext(agen)]  # decoding from here on
             b_task = asyncio.create_task(collect(be, Sequence("b", long, SamplingParams(3))))
-            a += [s.token_id async for s in agen]
+            a += [s async for s in agen]
             return a, await b_task, be.stats()
         finally:
             await be.close()
 
-    a, b, stats = asyncio.run(run())
-    assert a == greedy(model, short, 10)
-    assert b == greedy(model, long, 3)
+    results = {ride: asyncio.run(run(ride)) for ride in (True, False)}
+    for a, b, _ in results.values():
+        assert [s.token_id for s in a] == greedy(model, short, 10)
+        assert all(len(s.top_logprobs) == 2 for s in a)
+        assert b == greedy(model, long, 3)
+    rode, alone = results[True][2], results[False][2]
     # 90 prompt tokens through a 32-token budget: at least three steps the stream can ride.
-    if ride:
-        assert stats["decode_rows_in_prefill_total"] >= 2
-    else:
-        assert stats["decode_rows_in_prefill_total"] == 0
+    assert rode["decode_rows_in_prefill_total"] >= 2
+    assert alone["decode_rows_in_prefill_total"] == 0
+    assert rode["decode_steps_total"] <= alone["decode_steps_total"] - 2
+
+
+def test_a_failing_packed_step_with_riders_falls_back_and_loses_nothing():
+    model = tiny_decoder("qwen2")
+    g = torch.Generator().manual_seed(12)
+    short, long = (torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in (12, 60))
+
+    async def run():
+        be = EngineBackend(
+            model, device="cpu", max_batch=2, max_len=128, packed_prefill=True,
+            prefill_chunk=16, prefill_token_budget=32,
+        )  # fmt: skip
+        try:
+            packed, sizes = be._sched.packed, []
+            agen = be.generate(Sequence("a", short, SamplingParams(max_new_tokens=8)))
+            a = [(await anext(agen)).token_id]
+
+            def broken(chunks):
+                sizes.append(len(chunks))
+                raise RuntimeError("injected: bucket capture failed")
+
+            packed.run = broken  # the next step, with the stream riding, fails
+            b = await collect(be, Sequence("b", long, SamplingParams(3)))
+            a += [s.token_id async for s in agen]
+            return a, b, be.stats(), be._sched.packed, sizes
+        finally:
+            await be.close()
+
+    a, b, stats, packed_after, sizes = asyncio.run(run())
+    assert sizes == [2]  # the failed step held the prompt's chunk and the stream riding
+    assert a == greedy(model, short, 8)
+    assert b == greedy(model, long, 3)
+    assert stats["packed_prefill_failures_total"] == 1
+    assert stats["decode_rows_in_prefill_total"] == 0  # the failed step's riders are not counted
+    assert packed_after is None
+
+
+def test_the_packed_prefill_stacks_the_weights_before_anything_is_captured():
+    # Stacking re-points the HF modules' weights at new memory: done at construction, so a
+    # decode graph captured before the first prefill step reads the memory that stays.
+    em = EngineModel(tiny_decoder("qwen2"), max_len=128)
+    em.allocate(2)
+    q_proj = em.layers[0].self_attn.q_proj
+    packed = PackedPrefill(em, max_tokens=64, max_chunks=2, graphs=False)
+    before = q_proj.weight.data_ptr()
+    with torch.inference_mode():
+        packed.run([(0, 0, [1, 2, 3])])
+    assert q_proj.weight.data_ptr() == before
+    assert packed.fast
