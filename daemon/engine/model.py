@@ -171,6 +171,9 @@ class EngineModel:
         )
         self.shape = ModelShape(arch, len(self.layers), n_heads, n_kv, head_dim, cfg.vocab_size)
         self.cache: KVCache | None = None
+        # Each layer's weights stacked for the engine's kernels (``weights.layer_weights``): made
+        # by whichever of the fused step and the packed prefill is built first.
+        self._layer_weights: list | None = None
         # The steps the scheduler calls. torch.compile fuses the dozens of small elementwise
         # kernels per layer (norms, rope, masking, activations) that otherwise dominate a decode
         # step on the GPU, even inside a CUDA graph: each kernel costs a few microseconds.

@@ -72,10 +72,9 @@ class PackedPrefill:
         self.fast = kernel_support(em) is None
         self.bigcode = em.arch == "gpt_bigcode"
         self._gelu = em.layers[0].mlp.act if self.bigcode else None
-        if self.fast:
-            # Stacked now, not at the first step: stacking re-points the HF modules' weights at
-            # new memory, which a decode graph captured before it would still read the old way.
-            layer_weights(em)
+        # Stacked now, not at the first step: stacking re-points the HF modules' weights at new
+        # memory, which a decode graph captured before it would still read the old way.
+        self.layers = layer_weights(em) if self.fast else None
 
     # -- the host side ------------------------------------------------------------------------
 
@@ -137,7 +136,7 @@ class PackedPrefill:
         x = em._embed(ids, pos)  # [1, T, E]
         if self.fast:
             x = x[0]  # [T, E]
-            for i, lw in enumerate(layer_weights(em)):
+            for i, lw in enumerate(self.layers):
                 x = self._fast_layer(i, lw, x, pos[0], wpos[0], slots[0], meta)
             h = x.index_select(0, out_rows)  # [chunks, E]
             return em.lm_head(em.final_norm(h)).float()

@@ -54,8 +54,10 @@ def kernel_support(em) -> str | None:
 
 
 def layer_weights(em) -> list[LayerWeights]:
-    """``em``'s layers (an ``EngineModel``), stacked on the first call and remembered."""
-    got = getattr(em, "_layer_weights", None)
+    """``em``'s layers (an ``EngineModel``), stacked on the first call and remembered there.
+    Stacking re-points the HF modules' weights, so it must happen before any graph capture:
+    the fused step and the packed prefill call this when they are built."""
+    got = em._layer_weights
     if got is None:
         with torch.no_grad():
             got = [_layer(em.arch, layer) for layer in em.layers]
