@@ -1,10 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The decode step on Triton kernels: six launches per layer, weights read once.
+"""The decode step on Triton kernels: five launches per layer, weights read once.
 
 ``FusedDecode.decode`` has the same contract as ``EngineModel.decode`` (so ``graphs`` captures
-either) and computes the same function: per layer, norm + q/k/v projection + rotary embedding +
-cache write in one kernel, split-K attention (two), the output projection added into the float32
-residual stream, norm + gate/up projection + activation, and the down projection added likewise.
+either) and computes the same function: the embedding into a float32 residual stream; per layer,
+norm + q/k/v projection + rotary embedding + cache write in one kernel, split-K attention (its
+last split merges), the output projection added into the residual stream, norm + gate/up
+projection + activation, and the down projection added likewise; then norm + the vocabulary
+product. ``decode_and_pick`` also picks the greedy tokens and feeds them back inside that last
+product (``kernels.Pick``), as ``graphs.decode_and_pick`` does after the eager step.
 
 The stacked weights it needs (q/k/v, gate/up) come from ``weights.layer_weights``, which keeps
 one copy of every weight.
@@ -48,9 +51,21 @@ class FusedDecode:
         # that replace ``Tiles.choose``'s heuristic (bench/step_sweep.py, the tests).
         self.tile_kw: dict[str, dict] = {}
         self.layers = layer_weights(em)
+        body = em.body
+        self.wte = (body.wte if self.bigcode else body.embed_tokens).weight
         self.final = norm_of(em.final_norm)
         self.head = em.lm_head.weight
         self.head_bias = bias_of(em.lm_head)
+        self.counts: torch.Tensor | None = None  # the attention's split counters (``allocate``)
+
+    def allocate(self, slots: int) -> None:
+        """Scratch for steps of up to ``slots`` rows; made with the cache, outside any capture."""
+        n = slots * self.em.shape.n_kv_heads
+        self.counts = torch.zeros(n, device=self.em.device, dtype=torch.int32)
+
+    def pick_for(self, inputs: torch.Tensor, next_ids: torch.Tensor, trash: int) -> K.Pick:
+        """The greedy choice's state for a step whose inputs are ``inputs`` [3, rows, 1]."""
+        return K.Pick(inputs, next_ids, trash)
 
     def _tiles(self, op: str, B: int, N: int, K_in: int) -> K.Tiles | None:
         kw = self.tile_kw.get(op)
@@ -65,12 +80,24 @@ class FusedDecode:
             key_pos.shape[0],
         )  # fmt: skip
 
-    def _forward(self, ids, pos, wpos, slots, n_keys: int):
+    def decode_and_pick(self, ids, pos, wpos, key_pos, pick: K.Pick):
+        """``decode``, and the step's greedy ids into ``pick.next_ids[:B]`` and fed back into
+        the inputs (ids, pos, wpos must be the first B rows of ``pick.inputs``)."""
+        B = ids.shape[0]
+        return self._forward(
+            ids.reshape(-1), pos.reshape(-1), wpos.reshape(-1), self.em._arange[:B],
+            key_pos.shape[0], pick,
+        )  # fmt: skip
+
+    def _forward(self, ids, pos, wpos, slots, n_keys: int, pick: K.Pick | None = None):
         """Rows of (token, position, write position, slot): ids, pos, wpos, slots: [R]; each
         row attends its slot at positions 0..pos. -> logits [R, V] float32."""
         em, cache, sh = self.em, self.em.cache, self.em.shape
+        if self.counts is None or self.counts.numel() < ids.shape[0] * sh.n_kv_heads:
+            raise RuntimeError("FusedDecode.allocate was not called for this many rows")
         # The residual stream in float32: the output and down projections add into it in place.
-        x = em._embed(ids[:, None], pos[:, None])[:, 0].float()  # [R, E]
+        wpe = em.body.wpe.weight if self.bigcode else None  # learned positions (gpt_bigcode)
+        x = K.embed(ids, pos, self.wte, wpe, pdl=self.pdl)  # [R, E]
         cos, sin = (None, None) if self.bigcode else (em.cos, em.sin)
         mlp_act = K.ACT_GELU_TANH if self.bigcode else K.ACT_SILU_MUL
         pdl, R = self.pdl, ids.shape[0]
@@ -88,7 +115,9 @@ class FusedDecode:
                 norm=self.norm_kind, norm_w=lw.ln1[0], norm_b=lw.ln1[1], eps=lw.ln1[2],
                 tiles=t_qkv, pdl=pdl,
             )  # fmt: skip  # q: [R, H, D]
-            attn = K.attention(q, k_cache, v_cache, pos, slots, n_keys, em.scaling, pdl=pdl)
+            attn = K.attention(
+                q, k_cache, v_cache, pos, slots, n_keys, em.scaling, pdl=pdl, counts=self.counts
+            )  # fmt: skip
             K.linear(attn, lw.w_o, lw.b_o, accumulate=x, tiles=t_o, pdl=pdl)
             h = K.linear(
                 x, lw.w_up, lw.b_up,
@@ -101,5 +130,5 @@ class FusedDecode:
         return K.linear(
             x, self.head, self.head_bias,
             norm=self.norm_kind, norm_w=w, norm_b=b, eps=eps, out_dtype=torch.float32,
-            tiles=self._tiles("head", R, self.head.shape[0], E), pdl=pdl,
+            tiles=self._tiles("head", R, self.head.shape[0], E), pdl=pdl, pick=pick,
         )  # fmt: skip

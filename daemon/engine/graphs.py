@@ -72,6 +72,10 @@ class DecodeIO:
         # Separate from ids, which the step overwrites with the same values as its next input:
         # the copy to the host reads this one, so no later write to the inputs can race it.
         self.next_ids = torch.zeros(N, dtype=torch.long, device=dev)  # [N]
+        # The fused step picks and feeds back inside its vocabulary product (``kernels.Pick``).
+        self.pick = None if em.fused is None else em.fused.pick_for(
+            self.inputs, self.next_ids, self.trash
+        )  # fmt: skip
 
         pin = self.cuda
         self._host_inputs = torch.zeros(3 * N, dtype=torch.long, pin_memory=pin)  # [3 N]
@@ -121,6 +125,8 @@ def decode_and_pick(em: EngineModel, io: DecodeIO, B: int, L: int) -> torch.Tens
     the trash row) stay where they are. Graphs capture this whole function.
     """
     ids, pos, wpos = io.ids[:B], io.pos[:B], io.wpos[:B]  # [B, 1]
+    if io.pick is not None and em.fused_for(B):  # one kernel does all that follows
+        return em.fused.decode_and_pick(ids, pos, wpos, em.key_pos(L), io.pick)
     logits = em.decode_step(ids, pos, wpos, em.key_pos(L))  # [B, V]
     next_ids = io.next_ids[:B]  # [B]
     next_ids.copy_(logits.argmax(-1))

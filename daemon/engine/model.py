@@ -216,6 +216,8 @@ class EngineModel:
         # the graph's private pool.
         self._arange = torch.arange(slots, device=self.device)
         self._key_pos_all = torch.arange(self.max_len + 1, device=self.device)
+        if self.fused is not None:
+            self.fused.allocate(slots)
         return self.cache
 
     # -- one layer's pieces -------------------------------------------------------------------
@@ -356,8 +358,12 @@ class EngineModel:
         h = x[torch.arange(x.shape[0], device=x.device), last]  # [B, E]
         return self.lm_head(self.final_norm(h)).float()
 
+    def fused_for(self, rows: int) -> bool:
+        """Whether a decode step of this many rows takes the fused step."""
+        return self.fused is not None and rows <= self.fused_max_batch
+
     def _decode_either(self, ids, pos, wpos, key_pos):
-        if ids.shape[0] > self.fused_max_batch:
+        if not self.fused_for(ids.shape[0]):
             return self._eager_decode(ids, pos, wpos, key_pos)
         return self.fused.decode(ids, pos, wpos, key_pos)
 

@@ -1,0 +1,120 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The fused step's own ends, on the CPU through Triton's interpreter: attention whose last split
+merges, the embedding, and the greedy pick with its feedback inside the vocabulary product.
+
+Each is checked against plain torch: softmax attention, ``torch.argmax`` (first index on a tie)
+and the tail ``graphs.decode_and_pick`` runs after the eager step.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("triton")
+if os.environ.get("TRITON_INTERPRET") != "1":  # set by tests/conftest.py before any import
+    pytest.skip("needs Triton's interpreter (TRITON_INTERPRET=1)", allow_module_level=True)
+
+from lspilot.daemon.engine import kernels as K  # noqa: E402
+from lspilot.daemon.engine.graphs import DecodeIO, decode_and_pick  # noqa: E402
+from lspilot.daemon.engine.model import EngineModel  # noqa: E402
+from tests.kernel_models import VOCAB, tiny_decoder  # noqa: E402
+
+
+@pytest.mark.parametrize("n_keys", [64, 512], ids=["one-split", "eight-splits"])
+def test_attention_merges_its_splits_and_leaves_the_counters_zero(n_keys):
+    g = torch.Generator().manual_seed(n_keys)
+    B, H, Hkv, D, M = 3, 4, 2, 32, 512
+    q = torch.randn(B, H, D, generator=g)
+    kc, vc = torch.randn(2, B + 1, Hkv, M + 1, D, generator=g).unbind(0)
+    pos = torch.tensor([n_keys - 1, n_keys // 2, 0])  # the last row attends one key
+    slots = torch.tensor([2, 0, 3])  # rows read other slots than their own index
+    counts = torch.zeros(B * Hkv, dtype=torch.int32)
+    S = -(-n_keys // K.split_len_for(n_keys, B, Hkv))
+    assert (S == 1) == (n_keys == 64)
+    for _ in range(2):  # a second launch reuses the counters the first one left
+        got = K.attention(q, kc, vc, pos, slots, n_keys, 0.17, counts=counts)
+        assert torch.equal(counts, torch.zeros_like(counts))
+    want = torch.empty(B, H, D)
+    for b in range(B):
+        keys = kc[slots[b], :, : pos[b] + 1].repeat_interleave(H // Hkv, 0)  # [H, L, D]
+        vals = vc[slots[b], :, : pos[b] + 1].repeat_interleave(H // Hkv, 0)
+        w = torch.softmax(q[b, :, None] @ keys.transpose(1, 2) * 0.17, dim=-1)  # [H, 1, L]
+        want[b] = (w @ vals)[:, 0]
+    torch.testing.assert_close(got.view(B, H, D), want, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_refuses_too_few_counters():
+    q = torch.zeros(2, 4, 32)
+    kc = vc = torch.zeros(2, 2, 513, 32)
+    with pytest.raises(ValueError, match="counts needs 4"):
+        K.attention(q, kc, vc, torch.tensor([300, 3]), torch.arange(2), 512, 1.0,
+                    counts=torch.zeros(3, dtype=torch.int32))  # fmt: skip
+
+
+def test_embedding_adds_learned_positions_in_the_model_dtype():
+    # float16: the interpreter rounds float32 to bfloat16 toward zero (the GPU to nearest).
+    g = torch.Generator().manual_seed(1)
+    wte = torch.randn(50, 40, generator=g).half()
+    wpe = torch.randn(20, 40, generator=g).half()
+    ids, pos = torch.tensor([7, 0, 49]), torch.tensor([3, 19, 0])
+    assert torch.equal(K.embed(ids, pos, wte), wte[ids].float())
+    assert torch.equal(K.embed(ids, pos, wte, wpe), (wte[ids] + wpe[pos]).float())
+
+
+def test_pick_chooses_as_torch_argmax_and_feeds_the_inputs_back():
+    # One-hot inputs, so row r's logits are column r of w: 100 of them over 7 programs (16
+    # wide). Row 0's best value is tied across two programs (37 and 90: the first wins), row
+    # 1's logits are all negative; row 2 pads (write position ``trash``) and must stay.
+    g = torch.Generator().manual_seed(5)
+    rows, N, E, trash = 4, 100, 8, 99
+    x = torch.eye(3, E)
+    w = torch.randn(N, E, generator=g)
+    w[37, 0] = w[90, 0] = 10.0
+    w[:, 1] = -w[:, 1].abs() - 1.0
+    inputs = torch.zeros(3, rows, 1, dtype=torch.long)
+    inputs[1, :, 0] = torch.tensor([10, 20, 30, 40])  # positions
+    inputs[2, :, 0] = torch.tensor([10, 20, trash, 40])  # row 2 pads
+    next_ids = torch.full((rows,), -1, dtype=torch.long)
+    pick = K.Pick(inputs, next_ids, trash)
+    tiles = K.Tiles.make(3, N, E, dot=False, block_n=16, block_k=8)
+    for step in range(2):  # the second launch starts from the state the first one left
+        before = inputs.clone()
+        logits = K.linear(x, w, out_dtype=torch.float32, tiles=tiles, pick=pick)
+        want = logits.argmax(-1)
+        assert torch.equal(next_ids[:3], want), step
+        assert next_ids[3] == -1 if step == 0 else True  # rows past the step's are untouched
+        assert torch.equal(inputs[0, :3, 0], want)
+        real = (before[2, :3, 0] != trash).long()
+        assert torch.equal(inputs[1, :3, 0], before[1, :3, 0] + real)
+        assert torch.equal(inputs[2, :3, 0], before[2, :3, 0] + real)
+        assert torch.equal(pick.best[:rows], torch.full((rows,), K.PICK_EMPTY))
+        assert pick.best[-1] == 0
+    assert want[0] == 37
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "gpt_bigcode"])
+def test_fused_step_picks_and_feeds_back_as_the_eager_tail(arch):
+    em = EngineModel(tiny_decoder(arch), max_len=128, fused=True)
+    em.allocate(4)
+    io = DecodeIO(em, 4)
+    assert io.pick is not None
+    g = torch.Generator().manual_seed(7)
+    io.upload([(0, 5, 3), (1, int(torch.randint(0, VOCAB, (1,), generator=g)), 9), (3, 2, 1)])
+    start = io.inputs.clone()
+    with torch.inference_mode():
+        fused = decode_and_pick(em, io, 4, 64)  # slot 2 is padding
+        fused_ids, fused_inputs = io.next_ids.clone(), io.inputs.clone()
+        io.inputs.copy_(start)
+        io.pick, pick = None, io.pick  # the eager tail over the same step's logits
+        em.fused_max_batch = 0
+        eager = decode_and_pick(em, io, 4, 64)
+    assert torch.equal(fused.argmax(-1), fused_ids)
+    assert torch.equal(fused_ids, eager.argmax(-1))  # the two steps agree on the greedy token
+    assert torch.equal(fused_inputs[1:], io.inputs[1:])  # positions: padding row stays
+    assert torch.equal(fused_inputs[0, :, 0], fused_ids)
+    assert fused_inputs[2, 2, 0] == io.trash
+    assert torch.equal(pick.best[:4], torch.full((4,), K.PICK_EMPTY))
