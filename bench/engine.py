@@ -333,6 +333,8 @@ async def engine_concurrency(be, rng, vocab, clients, per_client):
         "tokens_per_s": tokens / wall,
         "ttft_p50_ms": pct(ttfts, 0.5),
         "ttft_p95_ms": pct(ttfts, 0.95),
+        "ttft_p99_ms": pct(ttfts, 0.99),
+        "ttft_max_ms": max(ttfts, default=0.0),
         "steady_ttft_p50_ms": pct(steady, 0.5),
         "steady_ttft_p95_ms": pct(steady, 0.95),
         "first_ttft_p50_ms": pct(first, 0.5),
@@ -982,24 +984,32 @@ def bench_model(name, cfg, args, deadline):
                 ),
             )
 
-        def riding():
-            # Decoding rows riding in the prefill step (EngineConfig.ride_prefill) against their
-            # own decode steps, on the same traffic: 64 clients x 2 and x sustained.
+        def policies(variants):
+            # Scheduler policies against each other on the same traffic (the same seeds):
+            # 64 clients x 2 (half the requests in the start burst) and x sustained.
+            # ``variants``: (label, EngineConfig fields) each; the defaults come back after.
             out, cfg = {}, be._sched.cfg
+            saved = {k: getattr(cfg, k) for _, kw in variants for k in kw}
             c = max(args.clients)
             try:
-                for ride in (True, False):
-                    cfg.ride_prefill = ride
+                for label, kw in variants:
+                    for k, v in kw.items():
+                        setattr(cfg, k, v)
                     for per in (2, args.sustained):
-                        out[f"ride{int(ride)}_{c}x{per}"] = loop.run_until_complete(
+                        out[f"{label}_{c}x{per}"] = loop.run_until_complete(
                             engine_concurrency(be, random.Random(per), vocab, c, per)
                         )
             finally:
-                cfg.ride_prefill = True
+                for k, v in saved.items():
+                    setattr(cfg, k, v)
             return out
 
-        if args.riding:
-            section("riding", riding)
+        riding = [("ride1", {"ride_prefill": True}), ("ride0", {"ride_prefill": False})]
+        if args.riding:  # decoding rows in the prefill step (EngineConfig.ride_prefill) or not
+            section("riding", lambda: policies(riding))
+        order = [("sjf1", {"shortest_first": True}), ("sjf0", {"shortest_first": False})]
+        if args.shortest_first:  # prompts with the fewest tokens left first, or arrival order
+            section("shortest_first", lambda: policies(order))
 
         def same_as_generate_batch():
             reqs = [(p, 32, None) for p, _, _ in traffic(random.Random(7), 64, vocab)]
@@ -1202,6 +1212,9 @@ def main() -> None:
     ap.add_argument("--skip-eager", action="store_true", help="no eager-engine comparison")
     ap.add_argument("--pdl-modes", action="store_true", help="decode per kernel launch mode")
     ap.add_argument("--riding", action="store_true", help="64 clients, riding on and off")
+    ap.add_argument(
+        "--shortest-first", action="store_true", help="64 clients, shortest prompt first or not"
+    )
     ap.add_argument("--fused", choices=["auto", "on", "off"], default="auto")
     ap.add_argument("--packed", choices=["auto", "on", "off"], default="auto", help="prefill")
     ap.add_argument("--fused-max-batch", type=int, default=0, help="larger: eager (0: auto)")
@@ -1321,6 +1334,14 @@ def summary(r: dict) -> None:
             f"{v['first_ttft_p95_ms']:.1f} steady p95 {v['steady_ttft_p95_ms']:.1f} "
             f"gap p95 {v['gap_p95_ms']:.2f} after-cancel max {v['steps_after_cancel_max']}"
         )
+    for section_name in ("riding", "shortest_first"):
+        for label, v in (r.get(section_name) or {}).items():
+            if isinstance(v, dict) and "requests" in v:
+                print(
+                    f"   {label}: {v['completions_per_s']:.1f}/s ttft p50 {v['ttft_p50_ms']:.1f}"
+                    f" p95 {v['ttft_p95_ms']:.1f} max {v.get('ttft_max_ms', 0):.1f}"
+                    f" gap p95 {v['gap_p95_ms']:.2f}"
+                )
     prof = r.get("prefill_profile", {})
     for k, v in (prof.get("steps") or {}).items():
         print(f"   packed step {k}: {v['ms']:.2f} ms {v['tflop_s']:.0f} TFLOP/s")

@@ -40,6 +40,7 @@ class EngineBackend:
         lookahead: bool | None = None,
         packed_prefill: bool | None = None,
         ride_prefill: bool = True,
+        shortest_first: bool = True,
     ) -> None:
         """``model``: a loaded transformers causal LM (llama, qwen2, qwen3, mistral or
         gpt_bigcode), already on ``device``. ``fused``: the Triton decode step (None: on CUDA
@@ -50,7 +51,9 @@ class EngineBackend:
         batch's next step before reading this one's tokens (None: with CUDA graphs).
         ``packed_prefill``: prompt chunks packed into one graph-captured forward (None: with CUDA
         graphs where Triton imports). ``ride_prefill``: while prompts wait, the decoding rows
-        take their token in the packed prefill step instead of a decode step of their own."""
+        take their token in the packed prefill step instead of a decode step of their own.
+        ``shortest_first``: prompts with the fewest tokens left are prefilled first (a prompt
+        waiting over half a second goes ahead of them)."""
         model_device = next(model.parameters()).device
         if torch.device(device).type != model_device.type:
             raise ValueError(f"model is on {model_device}, backend asked for {device}")
@@ -74,6 +77,7 @@ class EngineBackend:
             lookahead=lookahead,
             packed_prefill=packed_prefill,
             ride_prefill=ride_prefill,
+            shortest_first=shortest_first,
         )
         self._sched = Scheduler(self._em, self.config)
         self.info = BackendInfo(

@@ -1,13 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The decode step on Triton kernels: five launches per layer, weights read once.
+"""The decode step on Triton kernels: six launches per layer, weights read once.
 
 ``FusedDecode.decode`` has the same contract as ``EngineModel.decode`` (so ``graphs`` captures
 either) and computes the same function: the embedding into a float32 residual stream; per layer,
-norm + q/k/v projection + rotary embedding + cache write in one kernel, split-K attention (its
-last split merges), the output projection added into the residual stream, norm + gate/up
-projection + activation, and the down projection added likewise; then norm + the vocabulary
-product. ``decode_and_pick`` also picks the greedy tokens and feeds them back inside that last
-product (``kernels.Pick``), as ``graphs.decode_and_pick`` does after the eager step.
+norm + q/k/v projection + rotary embedding + cache write in one kernel, split-K attention (two),
+the output projection added into the residual stream, norm + gate/up projection + activation,
+and the down projection added likewise; then norm + the vocabulary product. ``decode_and_pick``
+also picks the greedy tokens in that last product and feeds them back in one more small kernel
+(``kernels.Pick``), where ``graphs.decode_and_pick`` runs six torch kernels after the eager step.
 
 The stacked weights it needs (q/k/v, gate/up) come from ``weights.layer_weights``, which keeps
 one copy of every weight.
@@ -56,12 +56,6 @@ class FusedDecode:
         self.final = norm_of(em.final_norm)
         self.head = em.lm_head.weight
         self.head_bias = bias_of(em.lm_head)
-        self.counts: torch.Tensor | None = None  # the attention's split counters (``allocate``)
-
-    def allocate(self, slots: int) -> None:
-        """Scratch for steps of up to ``slots`` rows; made with the cache, outside any capture."""
-        n = slots * self.em.shape.n_kv_heads
-        self.counts = torch.zeros(n, device=self.em.device, dtype=torch.int32)
 
     def pick_for(self, inputs: torch.Tensor, next_ids: torch.Tensor, trash: int) -> K.Pick:
         """The greedy choice's state for a step whose inputs are ``inputs`` [3, rows, 1]."""
@@ -93,8 +87,6 @@ class FusedDecode:
         """Rows of (token, position, write position, slot): ids, pos, wpos, slots: [R]; each
         row attends its slot at positions 0..pos. -> logits [R, V] float32."""
         em, cache, sh = self.em, self.em.cache, self.em.shape
-        if self.counts is None or self.counts.numel() < ids.shape[0] * sh.n_kv_heads:
-            raise RuntimeError("FusedDecode.allocate was not called for this many rows")
         # The residual stream in float32: the output and down projections add into it in place.
         wpe = em.body.wpe.weight if self.bigcode else None  # learned positions (gpt_bigcode)
         x = K.embed(ids, pos, self.wte, wpe, pdl=self.pdl)  # [R, E]
@@ -115,9 +107,7 @@ class FusedDecode:
                 norm=self.norm_kind, norm_w=lw.ln1[0], norm_b=lw.ln1[1], eps=lw.ln1[2],
                 tiles=t_qkv, pdl=pdl,
             )  # fmt: skip  # q: [R, H, D]
-            attn = K.attention(
-                q, k_cache, v_cache, pos, slots, n_keys, em.scaling, pdl=pdl, counts=self.counts
-            )  # fmt: skip
+            attn = K.attention(q, k_cache, v_cache, pos, slots, n_keys, em.scaling, pdl=pdl)
             K.linear(attn, lw.w_o, lw.b_o, accumulate=x, tiles=t_o, pdl=pdl)
             h = K.linear(
                 x, lw.w_up, lw.b_up,
@@ -127,8 +117,11 @@ class FusedDecode:
             K.linear(h, lw.w_down, lw.b_down, accumulate=x,
                      tiles=self._tiles("down", R, E, n_mid), pdl=pdl)  # fmt: skip
         w, b, eps = self.final
-        return K.linear(
+        logits = K.linear(
             x, self.head, self.head_bias,
             norm=self.norm_kind, norm_w=w, norm_b=b, eps=eps, out_dtype=torch.float32,
             tiles=self._tiles("head", R, self.head.shape[0], E), pdl=pdl, pick=pick,
         )  # fmt: skip
+        if pick is not None:
+            K.feedback(pick, R, pdl=pdl)
+        return logits

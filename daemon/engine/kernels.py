@@ -163,10 +163,10 @@ def _linear_kernel(
     DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     K_SPLIT: tl.constexpr, BLOCK_KS: tl.constexpr,
     PDL: tl.constexpr, PRELOAD: tl.constexpr,
-    best_ptr, io_ptr, io_rows, next_ptr, trash, PICK: tl.constexpr, BLOCK_B: tl.constexpr,
+    best_ptr, PICK: tl.constexpr,
 ):  # fmt: skip
     # x: [B, K]; w: [N, K] (or [2N, K] gate rows then up rows for ACT_SILU_MUL); y: [B, N].
-    # PICK: y is the logits, and the kernel also picks each row's greedy token (``_pick``).
+    # PICK: y is the logits; each program also offers its tile's greedy token (``_pick``).
     # Program (n, m, k) computes a [BLOCK_M, BLOCK_N] tile over inputs k*K_SPLIT..+K_SPLIT.
     # ATOMIC: float32 y += the partial product (y is the residual stream: the residual add is
     # free, and splitting K gives a narrow output like o_proj enough programs to fill the GPU).
@@ -221,46 +221,52 @@ def _linear_kernel(
             a = (a / (1.0 + tl.exp(-a))).to(w_dtype).to(tl.float32) * u
         tl.store(y_ptr + offs, a.to(y_ptr.dtype.element_ty), mask=mask)
         if PICK:
-            _pick(a, rm, m_ok, rn, n_ok, B, best_ptr, io_ptr, io_rows, next_ptr, trash, BLOCK_B)
+            _pick(a, rm, m_ok, rn, n_ok, best_ptr)
 
 
 PICK_EMPTY = -(1 << 63)  # a row's best (value, index) key before any program offered one
+_PICK_EMPTY = tl.constexpr(PICK_EMPTY)  # the same, as a kernel may read a global
 
 
 @triton.jit
-def _pick(a, rm, m_ok, rn, n_ok, B, best_ptr, io_ptr, io_rows, next_ptr, trash, BLOCK_B):
-    # The greedy token and the next step's inputs, inside the vocabulary product: each program
-    # offers its tile's best (value, first index) per row to best [rows] as one int64 key
-    # (value in the high half, order-preserving; index inverted in the low half, so the first
-    # index wins a tie, as torch.argmax), and the last program to finish writes what
-    # ``graphs.decode_and_pick`` wrote with six more kernels: next_ids, the ids fed back, and
-    # every real row (write position not ``trash``) one position further. io: the step's
-    # inputs [3, io_rows] (ids, pos, wpos). best [rows + 1]: its last entry counts programs.
+def _pick(a, rm, m_ok, rn, n_ok, best_ptr):
+    # Each program offers its tile's best (value, first index) per row to best [rows], as one
+    # int64 key: the value in the high half, as a signed int in float order, the index inverted
+    # in the low half so the first index wins a tie, as in torch.argmax. A relaxed atomic max,
+    # which no program waits on: ``_feedback_kernel``, launched next, reads the winners. (The
+    # last program finishing the job, found by an acq_rel counter, measured slower: every one
+    # of qwen 0.5b's 1187 programs then waits for its stores.)
     v = tl.where(n_ok[None, :], a, float("-inf"))
     top = tl.max(v, axis=1) + 0.0  # [BM]; + 0.0 makes -0.0 equal +0.0, as torch compares them
     first = tl.min(tl.where(v == top[:, None], rn[None, :], 2147483647), axis=1)
     bits = top.to(tl.int32, bitcast=True)
-    ordered = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # as signed ints, in float order
+    ordered = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
     key = ordered.to(tl.int64) * 4294967296 + (4294967295 - first.to(tl.int64))
-    tl.atomic_max(best_ptr + rm, key, mask=m_ok)
-    tl.debug_barrier()  # every thread's offer before the count (see _attn_split_kernel)
-    n_programs = tl.num_programs(0) * tl.num_programs(1) * tl.num_programs(2)
-    counter = best_ptr + io_rows
-    if tl.atomic_add(counter, 1, sem="acq_rel") == n_programs - 1:
-        tl.debug_barrier()
-        rb = tl.arange(0, BLOCK_B)
-        b_ok = rb < B
-        empty = tl.full([BLOCK_B], PICK_EMPTY, tl.int64)
-        won = tl.atomic_xchg(best_ptr + rb, empty, mask=b_ok)  # read, and reset for next step
-        token = 4294967295 - (won & 4294967295)
-        tl.store(next_ptr + rb, token, mask=b_ok)
-        tl.store(io_ptr + rb, token, mask=b_ok)
-        pos = tl.load(io_ptr + io_rows + rb, mask=b_ok, other=0)
-        wpos = tl.load(io_ptr + 2 * io_rows + rb, mask=b_ok, other=0)
-        real = (wpos != trash).to(tl.int64)
-        tl.store(io_ptr + io_rows + rb, pos + real, mask=b_ok)
-        tl.store(io_ptr + 2 * io_rows + rb, wpos + real, mask=b_ok)
-        tl.atomic_xchg(counter, 0)
+    tl.atomic_max(best_ptr + rm, key, mask=m_ok, sem="relaxed")
+
+
+@triton.jit
+def _feedback_kernel(
+    best_ptr, io_ptr, io_rows, next_ptr, trash, B, BLOCK_B: tl.constexpr, PDL: tl.constexpr
+):  # fmt: skip
+    # The winners of ``_pick`` -> next_ids, the ids fed back, and every real row (write position
+    # not ``trash``) one position further: what ``graphs.decode_and_pick`` does with six torch
+    # kernels after the eager step. io: the step's inputs [3, io_rows] (ids, pos, wpos). Leaves
+    # best as the next step's pick expects it.
+    rb = tl.arange(0, BLOCK_B)
+    b_ok = rb < B
+    _after_previous(PDL)
+    won = tl.load(best_ptr + rb, mask=b_ok, other=0)
+    pos = tl.load(io_ptr + io_rows + rb, mask=b_ok, other=0)
+    wpos = tl.load(io_ptr + 2 * io_rows + rb, mask=b_ok, other=0)
+    _release_next(PDL)
+    token = 4294967295 - (won & 4294967295)
+    real = (wpos != trash).to(tl.int64)
+    tl.store(next_ptr + rb, token, mask=b_ok)
+    tl.store(io_ptr + rb, token, mask=b_ok)
+    tl.store(io_ptr + io_rows + rb, pos + real, mask=b_ok)
+    tl.store(io_ptr + 2 * io_rows + rb, wpos + real, mask=b_ok)
+    tl.store(best_ptr + rb, tl.full([BLOCK_B], _PICK_EMPTY, tl.int64), mask=b_ok)
 
 
 @triton.jit
@@ -381,19 +387,16 @@ def softmax_fold(scores, v, m_i, l_i, acc):
 
 @triton.jit
 def _attn_split_kernel(
-    q_ptr, k_ptr, v_ptr, pos_ptr, slot_ptr, o_ptr, lse_ptr, out_ptr, count_ptr,
+    q_ptr, k_ptr, v_ptr, pos_ptr, slot_ptr, o_ptr, lse_ptr,
     scale, n_heads, s_slot, s_head, s_pos,
-    SPLIT: tl.constexpr, N_SPLITS: tl.constexpr, G: tl.constexpr, D: tl.constexpr,
-    BLOCK_G: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_S: tl.constexpr, PDL: tl.constexpr,
+    SPLIT: tl.constexpr, G: tl.constexpr, D: tl.constexpr,
+    BLOCK_G: tl.constexpr, BLOCK_L: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     # q: [B, H, D]; k, v: one layer of the cache; row b attends slot slot[b] at positions
     # 0..pos[b] (a decode row, or one token of a prompt chunk whose keys are already written).
-    # out: [B, H * D], the model's dtype. With one split, the program writes it; otherwise each
-    # writes its partial output to o [B, H, S, D] (float32) and log-sum-exp to lse [B, H, S],
-    # and the last of a (row, KV head)'s splits to finish merges them (``_merge_splits``):
-    # one launch instead of a split kernel and a merge kernel.
-    b, hk = tl.program_id(0), tl.program_id(1)
-    s = tl.program_id(2)
+    # o: [B, H, S, D] float32 partial outputs, lse: [B, H, S] their log-sum-exp.
+    b, hk, s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    n_splits = tl.num_programs(2)
     rg = tl.arange(0, BLOCK_G)
     rd = tl.arange(0, D)
     rl = tl.arange(0, BLOCK_L)
@@ -420,47 +423,32 @@ def _attn_split_kernel(
         v = tl.load(v_ptr + offs, mask=l_ok[:, None], other=0.0)
         m_i, l_i, acc = softmax_fold(scores, v, m_i, l_i, acc)
     _release_next(PDL)
+    lse = tl.where(l_i > 0, m_i + tl.log(l_i), float("-inf"))
     out = acc / tl.maximum(l_i, 1e-30)[:, None]
-    if N_SPLITS == 1:
-        tl.store(out_ptr + q_offs, out.to(out_ptr.dtype.element_ty), mask=g_ok[:, None])
-    else:
-        lse = tl.where(l_i > 0, m_i + tl.log(l_i), float("-inf"))
-        row = (b * n_heads + head) * N_SPLITS + s
-        tl.store(o_ptr + row[:, None] * D + rd[None, :], out, mask=g_ok[:, None])
-        tl.store(lse_ptr + row, lse, mask=g_ok)
-        # Every thread's stores before the count (the pattern of torch inductor's grid
-        # barrier): the release publishes them, the last arrival's acquire sees them all.
-        tl.debug_barrier()
-        count = count_ptr + b * tl.num_programs(1) + hk
-        arrived = tl.atomic_add(count, 1, sem="acq_rel")
-        if arrived == N_SPLITS - 1:
-            tl.debug_barrier()
-            _merge_splits(o_ptr, lse_ptr, out_ptr, b * n_heads + hk * G, N_SPLITS, G, D, BLOCK_S)
-            tl.atomic_xchg(count, 0)  # ready for the next layer's launch
+    row = (b * n_heads + head) * n_splits + s
+    tl.store(o_ptr + row[:, None] * D + rd[None, :], out, mask=g_ok[:, None])
+    tl.store(lse_ptr + row, lse, mask=g_ok)
 
 
 @triton.jit
-def _merge_splits(
-    o_ptr, lse_ptr, out_ptr, first, N_SPLITS: tl.constexpr, G: tl.constexpr, D: tl.constexpr,
-    BLOCK_S: tl.constexpr,
-):  # fmt: skip
-    # Rows first..first + G - 1 of o [B * H, S, D] and lse [B * H, S], weighted by their
-    # log-sum-exp -> out [B * H, D]. Loads go to L2 (".cg"): other programs wrote them.
+def _attn_merge_kernel(
+    o_ptr, lse_ptr, out_ptr, n_splits, D: tl.constexpr, BLOCK_S: tl.constexpr, PDL: tl.constexpr
+):
+    # o: [B * H, S, D], lse: [B * H, S] -> out: [B * H, D] in the model's dtype
+    r = tl.program_id(0)
+    _after_previous(PDL)
     rs = tl.arange(0, BLOCK_S)
     rd = tl.arange(0, D)
-    s_ok = rs < N_SPLITS
-    for g in tl.static_range(G):  # unrolled: every head's loads in flight at once
-        r = first + g
-        lse = tl.load(
-            lse_ptr + r * N_SPLITS + rs, mask=s_ok, other=float("-inf"), cache_modifier=".cg"
-        )
-        w = tl.exp(lse - tl.max(lse, axis=0))
-        w = w / tl.sum(w, axis=0)
-        o = tl.load(
-            o_ptr + (r * N_SPLITS + rs[:, None]) * D + rd[None, :], mask=s_ok[:, None],
-            other=0.0, cache_modifier=".cg",
-        )  # fmt: skip
-        tl.store(out_ptr + r * D + rd, tl.sum(o * w[:, None], axis=0).to(out_ptr.dtype.element_ty))
+    s_ok = rs < n_splits
+    lse = tl.load(lse_ptr + r * n_splits + rs, mask=s_ok, other=float("-inf"))
+    w = tl.exp(lse - tl.max(lse, axis=0))
+    w = w / tl.sum(w, axis=0)
+    o = tl.load(
+        o_ptr + (r * n_splits + rs[:, None]) * D + rd[None, :], mask=s_ok[:, None], other=0.0
+    )
+    out = tl.sum(o * w[:, None], axis=0)
+    _release_next(PDL)
+    tl.store(out_ptr + r * D + rd, out.to(out_ptr.dtype.element_ty))
 
 
 # -- launchers ---------------------------------------------------------------------------------
@@ -608,7 +596,8 @@ def linear(
     ``ACT_SILU_MUL``). ``accumulate``: a float32 [B, N] tensor that the product is added to in
     place (split over K, atomically) and returned; no activation then. ``tiles``: overrides
     the heuristic (the benchmark's tile sweep). ``pdl``: how it launches (``pdl_mode``).
-    ``pick``: the output is logits; also pick each row's greedy token (``Pick``)."""
+    ``pick``: the output is logits; also offer each row's greedy token (``Pick``; then
+    ``feedback``)."""
     B, K = x.shape
     if pick is not None and (accumulate is not None or act != ACT_NONE or B > pick.rows):
         raise ValueError("pick takes a plain product of at most pick.rows rows")
@@ -632,34 +621,37 @@ def linear(
         DOT=t.dot, BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k,
         K_SPLIT=t.k_split, BLOCK_KS=t.block_ks, PRELOAD=t.preload, num_warps=t.num_warps,
         num_stages=t.num_stages,
-        **_pick_args(pick, B, dummy), **_pdl_args(x, pdl),
+        **_pick_args(pick, dummy), **_pdl_args(x, pdl),
     )  # fmt: skip
     return out
 
 
 class Pick:
-    """What ``linear(..., pick=)`` needs to choose the greedy tokens in the vocabulary product
-    and feed them back: the step's inputs ``inputs`` [3, rows, 1] int64 (ids, pos, wpos, as
-    ``graphs.DecodeIO`` holds them), ``next_ids`` [rows] int64, and ``trash``, the write
-    position of padding rows (which stay where they are). Holds the per-row scratch the kernel
-    leaves as it found it; made outside any graph capture."""
+    """The greedy choice inside the vocabulary product, then ``feedback``: what they need. The
+    step's inputs ``inputs`` [3, rows, 1] int64 (ids, pos, wpos, as ``graphs.DecodeIO`` holds
+    them), ``next_ids`` [rows] int64, and ``trash``, the write position of padding rows (which
+    stay where they are); and the per-row winners, which ``feedback`` leaves ready for the next
+    step. Made outside any graph capture."""
 
     def __init__(self, inputs: torch.Tensor, next_ids: torch.Tensor, trash: int) -> None:
         self.rows = inputs.shape[1]
         if inputs.shape != (3, self.rows, 1) or not inputs.is_contiguous():
             raise ValueError("inputs must be a contiguous [3, rows, 1] tensor")
         self.inputs, self.next_ids, self.trash = inputs, next_ids, trash
-        self.best = torch.full((self.rows + 1,), PICK_EMPTY, dtype=torch.long, device=inputs.device)
-        self.best[-1] = 0  # the finished-program count
+        self.best = torch.full((self.rows,), PICK_EMPTY, dtype=torch.long, device=inputs.device)
 
 
-def _pick_args(pick: Pick | None, B: int, dummy: torch.Tensor) -> dict:
-    if pick is None:
-        return {"best_ptr": dummy, "io_ptr": dummy, "io_rows": 0, "next_ptr": dummy, "trash": 0,
-                "PICK": False, "BLOCK_B": 1}  # fmt: skip
-    return {"best_ptr": pick.best, "io_ptr": pick.inputs, "io_rows": pick.rows,
-            "next_ptr": pick.next_ids, "trash": pick.trash, "PICK": True,
-            "BLOCK_B": max(2, triton.next_power_of_2(B))}  # fmt: skip
+def _pick_args(pick: Pick | None, dummy: torch.Tensor) -> dict:
+    return {"best_ptr": dummy if pick is None else pick.best, "PICK": pick is not None}
+
+
+def feedback(pick: Pick, B: int, pdl: int | None = None) -> None:
+    """After ``linear(..., pick=pick)`` over rows 0..B-1: their greedy ids into
+    ``pick.next_ids`` and the ids fed back as the next inputs, real rows one position on."""
+    _feedback_kernel[(1,)](
+        pick.best, pick.inputs, pick.rows, pick.next_ids, pick.trash, B,
+        BLOCK_B=max(2, triton.next_power_of_2(B)), num_warps=1, **_pdl_args(pick.best, pdl),
+    )  # fmt: skip
 
 
 def embed(
@@ -746,33 +738,33 @@ def attention(
     n_keys: int,
     scale: float,
     pdl: int | None = None,
-    counts: torch.Tensor | None = None,
+    block_l: int = 64,
+    num_warps: int | None = None,
 ) -> torch.Tensor:
     """q: [B, H, D]; row b attends slot ``slots[b]`` at positions 0..pos[b] (< n_keys)
-    -> [B, H * D]. ``counts``: int32 zeros, at least B * Hkv, that the kernel leaves zero (the
-    split counters; a step reuses one for every layer); None: made here."""
+    -> [B, H * D]. ``block_l`` (keys a loop step), ``num_warps``: the benchmark's sweep."""
     B, H, D = q.shape
+    if num_warps is None:
+        # 8 warps at head_dim 64: qwen 0.5b's step 0.800 -> 0.794 ms; at 128 no change
+        # (starcoder 1.387 -> 1.389), 32 keys a step slower for both (docs/performance.md).
+        num_warps = 8 if D <= 64 else 4
     Hkv = k_cache.shape[1]
     G = H // Hkv
     pos, slots = pos.contiguous(), slots.contiguous()
     split = split_len_for(n_keys, B, Hkv)
     S = triton.cdiv(n_keys, split)
-    out = torch.empty(B, H * D, device=q.device, dtype=q.dtype)
-    if S == 1:  # nothing to merge: the kernel writes out directly
-        part = lse = counts = out
-    else:
-        part = torch.empty(B, H, S, D, device=q.device, dtype=torch.float32)
-        lse = torch.empty(B, H, S, device=q.device, dtype=torch.float32)
-        if counts is None:
-            counts = torch.zeros(B * Hkv, device=q.device, dtype=torch.int32)
-        elif counts.numel() < B * Hkv or counts.dtype != torch.int32:
-            raise ValueError(f"counts needs {B * Hkv} int32 values")
+    part = torch.empty(B, H, S, D, device=q.device, dtype=torch.float32)
+    lse = torch.empty(B, H, S, device=q.device, dtype=torch.float32)
     s_slot, s_head, s_pos, _ = k_cache.stride()
     _attn_split_kernel[(B, Hkv, S)](
-        q, k_cache, v_cache, pos, slots, part, lse, out, counts,
+        q, k_cache, v_cache, pos, slots, part, lse,
         scale, H, s_slot, s_head, s_pos,
-        SPLIT=split, N_SPLITS=S, G=G, D=D, BLOCK_G=max(16, triton.next_power_of_2(G)),
-        BLOCK_L=64, BLOCK_S=max(2, triton.next_power_of_2(S)),
-        num_warps=4, num_stages=2, **_pdl_args(q, pdl),
+        SPLIT=split, G=G, D=D, BLOCK_G=max(16, triton.next_power_of_2(G)), BLOCK_L=block_l,
+        num_warps=num_warps, num_stages=2, **_pdl_args(q, pdl),
+    )  # fmt: skip
+    out = torch.empty(B, H * D, device=q.device, dtype=q.dtype)
+    _attn_merge_kernel[(B * H,)](
+        part, lse, out, S, D=D, BLOCK_S=max(2, triton.next_power_of_2(S)), num_warps=1,
+        **_pdl_args(q, pdl),
     )  # fmt: skip
     return out

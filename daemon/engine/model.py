@@ -216,8 +216,6 @@ class EngineModel:
         # the graph's private pool.
         self._arange = torch.arange(slots, device=self.device)
         self._key_pos_all = torch.arange(self.max_len + 1, device=self.device)
-        if self.fused is not None:
-            self.fused.allocate(slots)
         return self.cache
 
     # -- one layer's pieces -------------------------------------------------------------------

@@ -78,6 +78,10 @@ class EngineConfig:
     # While prompts wait, the decoding rows ride in the packed prefill step, each as a chunk of
     # its next token, and that iteration runs no decode step of its own (``_prefill_step``).
     ride_prefill: bool = True
+    # Prompts with the fewest tokens left go first in a prefill step; one admitted longer than
+    # ``prompt_wait_max_s`` ago goes ahead of all those, oldest first (``prefill_order``).
+    shortest_first: bool = True
+    prompt_wait_max_s: float = 0.5
 
 
 @dataclass(eq=False)
@@ -158,6 +162,20 @@ def chunk_sizes(
             sizes[i] += extra
             budget -= extra
     return sizes
+
+
+def prefill_order(waiting: list[Request], now: float, max_wait_s: float) -> list[Request]:
+    """The waiting prompts, fewest pending tokens first; those admitted ``max_wait_s`` or more
+    before ``now`` ahead of them, oldest first, so a long prompt under a stream of short ones
+    still gets its turn. A step's chunks then go to short prompts first (``chunk_sizes``): when
+    64 editors' prompts arrive at once, most first tokens come before the longest prompts are
+    through, where arrival order finishes them at random points of the whole burst."""
+
+    def key(r: Request) -> tuple[bool, float]:
+        late = now - r.t_admit >= max_wait_s
+        return (not late, r.t_admit if late else len(r.pending))
+
+    return sorted(waiting, key=key)
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -405,6 +423,8 @@ class Scheduler:
         waiting = [r for r in self.active if len(r.pending) > feed]
         if not waiting:
             return False
+        if cfg.shortest_first:
+            waiting = prefill_order(waiting, time.monotonic(), cfg.prompt_wait_max_s)
         riders: list[Request] = []
         if cfg.ride_prefill and self.packed is not None and self._inflight is None:
             room = cfg.prefill_token_budget - sum(len(r.pending) for r in decoders)

@@ -179,6 +179,39 @@ def test_chunk_sizes_share_first_then_fill_the_budget_oldest_first():
     assert sizes([], chunk=8, budget=16, max_rows=4, fill=True) == []
 
 
+def test_prefill_order_is_shortest_first_but_late_prompts_go_ahead():
+    def req(pending: int, admitted: float):
+        r = scheduler.Request(seq=None, loop=None, queue=None, t_admit=admitted)
+        r.pending = list(range(pending))
+        return r
+
+    a, b, c, d = req(300, 9.0), req(20, 9.5), req(90, 9.8), req(500, 8.0)
+    assert scheduler.prefill_order([a, b, c, d], now=10.0, max_wait_s=5.0) == [b, c, a, d]
+    # d (2 s) and a (1 s) waited too long: oldest first, ahead of the short ones
+    assert scheduler.prefill_order([a, b, c, d], now=10.0, max_wait_s=1.0) == [d, a, b, c]
+
+
+@pytest.mark.parametrize("shortest_first", [True, False])
+async def test_a_short_prompt_is_prefilled_before_a_long_one_that_came_first(model, shortest_first):
+    # One prompt row per step of 16 tokens: the long prompt needs 10 steps.
+    be = EngineBackend(
+        model, device="cpu", max_batch=3, max_len=256, prefill_chunk=16, prefill_token_budget=16,
+        prefill_rows=1, shortest_first=shortest_first,
+    )  # fmt: skip
+    order: list[str] = []
+
+    async def first_token(name, p):
+        async for _ in be.generate(greedy(p, 1, rid=name)):
+            order.append(name)
+
+    try:
+        long_, short = prompt(8, 160), prompt(9, 12)
+        await asyncio.gather(first_token("long", long_), first_token("short", short))
+        assert order == (["short", "long"] if shortest_first else ["long", "short"])
+    finally:
+        await be.close()
+
+
 async def test_prefix_reuse_counts_a_hit_and_keeps_output(model, backend):
     doc = prompt(9, 80)
     await collect(backend, greedy(doc, 5, key="file:///a.py"))

@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The fused step's own ends, on the CPU through Triton's interpreter: attention whose last split
-merges, the embedding, and the greedy pick with its feedback inside the vocabulary product.
+"""The fused step's two ends, on the CPU through Triton's interpreter: the embedding, and the
+greedy pick inside the vocabulary product with the small kernel that feeds it back.
 
-Each is checked against plain torch: softmax attention, ``torch.argmax`` (first index on a tie)
-and the tail ``graphs.decode_and_pick`` runs after the eager step.
+Each is checked against plain torch: ``torch.argmax`` (first index on a tie) and the tail
+``graphs.decode_and_pick`` runs after the eager step.
 """
 
 from __future__ import annotations
@@ -22,37 +22,6 @@ from lspilot.daemon.engine import kernels as K  # noqa: E402
 from lspilot.daemon.engine.graphs import DecodeIO, decode_and_pick  # noqa: E402
 from lspilot.daemon.engine.model import EngineModel  # noqa: E402
 from tests.kernel_models import VOCAB, tiny_decoder  # noqa: E402
-
-
-@pytest.mark.parametrize("n_keys", [64, 512], ids=["one-split", "eight-splits"])
-def test_attention_merges_its_splits_and_leaves_the_counters_zero(n_keys):
-    g = torch.Generator().manual_seed(n_keys)
-    B, H, Hkv, D, M = 3, 4, 2, 32, 512
-    q = torch.randn(B, H, D, generator=g)
-    kc, vc = torch.randn(2, B + 1, Hkv, M + 1, D, generator=g).unbind(0)
-    pos = torch.tensor([n_keys - 1, n_keys // 2, 0])  # the last row attends one key
-    slots = torch.tensor([2, 0, 3])  # rows read other slots than their own index
-    counts = torch.zeros(B * Hkv, dtype=torch.int32)
-    S = -(-n_keys // K.split_len_for(n_keys, B, Hkv))
-    assert (S == 1) == (n_keys == 64)
-    for _ in range(2):  # a second launch reuses the counters the first one left
-        got = K.attention(q, kc, vc, pos, slots, n_keys, 0.17, counts=counts)
-        assert torch.equal(counts, torch.zeros_like(counts))
-    want = torch.empty(B, H, D)
-    for b in range(B):
-        keys = kc[slots[b], :, : pos[b] + 1].repeat_interleave(H // Hkv, 0)  # [H, L, D]
-        vals = vc[slots[b], :, : pos[b] + 1].repeat_interleave(H // Hkv, 0)
-        w = torch.softmax(q[b, :, None] @ keys.transpose(1, 2) * 0.17, dim=-1)  # [H, 1, L]
-        want[b] = (w @ vals)[:, 0]
-    torch.testing.assert_close(got.view(B, H, D), want, atol=1e-5, rtol=1e-5)
-
-
-def test_attention_refuses_too_few_counters():
-    q = torch.zeros(2, 4, 32)
-    kc = vc = torch.zeros(2, 2, 513, 32)
-    with pytest.raises(ValueError, match="counts needs 4"):
-        K.attention(q, kc, vc, torch.tensor([300, 3]), torch.arange(2), 512, 1.0,
-                    counts=torch.zeros(3, dtype=torch.int32))  # fmt: skip
 
 
 def test_embedding_adds_learned_positions_in_the_model_dtype():
@@ -84,6 +53,7 @@ def test_pick_chooses_as_torch_argmax_and_feeds_the_inputs_back():
     for step in range(2):  # the second launch starts from the state the first one left
         before = inputs.clone()
         logits = K.linear(x, w, out_dtype=torch.float32, tiles=tiles, pick=pick)
+        K.feedback(pick, 3)
         want = logits.argmax(-1)
         assert torch.equal(next_ids[:3], want), step
         assert next_ids[3] == -1 if step == 0 else True  # rows past the step's are untouched
@@ -91,8 +61,7 @@ def test_pick_chooses_as_torch_argmax_and_feeds_the_inputs_back():
         real = (before[2, :3, 0] != trash).long()
         assert torch.equal(inputs[1, :3, 0], before[1, :3, 0] + real)
         assert torch.equal(inputs[2, :3, 0], before[2, :3, 0] + real)
-        assert torch.equal(pick.best[:rows], torch.full((rows,), K.PICK_EMPTY))
-        assert pick.best[-1] == 0
+        assert torch.equal(pick.best, torch.full((rows,), K.PICK_EMPTY))
     assert want[0] == 37
 
 

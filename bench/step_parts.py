@@ -1,0 +1,139 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The fused decode step with one part swapped for the stock way, timed in one process (GPU).
+
+Each variant replaces one piece of ``FusedDecode``'s step and the whole step is captured in a
+CUDA graph and replayed (batch 2, 1024 keys, every row writing the cache's trash row), in
+rounds, so every variant sees the same machine state:
+
+- ``new``: the step as it ships; ``torchembed``: the embedding by HF's modules and a float32
+  copy instead of one Triton kernel;
+- ``bl32``, ``w8``, ``w8bl32``: the decode attention with 32 keys a step and / or 8 warps (the
+  default is 64 keys, 8 warps at head_dim 64 and 4 above);
+- ``pick_in_head``: ``graphs.decode_and_pick`` as it ships (the greedy ids offered inside the
+  vocabulary product, then one feedback kernel); ``pick_torch``: the same step followed by the
+  six torch kernels of the eager tail.
+
+``python3 bench/step_parts.py --out $OUT [--models ...]``: medians per variant (µs), and
+``step_parts.json``. Runs 20-21 of docs/performance.md ran an earlier form of this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import engine as bench  # noqa: E402  (bench/engine.py: model configs, builder)
+
+VARIANTS = ["new", "torchembed", "bl32", "w8", "w8bl32"]
+
+
+def replay_ms(fn, reps: int = 50) -> float:
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # Triton compiles outside the capture
+        fn()
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        fn()
+    graph.replay()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(5):
+        start.record()
+        for _ in range(reps):
+            graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / reps)
+    return statistics.median(times)
+
+
+def use_variant(K, em, name: str, stock: dict) -> None:
+    """Point ``kernels``' attention and embedding at the variant's (``stock``: the originals)."""
+    K.attention, K.embed = stock["attention"], stock["embed"]
+    kw = {}
+    if "bl32" in name:
+        kw["block_l"] = 32
+    if "w8" in name:
+        kw["num_warps"] = 8
+    if kw:
+        K.attention = lambda *a, **k: stock["attention"](*a, **{**k, **kw})
+    if "torchembed" in name:
+
+        def embed(ids, pos, wte, wpe=None, pdl=None):
+            return em._embed(ids[:, None], pos[:, None])[:, 0].float()
+
+        K.embed = embed
+
+
+def measure(name: str, rounds: int) -> dict:
+    import torch
+
+    from lspilot.daemon.engine import kernels as K
+    from lspilot.daemon.engine.graphs import DecodeIO, decode_and_pick
+    from lspilot.daemon.engine.model import EngineModel
+
+    em = EngineModel(bench.build(bench.model_configs()[name]), max_len=1088, fused=True)
+    em.allocate(8)
+    io = DecodeIO(em, 8)
+    stock = {"attention": K.attention, "embed": K.embed}
+    B, L = 2, 1024
+    res: dict[str, list[float]] = {}
+    try:
+        with torch.inference_mode():
+            ids = torch.zeros(B, 1, dtype=torch.long, device=em.device)
+            pos = torch.full((B, 1), L - 1, dtype=torch.long, device=em.device)
+            wpos = torch.full((B, 1), em.max_len, dtype=torch.long, device=em.device)
+            key_pos = em.key_pos(L)
+            for _ in range(rounds):
+                for v in VARIANTS:
+                    use_variant(K, em, v, stock)
+                    res.setdefault(v, []).append(
+                        replay_ms(lambda: em.fused.decode(ids, pos, wpos, key_pos))
+                    )
+                use_variant(K, em, "new", stock)
+                io.inputs.zero_()
+                io.inputs[1, :B] = L - 1
+                io.inputs[2].fill_(io.trash)  # padding rows: nothing moves between replays
+                for label, pick in (("pick_in_head", io.pick), ("pick_torch", None)):
+                    saved, io.pick = io.pick, pick
+                    res.setdefault(label, []).append(
+                        replay_ms(lambda: decode_and_pick(em, io, B, L))
+                    )
+                    io.pick = saved
+    finally:
+        K.attention, K.embed = stock["attention"], stock["embed"]
+    return {k: {"median_ms": statistics.median(v), "runs_ms": v} for k, v in res.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--models", nargs="*", default=["qwen2.5-coder-0.5b", "starcoder-1b"])
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    bench._import_lspilot()
+    out = {}
+    for name in args.models:
+        out[name] = measure(name, args.rounds)
+        print(
+            f"| {name} | "
+            + " | ".join(f"{k} {v['median_ms'] * 1000:.1f}" for k, v in out[name].items())
+            + " |",
+            flush=True,
+        )
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "step_parts.json").write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
