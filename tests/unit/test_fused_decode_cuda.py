@@ -69,3 +69,47 @@ def test_graphed_fused_step_matches_the_step_launched_serially(arch, rows, mode)
             assert torch.allclose(em.cache.k, k_want, atol=1e-4)
             assert torch.allclose(em.cache.v, v_want, atol=1e-4)
             assert (want - eager).abs().max() <= 1e-3 * eager.abs().max()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("arch", ["qwen2", "gpt_bigcode"])
+def test_graphed_pick_feeds_back_as_the_torch_tail(arch, mode):
+    """``decode_and_pick`` with the greedy pick inside the vocabulary product and its feedback
+    kernel, captured and replayed three steps in a row (each step's inputs are the previous
+    one's picks), against the same steps with the torch tail. Slot 2 pads and must stay."""
+    from lspilot.daemon.engine.graphs import DecodeIO, decode_and_pick
+
+    em = EngineModel(tiny_decoder(arch).cuda(), max_len=256, fused=True)
+    em.allocate(4)
+    em.fused.pdl = mode
+    io = DecodeIO(em, 4)
+    io.upload([(0, 5, 3), (1, 17, 9), (3, 2, 40)])
+    start = io.inputs.clone()
+    B, L = 4, 64
+
+    def run(pick):
+        io.inputs.copy_(start)
+        io.pick = pick
+        step = lambda: decode_and_pick(em, io, B, L)  # noqa: E731
+        with torch.inference_mode():
+            step()  # compiles outside the capture
+            io.inputs.copy_(start)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                logits = step()
+            io.inputs.copy_(start)
+            seen = []
+            for _ in range(3):
+                graph.replay()
+                seen.append((logits.argmax(-1).clone(), io.next_ids.clone(), io.inputs.clone()))
+        return seen
+
+    pick = io.pick
+    fused, torch_tail = run(pick), run(None)
+    for (argmax, ids, inputs), (_, ids_t, inputs_t) in zip(fused, torch_tail, strict=True):
+        assert torch.equal(ids[:B], argmax)
+        assert torch.equal(ids[:B], ids_t[:B])
+        assert torch.equal(inputs, inputs_t)
+    assert fused[-1][2][2, 2, 0] == io.trash  # the padding row's write position
+    assert torch.equal(fused[-1][2][1, :, 0], start[1, :, 0] + torch.tensor([3, 3, 0, 3]).cuda())
+    assert torch.equal(pick.best, torch.full_like(pick.best, kernels.PICK_EMPTY))
