@@ -60,8 +60,8 @@ class EngineConfig:
     max_batch: int = 8  # slots: sequences decoded together
     max_len: int = 4096  # positions per slot (prompt + generated)
     # Prompt tokens each waiting sequence gets first in a prefill step while others decode; the
-    # budget's rest then goes to the oldest prompts (``chunk_sizes``). With nobody decoding a
-    # prompt goes in whole, up to the budget.
+    # budget's rest then goes to the first prompts in order (``chunk_sizes``). With nobody
+    # decoding a prompt goes in whole, up to the budget.
     prefill_chunk: int = 512
     prefill_token_budget: int = 8192  # prompt tokens per prefill step over all rows
     prefill_rows: int = 16
@@ -136,10 +136,11 @@ class _Launched:
 def chunk_sizes(
     pending: list[int], *, chunk: int, budget: int, max_rows: int, fill: bool
 ) -> list[int]:
-    """Prompt tokens each waiting sequence (in arrival order) gets in one prefill step.
+    """Prompt tokens each waiting sequence (in prefill order, ``prefill_order``) gets in one
+    prefill step.
 
     First up to ``chunk`` each, so a long prompt does not hold back the ones behind it; then,
-    with ``fill``, what is left of the ``budget`` goes to the earliest prompts' remaining tokens.
+    with ``fill``, what is left of the ``budget`` goes to the first prompts' remaining tokens.
     The trade: a decoding stream's gap between tokens is bounded by the budget either way (16
     chunked rows fill it too), but a lone long prompt now takes one budget-sized step rather than
     many chunk-sized ones, which is fewer, longer gaps for the others and a far sooner first token
