@@ -406,7 +406,6 @@ def generate_batch_run(model, rng, vocab, n=64, new=32):
 
 def graph_replay_ms(be, shapes, reps=100):
     """Pure GPU time of one captured decode step per (batch, attended length), CUDA events."""
-    import torch
 
     graphs = be._sched.graphs
     if graphs is None:
@@ -424,18 +423,26 @@ def graph_replay_ms(be, shapes, reps=100):
         graphs.wpos[:B].fill_(be._em.max_len)
         for _ in range(10):
             graph.replay()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        times = []
-        for _ in range(5):
-            start.record()
-            for _ in range(reps):
-                graph.replay()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / reps)
+        out[f"B{B}_L{L}"] = replay_ms(graph, reps)
         graphs.pos[:B].zero_()
-        out[f"B{B}_L{L}"] = statistics.median(times)
     return out
+
+
+def replay_ms(graph, reps: int, rounds: int = 5) -> float:
+    """GPU ms per replay of a captured CUDA graph: ``rounds`` of ``reps`` back-to-back replays
+    timed by CUDA events, the median round."""
+    import torch
+
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(rounds):
+        start.record()
+        for _ in range(reps):
+            graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / reps)
+    return statistics.median(times)
 
 
 def fused_step_ms(em, batches=(2, 8, 32, 64), L=1024, reps=50):

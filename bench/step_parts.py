@@ -31,12 +31,14 @@ import engine as bench  # noqa: E402  (bench/engine.py: model configs, builder)
 VARIANTS = ["new", "torchembed", "bl32", "w8", "w8bl32"]
 
 
-def replay_ms(fn, reps: int = 50) -> float:
+def capture_ms(fn, reps: int = 50) -> float:
+    """``fn`` (a whole step) captured in a CUDA graph after two uncaptured calls (Triton compiles
+    outside the capture) -> GPU ms per replay (``bench.replay_ms``)."""
     import torch
 
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # Triton compiles outside the capture
+    with torch.cuda.stream(side):
         fn()
         fn()
     torch.cuda.current_stream().wait_stream(side)
@@ -45,16 +47,7 @@ def replay_ms(fn, reps: int = 50) -> float:
         fn()
     graph.replay()
     torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(5):
-        start.record()
-        for _ in range(reps):
-            graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / reps)
-    return statistics.median(times)
+    return bench.replay_ms(graph, reps)
 
 
 def use_variant(K, em, name: str, stock: dict) -> None:
@@ -98,7 +91,7 @@ def measure(name: str, rounds: int) -> dict:
                 for v in VARIANTS:
                     use_variant(K, em, v, stock)
                     res.setdefault(v, []).append(
-                        replay_ms(lambda: em.fused.decode(ids, pos, wpos, key_pos))
+                        capture_ms(lambda: em.fused.decode(ids, pos, wpos, key_pos))
                     )
                 use_variant(K, em, "new", stock)
                 io.inputs.zero_()
@@ -107,7 +100,7 @@ def measure(name: str, rounds: int) -> dict:
                 for label, pick in (("pick_in_head", io.pick), ("pick_torch", None)):
                     saved, io.pick = io.pick, pick
                     res.setdefault(label, []).append(
-                        replay_ms(lambda: decode_and_pick(em, io, B, L))
+                        capture_ms(lambda: decode_and_pick(em, io, B, L))
                     )
                     io.pick = saved
     finally:

@@ -41,6 +41,7 @@ class EngineBackend:
         packed_prefill: bool | None = None,
         ride_prefill: bool = True,
         shortest_first: bool = True,
+        prompt_wait_max_s: float = 0.5,
     ) -> None:
         """``model``: a loaded transformers causal LM (llama, qwen2, qwen3, mistral or
         gpt_bigcode), already on ``device``. ``fused``: the Triton decode step (None: on CUDA
@@ -52,8 +53,8 @@ class EngineBackend:
         ``packed_prefill``: prompt chunks packed into one graph-captured forward (None: with CUDA
         graphs where Triton imports). ``ride_prefill``: while prompts wait, the decoding rows
         take their token in the packed prefill step instead of a decode step of their own.
-        ``shortest_first``: prompts with the fewest tokens left are prefilled first (a prompt
-        waiting over half a second goes ahead of them)."""
+        ``shortest_first``: prompts with the fewest tokens left are prefilled first; one that has
+        held its slot for ``prompt_wait_max_s`` or more goes ahead of them."""
         model_device = next(model.parameters()).device
         if torch.device(device).type != model_device.type:
             raise ValueError(f"model is on {model_device}, backend asked for {device}")
@@ -78,6 +79,7 @@ class EngineBackend:
             packed_prefill=packed_prefill,
             ride_prefill=ride_prefill,
             shortest_first=shortest_first,
+            prompt_wait_max_s=prompt_wait_max_s,
         )
         self._sched = Scheduler(self._em, self.config)
         self.info = BackendInfo(

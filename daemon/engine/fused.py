@@ -123,5 +123,10 @@ class FusedDecode:
             tiles=self._tiles("head", R, self.head.shape[0], E), pdl=pdl, pick=pick,
         )  # fmt: skip
         if pick is not None:
-            K.feedback(pick, R, pdl=pdl)
+            try:
+                K.feedback(pick, R, pdl=pdl)
+            except Exception:
+                # The product's offers are in; the next step's pick must not see them.
+                pick.best.fill_(K.PICK_EMPTY)
+                raise
         return logits

@@ -241,6 +241,13 @@ def _pick(a, rm, m_ok, rn, n_ok, best_ptr):
     first = tl.min(tl.where(v == top[:, None], rn[None, :], 2147483647), axis=1)
     bits = top.to(tl.int32, bitcast=True)
     ordered = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    # NaN wins, at its first index, as in torch.argmax (tl.max skips NaN on the GPU, and no
+    # value would equal it): an overflowed row still picks a token inside the vocabulary.
+    nan = v != v
+    first_nan = tl.min(tl.where(nan, rn[None, :], 2147483647), axis=1)
+    has_nan = first_nan < 2147483647
+    first = tl.where(has_nan, first_nan, first)
+    ordered = tl.where(has_nan, 0x7FFFFFFF, ordered)  # above +inf's 0x7F800000
     key = ordered.to(tl.int64) * 4294967296 + (4294967295 - first.to(tl.int64))
     tl.atomic_max(best_ptr + rm, key, mask=m_ok, sem="relaxed")
 
@@ -746,8 +753,9 @@ def attention(
     B, H, D = q.shape
     if num_warps is None:
         # 8 warps at head_dim 64: qwen 0.5b's step 0.800 -> 0.794 ms; at 128 no change
-        # (starcoder 1.387 -> 1.389), 32 keys a step slower for both (docs/performance.md).
-        num_warps = 8 if D <= 64 else 4
+        # (starcoder 1.387 -> 1.389), 32 keys a step slower for both (docs/performance.md,
+        # run 21). Other head sizes were not measured: they keep 4.
+        num_warps = 8 if D == 64 else 4
     Hkv = k_cache.shape[1]
     G = H // Hkv
     pos, slots = pos.contiguous(), slots.contiguous()

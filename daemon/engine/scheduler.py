@@ -78,8 +78,9 @@ class EngineConfig:
     # While prompts wait, the decoding rows ride in the packed prefill step, each as a chunk of
     # its next token, and that iteration runs no decode step of its own (``_prefill_step``).
     ride_prefill: bool = True
-    # Prompts with the fewest tokens left go first in a prefill step; one admitted longer than
-    # ``prompt_wait_max_s`` ago goes ahead of all those, oldest first (``prefill_order``).
+    # Prompts with the fewest tokens left go first in a prefill step; one admitted to its slot
+    # ``prompt_wait_max_s`` or more ago goes ahead of all those, oldest first
+    # (``prefill_order``; time queued for a free slot does not count).
     shortest_first: bool = True
     prompt_wait_max_s: float = 0.5
 

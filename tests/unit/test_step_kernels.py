@@ -56,13 +56,31 @@ def test_pick_chooses_as_torch_argmax_and_feeds_the_inputs_back():
         K.feedback(pick, 3)
         want = logits.argmax(-1)
         assert torch.equal(next_ids[:3], want), step
-        assert next_ids[3] == -1 if step == 0 else True  # rows past the step's are untouched
+        if step == 0:
+            assert next_ids[3] == -1  # rows past the step's are untouched
         assert torch.equal(inputs[0, :3, 0], want)
         real = (before[2, :3, 0] != trash).long()
         assert torch.equal(inputs[1, :3, 0], before[1, :3, 0] + real)
         assert torch.equal(inputs[2, :3, 0], before[2, :3, 0] + real)
         assert torch.equal(pick.best, torch.full((rows,), K.PICK_EMPTY))
     assert want[0] == 37
+
+
+def test_pick_takes_nan_as_torch_argmax_does():
+    # A NaN logit wins at its first index (torch.argmax); a row of NaN picks token 0, inside
+    # the vocabulary, where no value would equal the NaN maximum.
+    x = torch.eye(2, 8)
+    tiles = K.Tiles.make(2, 100, 8, dot=False, block_n=16, block_k=8)
+    for nan_rows in ([55, 97], slice(None)):
+        w = torch.randn(100, 8, generator=torch.Generator().manual_seed(6))
+        w[nan_rows] = float("nan")
+        inputs = torch.zeros(3, 2, 1, dtype=torch.long)
+        pick = K.Pick(inputs, torch.zeros(2, dtype=torch.long), trash=99)
+        logits = K.linear(x, w, out_dtype=torch.float32, tiles=tiles, pick=pick)
+        K.feedback(pick, 2)
+        want = logits.argmax(-1)
+        assert torch.equal(pick.next_ids, want)
+        assert want.tolist() == ([55, 55] if nan_rows != slice(None) else [0, 0])
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "gpt_bigcode"])
@@ -75,14 +93,13 @@ def test_fused_step_picks_and_feeds_back_as_the_eager_tail(arch):
     io.upload([(0, 5, 3), (1, int(torch.randint(0, VOCAB, (1,), generator=g)), 9), (3, 2, 1)])
     start = io.inputs.clone()
     with torch.inference_mode():
-        fused = decode_and_pick(em, io, 4, 64)  # slot 2 is padding
+        fused = decode_and_pick(em, io, 4, 64).clone()  # slot 2 is padding
         fused_ids, fused_inputs = io.next_ids.clone(), io.inputs.clone()
         io.inputs.copy_(start)
-        io.pick, pick = None, io.pick  # the eager tail over the same step's logits
-        em.fused_max_batch = 0
+        io.pick, pick = None, io.pick  # the same fused step, then the torch tail
         eager = decode_and_pick(em, io, 4, 64)
+    assert torch.equal(fused, eager)
     assert torch.equal(fused.argmax(-1), fused_ids)
-    assert torch.equal(fused_ids, eager.argmax(-1))  # the two steps agree on the greedy token
     assert torch.equal(fused_inputs[1:], io.inputs[1:])  # positions: padding row stays
     assert torch.equal(fused_inputs[0, :, 0], fused_ids)
     assert fused_inputs[2, 2, 0] == io.trash
