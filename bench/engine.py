@@ -550,20 +550,21 @@ def kernel_times(em, B=2, L=1024, sweep=False):
     """Each fused kernel of one layer on the GPU alone (graph-replayed), with the bytes it must
     read: a per-kernel profile of the decode step without hardware counters. Launched as the
     fused step launches them (``FusedDecode.pdl``)."""
-    from lspilot.daemon.engine import kernels as K
+    from lspilot.daemon.engine import pdl
 
     if em.fused is None:
         return {}
-    K.set_pdl_mode(em.fused.pdl)
+    pdl.set_pdl_mode(em.fused.pdl)
     try:
         return _kernel_times(em, B, L, sweep)
     finally:
-        K.set_pdl_mode(None)
+        pdl.set_pdl_mode(None)
 
 
 def _kernel_times(em, B, L, sweep):
     import torch
 
+    from lspilot.daemon.engine import decode_attention as A
     from lspilot.daemon.engine import kernels as K
 
     fd = em.fused
@@ -591,12 +592,12 @@ def _kernel_times(em, B, L, sweep):
                         norm_b=lw.ln2[1], eps=lw.ln2[2], act=act, **kw)  # fmt: skip
 
     q = qkv()
-    attn = K.attention(q, kc, vc, pos, slots, L, em.scaling)
+    attn = A.attention(q, kc, vc, pos, slots, L, em.scaling)
     h = up()
     kv_bytes = 2 * B * sh.n_kv_heads * L * sh.head_dim * kc.element_size()
     ops = {
         "qkv_rope": (qkv, lw.w_qkv),
-        "attention": (lambda: K.attention(q, kc, vc, pos, slots, L, em.scaling), None),
+        "attention": (lambda: A.attention(q, kc, vc, pos, slots, L, em.scaling), None),
         "o_proj": (lambda: K.linear(attn, lw.w_o, lw.b_o, accumulate=x), lw.w_o),
         "up_act": (up, lw.w_up),
         "down": (lambda: K.linear(h, lw.w_down, lw.b_down, accumulate=x), lw.w_down),
@@ -872,14 +873,14 @@ def bench_model(name, cfg, args, deadline):
         gc.collect()
 
     def pdl_modes():
-        # The kernels' launch modes side by side (kernels.pdl_mode): a small engine rebuilt per
+        # The kernels' launch modes side by side (pdl.pdl_mode): a small engine rebuilt per
         # mode, decode ms/token end to end, and the fused step alone in a graph.
-        from lspilot.daemon.engine import kernels
+        from lspilot.daemon.engine import pdl
 
         out = {}
         try:
             for mode, label in ((0, "serial"), (1, "pdl-early"), (2, "pdl-late")):
-                kernels.set_pdl_mode(mode)
+                pdl.set_pdl_mode(mode)
 
                 def work(be2, run):
                     ms, _, _, per = run(engine_decode_ms(be2, p512))
@@ -891,7 +892,7 @@ def bench_model(name, cfg, args, deadline):
                               "bw_share": res["floor_ms_per_token"] / ms}  # fmt: skip
                 gc.collect()
         finally:
-            kernels.set_pdl_mode(None)
+            pdl.set_pdl_mode(None)
         return out
 
     if DEVICE == "cuda" and args.pdl_modes:

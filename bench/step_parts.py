@@ -50,35 +50,36 @@ def capture_ms(fn, reps: int = 50) -> float:
     return bench.replay_ms(graph, reps)
 
 
-def use_variant(K, em, name: str, stock: dict) -> None:
-    """Point ``kernels``' attention and embedding at the variant's (``stock``: the originals)."""
-    K.attention, K.embed = stock["attention"], stock["embed"]
+def use_variant(F, em, name: str, stock: dict) -> None:
+    """Point the fused step's attention and embedding (names in ``F``, the ``fused`` module) at
+    the variant's (``stock``: the originals)."""
+    F.attention, F.embed = stock["attention"], stock["embed"]
     kw = {}
     if "bl32" in name:
         kw["block_l"] = 32
     if "w8" in name:
         kw["num_warps"] = 8
     if kw:
-        K.attention = lambda *a, **k: stock["attention"](*a, **{**k, **kw})
+        F.attention = lambda *a, **k: stock["attention"](*a, **{**k, **kw})
     if "torchembed" in name:
 
         def embed(ids, pos, wte, wpe=None, pdl=None):
             return em._embed(ids[:, None], pos[:, None])[:, 0].float()
 
-        K.embed = embed
+        F.embed = embed
 
 
 def measure(name: str, rounds: int) -> dict:
     import torch
 
-    from lspilot.daemon.engine import kernels as K
+    from lspilot.daemon.engine import fused as F
     from lspilot.daemon.engine.graphs import DecodeIO, decode_and_pick
     from lspilot.daemon.engine.model import EngineModel
 
     em = EngineModel(bench.build(bench.model_configs()[name]), max_len=1088, fused=True)
     em.allocate(8)
     io = DecodeIO(em, 8)
-    stock = {"attention": K.attention, "embed": K.embed}
+    stock = {"attention": F.attention, "embed": F.embed}
     B, L = 2, 1024
     res: dict[str, list[float]] = {}
     try:
@@ -89,11 +90,11 @@ def measure(name: str, rounds: int) -> dict:
             key_pos = em.key_pos(L)
             for _ in range(rounds):
                 for v in VARIANTS:
-                    use_variant(K, em, v, stock)
+                    use_variant(F, em, v, stock)
                     res.setdefault(v, []).append(
                         capture_ms(lambda: em.fused.decode(ids, pos, wpos, key_pos))
                     )
-                use_variant(K, em, "new", stock)
+                use_variant(F, em, "new", stock)
                 io.inputs.zero_()
                 io.inputs[1, :B] = L - 1
                 io.inputs[2].fill_(io.trash)  # padding rows: nothing moves between replays
@@ -104,7 +105,7 @@ def measure(name: str, rounds: int) -> dict:
                     )
                     io.pick = saved
     finally:
-        K.attention, K.embed = stock["attention"], stock["embed"]
+        F.attention, F.embed = stock["attention"], stock["embed"]
     return {k: {"median_ms": statistics.median(v), "runs_ms": v} for k, v in res.items()}
 
 

@@ -8,7 +8,7 @@ win in L2 need not win from memory. Here a candidate replaces one product's tile
 (``FusedDecode.tile_kw``) in every layer of the real model's step, captured in a CUDA graph, and
 is timed against the heuristic's tiles in the same run (the baseline re-measured between
 products, as these machines drift). Then the best per product together, in each kernel launch
-mode (``kernels.pdl_mode``), at batch 2 and 8.
+mode (``pdl.pdl_mode``), at batch 2 and 8.
 
 The candidates compile first in parallel worker processes, each holding a one-layer model of the
 same shapes (so the same kernel specializations), which fills Triton's disk cache; the timing
@@ -160,7 +160,7 @@ def step_ms(em, tile_kw: dict, B: int = 2) -> float | str:
 
 
 def sweep_model(name: str, workers: int) -> dict:
-    from lspilot.daemon.engine import kernels as K
+    from lspilot.daemon.engine import pdl
 
     cands = candidates()
     try:
@@ -193,7 +193,7 @@ def sweep_model(name: str, workers: int) -> dict:
     res["per_op"] = per_op
     res["best_tile_kw"] = best
     combined = {}
-    for mode in (K.PDL_OFF, K.PDL_EARLY, K.PDL_LATE):
+    for mode in (pdl.PDL_OFF, pdl.PDL_EARLY, pdl.PDL_LATE):
         em.fused.pdl = mode
         for B in (2, 8):
             combined[f"pdl{mode}_B{B}_default"] = step_ms(em, {}, B)

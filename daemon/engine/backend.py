@@ -17,7 +17,8 @@ import torch
 
 from ..backends.base import BackendInfo, Sequence, TokenStep
 from .model import EngineModel
-from .scheduler import END, EngineConfig, Request, Scheduler
+from .policy import EngineConfig
+from .scheduler import END, Request, Scheduler
 
 
 class EngineBackend:

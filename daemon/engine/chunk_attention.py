@@ -19,7 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .kernels import dot, softmax_fold
+from .decode_attention import softmax_fold
+from .kernels import dot
 
 BLOCK_M = 64  # queries per program; also the packing granule of the block table
 

@@ -7,7 +7,7 @@ norm + q/k/v projection + rotary embedding + cache write in one kernel, split-K 
 the output projection added into the residual stream, norm + gate/up projection + activation,
 and the down projection added likewise; then norm + the vocabulary product. ``decode_and_pick``
 also picks the greedy tokens in that last product and feeds them back in one more small kernel
-(``kernels.Pick``), where ``graphs.decode_and_pick`` runs six torch kernels after the eager step.
+(``step_ends``), where ``graphs.decode_and_pick`` runs six torch kernels after the eager step.
 
 The stacked weights it needs (q/k/v, gate/up) come from ``weights.layer_weights``, which keeps
 one copy of every weight.
@@ -21,7 +21,10 @@ from __future__ import annotations
 import torch
 
 from . import kernels as K
+from .decode_attention import attention
 from .model import EngineModel
+from .pdl import PDL_LATE, PDL_OFF, pdl_mode
+from .step_ends import PICK_EMPTY, Pick, embed, feedback
 from .weights import bias_of, kernel_support, layer_weights, norm_of
 
 
@@ -45,8 +48,8 @@ class FusedDecode:
         # 0.5b), 1.87 -> 1.78 (qwen 1.5b), 1.68 -> 1.61 (deepseek 1.3b); slower for gpt_bigcode
         # (starcoder 1b 1.56 -> 1.70, early release 1.85), which launches serially.
         # docs/performance.md, run 13.
-        prefer = K.PDL_OFF if self.bigcode else K.PDL_LATE
-        self.pdl = K.pdl_mode(em.device, prefer)
+        prefer = PDL_OFF if self.bigcode else PDL_LATE
+        self.pdl = pdl_mode(em.device, prefer)
         # Tile choices per product ("qkv", "o", "up", "down", "head"): ``Tiles.make`` keywords
         # that replace ``Tiles.choose``'s heuristic (bench/step_sweep.py, the tests).
         self.tile_kw: dict[str, dict] = {}
@@ -57,9 +60,9 @@ class FusedDecode:
         self.head = em.lm_head.weight
         self.head_bias = bias_of(em.lm_head)
 
-    def pick_for(self, inputs: torch.Tensor, next_ids: torch.Tensor, trash: int) -> K.Pick:
+    def pick_for(self, inputs: torch.Tensor, next_ids: torch.Tensor, trash: int) -> Pick:
         """The greedy choice's state for a step whose inputs are ``inputs`` [3, rows, 1]."""
-        return K.Pick(inputs, next_ids, trash)
+        return Pick(inputs, next_ids, trash)
 
     def _tiles(self, op: str, B: int, N: int, K_in: int) -> K.Tiles | None:
         kw = self.tile_kw.get(op)
@@ -74,7 +77,7 @@ class FusedDecode:
             key_pos.shape[0],
         )  # fmt: skip
 
-    def decode_and_pick(self, ids, pos, wpos, key_pos, pick: K.Pick):
+    def decode_and_pick(self, ids, pos, wpos, key_pos, pick: Pick):
         """``decode``, and the step's greedy ids into ``pick.next_ids[:B]`` and fed back into
         the inputs (ids, pos, wpos must be the first B rows of ``pick.inputs``)."""
         B = ids.shape[0]
@@ -83,13 +86,13 @@ class FusedDecode:
             key_pos.shape[0], pick,
         )  # fmt: skip
 
-    def _forward(self, ids, pos, wpos, slots, n_keys: int, pick: K.Pick | None = None):
+    def _forward(self, ids, pos, wpos, slots, n_keys: int, pick: Pick | None = None):
         """Rows of (token, position, write position, slot): ids, pos, wpos, slots: [R]; each
         row attends its slot at positions 0..pos. -> logits [R, V] float32."""
         em, cache, sh = self.em, self.em.cache, self.em.shape
         # The residual stream in float32: the output and down projections add into it in place.
         wpe = em.body.wpe.weight if self.bigcode else None  # learned positions (gpt_bigcode)
-        x = K.embed(ids, pos, self.wte, wpe, pdl=self.pdl)  # [R, E]
+        x = embed(ids, pos, self.wte, wpe, pdl=self.pdl)  # [R, E]
         cos, sin = (None, None) if self.bigcode else (em.cos, em.sin)
         mlp_act = K.ACT_GELU_TANH if self.bigcode else K.ACT_SILU_MUL
         pdl, R = self.pdl, ids.shape[0]
@@ -107,7 +110,7 @@ class FusedDecode:
                 norm=self.norm_kind, norm_w=lw.ln1[0], norm_b=lw.ln1[1], eps=lw.ln1[2],
                 tiles=t_qkv, pdl=pdl,
             )  # fmt: skip  # q: [R, H, D]
-            attn = K.attention(q, k_cache, v_cache, pos, slots, n_keys, em.scaling, pdl=pdl)
+            attn = attention(q, k_cache, v_cache, pos, slots, n_keys, em.scaling, pdl=pdl)
             K.linear(attn, lw.w_o, lw.b_o, accumulate=x, tiles=t_o, pdl=pdl)
             h = K.linear(
                 x, lw.w_up, lw.b_up,
@@ -124,9 +127,9 @@ class FusedDecode:
         )  # fmt: skip
         if pick is not None:
             try:
-                K.feedback(pick, R, pdl=pdl)
+                feedback(pick, R, pdl=pdl)
             except Exception:
                 # The product's offers are in; the next step's pick must not see them.
-                pick.best.fill_(K.PICK_EMPTY)
+                pick.best.fill_(PICK_EMPTY)
                 raise
         return logits

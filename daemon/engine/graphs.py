@@ -72,7 +72,7 @@ class DecodeIO:
         # Separate from ids, which the step overwrites with the same values as its next input:
         # the copy to the host reads this one, so no later write to the inputs can race it.
         self.next_ids = torch.zeros(N, dtype=torch.long, device=dev)  # [N]
-        # The fused step picks and feeds back inside its vocabulary product (``kernels.Pick``).
+        # The fused step picks and feeds back inside its vocabulary product (``step_ends``).
         self.pick = None if em.fused is None else em.fused.pick_for(
             self.inputs, self.next_ids, self.trash
         )  # fmt: skip

@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from lspilot.daemon.backends.base import SamplingParams, Sequence  # noqa: E402
-from lspilot.daemon.engine import EngineBackend, UnsupportedModel, scheduler  # noqa: E402
+from lspilot.daemon.engine import EngineBackend, UnsupportedModel, policy, scheduler  # noqa: E402
 from lspilot.daemon.engine.graphs import DecodeIO, decode_and_pick  # noqa: E402
 from lspilot.daemon.engine.model import EngineModel  # noqa: E402
 
@@ -168,7 +168,7 @@ async def test_chunked_prefill_while_others_decode(model, lookahead):
 
 
 def test_chunk_sizes_share_first_then_fill_the_budget_oldest_first():
-    sizes = scheduler.chunk_sizes
+    sizes = policy.chunk_sizes
     # 8, 5 and 8 first; the 11 tokens left of the 32-token budget go to the oldest prompt.
     assert sizes([30, 5, 20], chunk=8, budget=32, max_rows=4, fill=False) == [8, 5, 8]
     assert sizes([30, 5, 20], chunk=8, budget=32, max_rows=4, fill=True) == [19, 5, 8]
@@ -186,9 +186,9 @@ def test_prefill_order_is_shortest_first_but_late_prompts_go_ahead():
         return r
 
     a, b, c, d = req(300, 9.0), req(20, 9.5), req(90, 9.8), req(500, 8.0)
-    assert scheduler.prefill_order([a, b, c, d], now=10.0, max_wait_s=5.0) == [b, c, a, d]
+    assert policy.prefill_order([a, b, c, d], now=10.0, max_wait_s=5.0) == [b, c, a, d]
     # d (2 s) and a (1 s) waited too long: oldest first, ahead of the short ones
-    assert scheduler.prefill_order([a, b, c, d], now=10.0, max_wait_s=1.0) == [d, a, b, c]
+    assert policy.prefill_order([a, b, c, d], now=10.0, max_wait_s=1.0) == [d, a, b, c]
 
 
 @pytest.mark.parametrize("shortest_first", [True, False])

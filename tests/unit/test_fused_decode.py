@@ -183,11 +183,11 @@ def test_gpt_bigcode_takes_the_eager_step_above_8_rows_by_default():
 
 
 def test_kernel_launch_mode_is_serial_here_and_a_bad_override_is_refused(monkeypatch):
-    from lspilot.daemon.engine import kernels
+    from lspilot.daemon.engine import pdl
 
     monkeypatch.setenv("LSPILOT_PDL", "2")
-    assert kernels.pdl_mode(prefer=kernels.PDL_LATE) == kernels.PDL_OFF  # the interpreter
-    assert EngineModel(tiny_decoder("qwen2"), max_len=64, fused=True).fused.pdl == kernels.PDL_OFF
+    assert pdl.pdl_mode(prefer=pdl.PDL_LATE) == pdl.PDL_OFF  # the interpreter
+    assert EngineModel(tiny_decoder("qwen2"), max_len=64, fused=True).fused.pdl == pdl.PDL_OFF
     monkeypatch.setenv("LSPILOT_PDL", "yes")
     with pytest.raises(ValueError, match="LSPILOT_PDL must be 0"):
-        kernels.pdl_mode()
+        pdl.pdl_mode()

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """The fused decode step compiled for a GPU, captured in a CUDA graph, with each way of
-launching its kernels (``kernels.pdl_mode``): programmatic dependent launch lets a kernel start
+launching its kernels (``pdl.pdl_mode``): programmatic dependent launch lets a kernel start
 before the previous one ends, so a missing wait would read stale inputs. CI has no GPU: this
 runs on the GPU machine with ``TRITON_INTERPRET=0``."""
 
@@ -13,13 +13,13 @@ triton = pytest.importorskip("triton")
 if not torch.cuda.is_available() or triton.knobs.runtime.interpret:
     pytest.skip("needs CUDA and compiled Triton (TRITON_INTERPRET=0)", allow_module_level=True)
 
-from lspilot.daemon.engine import kernels  # noqa: E402
+from lspilot.daemon.engine import pdl, step_ends  # noqa: E402
 from lspilot.daemon.engine.model import EngineModel  # noqa: E402
 from tests.kernel_models import VOCAB, tiny_decoder  # noqa: E402
 
-MODES = [kernels.PDL_OFF]
+MODES = [pdl.PDL_OFF]
 if torch.cuda.get_device_capability()[0] >= 9:
-    MODES += [kernels.PDL_EARLY, kernels.PDL_LATE]
+    MODES += [pdl.PDL_EARLY, pdl.PDL_LATE]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -57,7 +57,7 @@ def test_graphed_fused_step_matches_the_step_launched_serially(arch, rows, mode)
         for _ in range(2):
             new.copy_(torch.randint(0, VOCAB, (rows, 1), generator=g))
             eager = em.decode(new, p, p, key_pos).clone()
-            em.fused.pdl = kernels.PDL_OFF
+            em.fused.pdl = pdl.PDL_OFF
             want = em.fused.decode(new, p, p, key_pos).clone()
             k_want, v_want = em.cache.k.clone(), em.cache.v.clone()
             forget_new_token()
@@ -112,4 +112,4 @@ def test_graphed_pick_feeds_back_as_the_torch_tail(arch, mode):
         assert torch.equal(inputs, inputs_t)
     assert fused[-1][2][2, 2, 0] == io.trash  # the padding row's write position
     assert torch.equal(fused[-1][2][1, :, 0], start[1, :, 0] + torch.tensor([3, 3, 0, 3]).cuda())
-    assert torch.equal(pick.best, torch.full_like(pick.best, kernels.PICK_EMPTY))
+    assert torch.equal(pick.best, torch.full_like(pick.best, step_ends.PICK_EMPTY))

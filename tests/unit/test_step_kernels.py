@@ -19,6 +19,7 @@ if os.environ.get("TRITON_INTERPRET") != "1":  # set by tests/conftest.py before
     pytest.skip("needs Triton's interpreter (TRITON_INTERPRET=1)", allow_module_level=True)
 
 from lspilot.daemon.engine import kernels as K  # noqa: E402
+from lspilot.daemon.engine import step_ends  # noqa: E402
 from lspilot.daemon.engine.graphs import DecodeIO, decode_and_pick  # noqa: E402
 from lspilot.daemon.engine.model import EngineModel  # noqa: E402
 from tests.kernel_models import VOCAB, tiny_decoder  # noqa: E402
@@ -30,8 +31,8 @@ def test_embedding_adds_learned_positions_in_the_model_dtype():
     wte = torch.randn(50, 40, generator=g).half()
     wpe = torch.randn(20, 40, generator=g).half()
     ids, pos = torch.tensor([7, 0, 49]), torch.tensor([3, 19, 0])
-    assert torch.equal(K.embed(ids, pos, wte), wte[ids].float())
-    assert torch.equal(K.embed(ids, pos, wte, wpe), (wte[ids] + wpe[pos]).float())
+    assert torch.equal(step_ends.embed(ids, pos, wte), wte[ids].float())
+    assert torch.equal(step_ends.embed(ids, pos, wte, wpe), (wte[ids] + wpe[pos]).float())
 
 
 def test_pick_chooses_as_torch_argmax_and_feeds_the_inputs_back():
@@ -48,12 +49,12 @@ def test_pick_chooses_as_torch_argmax_and_feeds_the_inputs_back():
     inputs[1, :, 0] = torch.tensor([10, 20, 30, 40])  # positions
     inputs[2, :, 0] = torch.tensor([10, 20, trash, 40])  # row 2 pads
     next_ids = torch.full((rows,), -1, dtype=torch.long)
-    pick = K.Pick(inputs, next_ids, trash)
+    pick = step_ends.Pick(inputs, next_ids, trash)
     tiles = K.Tiles.make(3, N, E, dot=False, block_n=16, block_k=8)
     for step in range(2):  # the second launch starts from the state the first one left
         before = inputs.clone()
         logits = K.linear(x, w, out_dtype=torch.float32, tiles=tiles, pick=pick)
-        K.feedback(pick, 3)
+        step_ends.feedback(pick, 3)
         want = logits.argmax(-1)
         assert torch.equal(next_ids[:3], want), step
         if step == 0:
@@ -62,7 +63,7 @@ def test_pick_chooses_as_torch_argmax_and_feeds_the_inputs_back():
         real = (before[2, :3, 0] != trash).long()
         assert torch.equal(inputs[1, :3, 0], before[1, :3, 0] + real)
         assert torch.equal(inputs[2, :3, 0], before[2, :3, 0] + real)
-        assert torch.equal(pick.best, torch.full((rows,), K.PICK_EMPTY))
+        assert torch.equal(pick.best, torch.full((rows,), step_ends.PICK_EMPTY))
     assert want[0] == 37
 
 
@@ -75,9 +76,9 @@ def test_pick_takes_nan_as_torch_argmax_does():
         w = torch.randn(100, 8, generator=torch.Generator().manual_seed(6))
         w[nan_rows] = float("nan")
         inputs = torch.zeros(3, 2, 1, dtype=torch.long)
-        pick = K.Pick(inputs, torch.zeros(2, dtype=torch.long), trash=99)
+        pick = step_ends.Pick(inputs, torch.zeros(2, dtype=torch.long), trash=99)
         logits = K.linear(x, w, out_dtype=torch.float32, tiles=tiles, pick=pick)
-        K.feedback(pick, 2)
+        step_ends.feedback(pick, 2)
         want = logits.argmax(-1)
         assert torch.equal(pick.next_ids, want)
         assert want.tolist() == ([55, 55] if nan_rows != slice(None) else [0, 0])
@@ -103,4 +104,4 @@ def test_fused_step_picks_and_feeds_back_as_the_eager_tail(arch):
     assert torch.equal(fused_inputs[1:], io.inputs[1:])  # positions: padding row stays
     assert torch.equal(fused_inputs[0, :, 0], fused_ids)
     assert fused_inputs[2, 2, 0] == io.trash
-    assert torch.equal(pick.best[:4], torch.full((4,), K.PICK_EMPTY))
+    assert torch.equal(pick.best[:4], torch.full((4,), step_ends.PICK_EMPTY))
