@@ -5,8 +5,8 @@ greedy token chosen inside the vocabulary product and fed back as the next step'
 ``pick_offer`` runs in the epilogue of ``kernels.linear(..., pick=)``: every program offers its
 tile's best (value, first index) per row to a relaxed int64 atomic max; ``feedback``, one small
 kernel launched next, writes the winners where ``graphs.decode_and_pick``'s torch tail would:
-``next_ids``, the ids fed back, every real row one position further. Seven kernels become one
-epilogue and one launch (docs/performance.md, runs 20-23).
+``next_ids``, the ids fed back, every real row one position further. Six torch kernels become
+an epilogue and one launch (docs/performance.md, runs 20-23).
 """
 
 from __future__ import annotations
