@@ -99,6 +99,8 @@ def prefill_order(waiting: list[W], now: float, max_wait_s: float) -> list[W]:
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the longest common prefix of two token lists: how much of a slot's cached KV a
+    new prompt keeps. Compares halves by slicing (C speed), not token by token."""
     n = min(len(a), len(b))
     if a[:n] == b[:n]:
         return n
