@@ -21,7 +21,12 @@ if os.environ.get("TRITON_INTERPRET") != "1":  # set by tests/conftest.py before
 
 from lspilot.daemon.backends.base import SamplingParams, Sequence  # noqa: E402
 from lspilot.daemon.engine import EngineBackend  # noqa: E402
-from lspilot.daemon.engine.chunk_attention import BLOCK_M, block_table  # noqa: E402
+from lspilot.daemon.engine.chunk_attention import (  # noqa: E402
+    BLOCK_M,
+    block_table,
+    blocks_for,
+    chunk_attention,
+)
 from lspilot.daemon.engine.model import EngineModel  # noqa: E402
 from lspilot.daemon.engine.packed import PackedPrefill  # noqa: E402
 from tests.kernel_models import VOCAB, tiny_decoder  # noqa: E402
@@ -83,6 +88,30 @@ def test_packed_step_matches_eager_prefill_of_each_chunk(arch, fast):
     real = slice(0, 256)  # every position but the trash row, which padding tokens write
     assert torch.allclose(em.cache.k[:, :, :, real], k_want[:, :, :, real], atol=1e-5)
     assert torch.allclose(em.cache.v[:, :, :, real], v_want[:, :, :, real], atol=1e-5)
+
+
+@pytest.mark.parametrize("group_queries", [0, 16, 32], ids=["per-head", "grouped16", "grouped32"])
+def test_chunk_attention_against_torch_per_head_and_grouped(group_queries):
+    # 3 query heads per KV head (not a power of two), chunks from position 0, after a cached
+    # prefix, of one token, and longer than a block (70 > 64 queries).
+    g = torch.Generator().manual_seed(11)
+    H, Hkv, D, M = 6, 2, 32, 256
+    kc, vc = torch.randn(2, 3, Hkv, M + 1, D, generator=g).unbind(0)
+    chunks = [(0, 0, 40), (2, 100, 70), (1, 5, 1)]
+    T = sum(n for *_, n in chunks)
+    q = torch.randn(T, H, D, generator=g)
+    nb = blocks_for(T, len(chunks))
+    meta = torch.tensor(block_table(chunks, nb)).view(nb, 4)
+    got = chunk_attention(q, kc, vc, meta, 0.3, group_queries=group_queries).view(T, H, D)
+    row = 0
+    for slot, start, n in chunks:
+        for t in range(n):
+            p = start + t
+            keys = kc[slot, :, : p + 1].repeat_interleave(H // Hkv, 0)  # [H, p + 1, D]
+            vals = vc[slot, :, : p + 1].repeat_interleave(H // Hkv, 0)
+            w = torch.softmax(q[row, :, None] @ keys.transpose(1, 2) * 0.3, dim=-1)
+            torch.testing.assert_close(got[row], (w @ vals)[:, 0], atol=1e-5, rtol=1e-5)
+            row += 1
 
 
 def test_packed_step_refuses_more_than_it_holds():
