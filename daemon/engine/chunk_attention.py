@@ -45,6 +45,33 @@ def _attend_keys(
 
 
 @triton.jit
+def _attend_up_to(
+    q, q_pos, k_ptr, v_ptr, kv, end, s_pos, scale,
+    D: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr, INTERPRET: tl.constexpr,
+):  # fmt: skip
+    # Softmax attention of q [ROWS, D] (query positions q_pos [ROWS]) over keys 0..end-1 of one
+    # slot and KV head, causally masked -> [ROWS, D] float32.
+    m_i = tl.full([ROWS], -1e30, tl.float32)
+    l_i = tl.zeros([ROWS], tl.float32)
+    acc = tl.zeros([ROWS, D], tl.float32)
+    # The same steps either way: the interpreter cannot run a for loop to a bound loaded from
+    # memory, and the compiler pipelines a for loop's loads where it would not a while loop's.
+    if INTERPRET:
+        l0 = 0
+        while l0 < end:
+            m_i, l_i, acc = _attend_keys(
+                q, q_pos, m_i, l_i, acc, k_ptr, v_ptr, kv, l0, end, s_pos, scale, D, BLOCK_N
+            )
+            l0 += BLOCK_N
+    else:
+        for l0 in range(0, end, BLOCK_N):
+            m_i, l_i, acc = _attend_keys(
+                q, q_pos, m_i, l_i, acc, k_ptr, v_ptr, kv, l0, end, s_pos, scale, D, BLOCK_N
+            )
+    return acc / tl.maximum(l_i, 1e-30)[:, None]
+
+
+@triton.jit
 def _chunk_attn_kernel(
     q_ptr, k_ptr, v_ptr, o_ptr, meta_ptr,
     scale, n_heads, G, s_slot, s_head, s_pos,
@@ -64,24 +91,9 @@ def _chunk_attn_kernel(
     q = tl.load(q_ptr + q_offs, mask=m_ok[:, None], other=0.0)
     kv = slot * s_slot + (h // G) * s_head
     end = p0 + n  # keys 0..end-1: the cached prefix and this chunk up to the block's last query
-    m_i = tl.full([BLOCK_M], -1e30, tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, D], tl.float32)
-    # The same steps either way: the interpreter cannot run a for loop to a bound loaded from
-    # memory, and the compiler pipelines a for loop's loads where it would not a while loop's.
-    if INTERPRET:
-        l0 = 0
-        while l0 < end:
-            m_i, l_i, acc = _attend_keys(
-                q, q_pos, m_i, l_i, acc, k_ptr, v_ptr, kv, l0, end, s_pos, scale, D, BLOCK_N
-            )
-            l0 += BLOCK_N
-    else:
-        for l0 in range(0, end, BLOCK_N):
-            m_i, l_i, acc = _attend_keys(
-                q, q_pos, m_i, l_i, acc, k_ptr, v_ptr, kv, l0, end, s_pos, scale, D, BLOCK_N
-            )
-    out = acc / tl.maximum(l_i, 1e-30)[:, None]
+    out = _attend_up_to(
+        q, q_pos, k_ptr, v_ptr, kv, end, s_pos, scale, D, BLOCK_M, BLOCK_N, INTERPRET
+    )  # fmt: skip
     tl.store(o_ptr + q_offs, out.to(o_ptr.dtype.element_ty), mask=m_ok[:, None])
 
 
@@ -113,22 +125,9 @@ def _chunk_attn_grouped_kernel(
         q = tl.load(q_ptr + q_offs, mask=r_ok[:, None], other=0.0)
         kv = slot * s_slot + hk * s_head
         end = p0 + tl.minimum(n, q0 + BLOCK_Q)  # keys up to this sub-block's last query
-        m_i = tl.full([BLOCK_R], -1e30, tl.float32)
-        l_i = tl.zeros([BLOCK_R], tl.float32)
-        acc = tl.zeros([BLOCK_R, D], tl.float32)
-        if INTERPRET:  # the same steps either way (see _chunk_attn_kernel)
-            l0 = 0
-            while l0 < end:
-                m_i, l_i, acc = _attend_keys(
-                    q, q_pos, m_i, l_i, acc, k_ptr, v_ptr, kv, l0, end, s_pos, scale, D, BLOCK_N
-                )
-                l0 += BLOCK_N
-        else:
-            for l0 in range(0, end, BLOCK_N):
-                m_i, l_i, acc = _attend_keys(
-                    q, q_pos, m_i, l_i, acc, k_ptr, v_ptr, kv, l0, end, s_pos, scale, D, BLOCK_N
-                )
-        out = acc / tl.maximum(l_i, 1e-30)[:, None]
+        out = _attend_up_to(
+            q, q_pos, k_ptr, v_ptr, kv, end, s_pos, scale, D, BLOCK_R, BLOCK_N, INTERPRET
+        )  # fmt: skip
         tl.store(o_ptr + q_offs, out.to(o_ptr.dtype.element_ty), mask=r_ok[:, None])
 
 
