@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import itertools
 import json
@@ -445,6 +446,23 @@ def replay_ms(graph, reps: int, rounds: int = 5) -> float:
     return statistics.median(times)
 
 
+def capture_graph(fn):
+    """``fn`` captured in a CUDA graph after two uncaptured calls on a side stream (Triton
+    compiles and tunes outside the capture) -> (graph, ``fn``'s output in the graph's memory)."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        out = fn()
+    return graph, out
+
+
 def fused_step_ms(em, batches=(2, 8, 32, 64), L=1024, reps=50):
     """GPU time of one fused (Triton) decode step per batch, attending ``L`` keys: the step
     captured alone in a CUDA graph, whatever batch buckets the engine would dispatch to.
@@ -466,16 +484,9 @@ def fused_step_ms(em, batches=(2, 8, 32, 64), L=1024, reps=50):
             pos = torch.full((B, 1), L - 1, dtype=torch.long, device=em.device)
             wpos = torch.full((B, 1), em.max_len, dtype=torch.long, device=em.device)
             key_pos = em.key_pos(L)
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # Triton compiles and tunes outside the capture
-                em.fused.decode(ids, pos, wpos, key_pos)
-                em.fused.decode(ids, pos, wpos, key_pos)
-            torch.cuda.current_stream().wait_stream(side)
-            graph, logits = torch.cuda.CUDAGraph(), None
+            step = functools.partial(em.fused.decode, ids, pos, wpos, key_pos)
+            graph, logits = capture_graph(step)
             try:
-                with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                    logits = em.fused.decode(ids, pos, wpos, key_pos)
                 graph.replay()  # warm
                 torch.cuda.synchronize()
                 times = []
@@ -491,7 +502,7 @@ def fused_step_ms(em, batches=(2, 8, 32, 64), L=1024, reps=50):
             finally:
                 torch.cuda.synchronize()
                 del graph, logits  # the graph's private memory pool goes with them
-        del ids, pos, wpos, key_pos
+        del ids, pos, wpos, key_pos, step
         gc.collect()
         torch.cuda.empty_cache()
     return out

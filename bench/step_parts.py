@@ -32,19 +32,10 @@ VARIANTS = ["new", "torchembed", "bl32", "w8", "w8bl32"]
 
 
 def capture_ms(fn, reps: int = 50) -> float:
-    """``fn`` (a whole step) captured in a CUDA graph after two uncaptured calls (Triton compiles
-    outside the capture) -> GPU ms per replay (``bench.replay_ms``)."""
+    """``fn`` (a whole step) captured in a CUDA graph -> GPU ms per replay."""
     import torch
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()
-        fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-        fn()
+    graph, _ = bench.capture_graph(fn)
     graph.replay()
     torch.cuda.synchronize()
     return bench.replay_ms(graph, reps)

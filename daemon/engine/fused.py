@@ -5,7 +5,7 @@
 either) and computes the same function: the embedding into a float32 residual stream; per layer,
 norm + q/k/v projection + rotary embedding + cache write in one kernel, split-K attention (two),
 the output projection added into the residual stream, norm + gate/up projection + activation,
-and the down projection added likewise; then norm + the vocabulary product. ``decode_and_pick``
+and the down projection added likewise; then norm + the vocabulary product. ``decode(..., pick=)``
 also picks the greedy tokens in that last product and feeds them back in one more small kernel
 (``step_ends``), where ``graphs.decode_and_pick`` runs six torch kernels after the eager step.
 
@@ -56,6 +56,7 @@ class FusedDecode:
         self.layers = layer_weights(em)
         body = em.body
         self.wte = (body.wte if self.bigcode else body.embed_tokens).weight
+        self.wpe = body.wpe.weight if self.bigcode else None  # learned positions (gpt_bigcode)
         self.final = norm_of(em.final_norm)
         self.head = em.lm_head.weight
         self.head_bias = bias_of(em.lm_head)
@@ -68,18 +69,10 @@ class FusedDecode:
         kw = self.tile_kw.get(op)
         return None if kw is None else K.Tiles.make(B, N, K_in, **kw)
 
-    def decode(self, ids, pos, wpos, key_pos):
+    def decode(self, ids, pos, wpos, key_pos, pick: Pick | None = None):
         """ids, pos, wpos: [B, 1]; key_pos: [L] -> logits [B, V] float32 (as EngineModel).
-        Row b is slot b."""
-        B = ids.shape[0]
-        return self._forward(
-            ids.reshape(-1), pos.reshape(-1), wpos.reshape(-1), self.em._arange[:B],
-            key_pos.shape[0],
-        )  # fmt: skip
-
-    def decode_and_pick(self, ids, pos, wpos, key_pos, pick: Pick):
-        """``decode``, and the step's greedy ids into ``pick.next_ids[:B]`` and fed back into
-        the inputs (ids, pos, wpos must be the first B rows of ``pick.inputs``)."""
+        Row b is slot b. ``pick``: also the step's greedy ids into ``pick.next_ids[:B]``, fed
+        back into the inputs (ids, pos, wpos are then the first B rows of ``pick.inputs``)."""
         B = ids.shape[0]
         return self._forward(
             ids.reshape(-1), pos.reshape(-1), wpos.reshape(-1), self.em._arange[:B],
@@ -91,8 +84,7 @@ class FusedDecode:
         row attends its slot at positions 0..pos. -> logits [R, V] float32."""
         em, cache, sh = self.em, self.em.cache, self.em.shape
         # The residual stream in float32: the output and down projections add into it in place.
-        wpe = em.body.wpe.weight if self.bigcode else None  # learned positions (gpt_bigcode)
-        x = embed(ids, pos, self.wte, wpe, pdl=self.pdl)  # [R, E]
+        x = embed(ids, pos, self.wte, self.wpe, pdl=self.pdl)  # [R, E]
         cos, sin = (None, None) if self.bigcode else (em.cos, em.sin)
         mlp_act = K.ACT_GELU_TANH if self.bigcode else K.ACT_SILU_MUL
         pdl, R = self.pdl, ids.shape[0]

@@ -126,7 +126,7 @@ def decode_and_pick(em: EngineModel, io: DecodeIO, B: int, L: int) -> torch.Tens
     """
     ids, pos, wpos = io.ids[:B], io.pos[:B], io.wpos[:B]  # [B, 1]
     if io.pick is not None and em.fused_for(B):  # the product picks, one kernel feeds back
-        return em.fused.decode_and_pick(ids, pos, wpos, em.key_pos(L), io.pick)
+        return em.fused.decode(ids, pos, wpos, em.key_pos(L), io.pick)
     logits = em.decode_step(ids, pos, wpos, em.key_pos(L))  # [B, V]
     next_ids = io.next_ids[:B]  # [B]
     next_ids.copy_(logits.argmax(-1))
