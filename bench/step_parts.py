@@ -7,8 +7,11 @@ rounds, so every variant sees the same machine state:
 
 - ``new``: the step as it ships; ``torchembed``: the embedding by HF's modules and a float32
   copy instead of one Triton kernel;
-- ``bl32``, ``w8``, ``w8bl32``: the decode attention with 32 keys a step and / or 8 warps (the
-  default is 64 keys, 8 warps at head_dim 64 and 4 above);
+- ``merge_kernel``: attention's splits merged by their own kernel before the output product
+  (which otherwise merges them as it reads them); ``no_attn_preload``: attention's first keys
+  and values loaded after the wait for the q/k/v kernel, not before;
+- ``pdl_off``, ``pdl_late``: every kernel launched serially, or early with a late release
+  (``pdl.py``), whatever the architecture's default;
 - ``pick_in_head``: ``graphs.decode_and_pick`` as it ships (the greedy ids offered inside the
   vocabulary product, then one feedback kernel); ``pick_torch``: the same step followed by the
   six torch kernels of the eager tail.
@@ -28,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import engine as bench  # noqa: E402  (bench/engine.py: model configs, builder)
 
-VARIANTS = ["new", "torchembed", "bl32", "w8", "w8bl32"]
+VARIANTS = ["new", "merge_kernel", "no_attn_preload", "pdl_off", "pdl_late", "torchembed"]
 
 
 def capture_ms(fn, reps: int = 50) -> float:
@@ -43,15 +46,16 @@ def capture_ms(fn, reps: int = 50) -> float:
 
 def use_variant(F, em, name: str, stock: dict) -> None:
     """Point the fused step's attention and embedding (names in ``F``, the ``fused`` module) at
-    the variant's (``stock``: the originals)."""
-    F.attention, F.embed = stock["attention"], stock["embed"]
-    kw = {}
-    if "bl32" in name:
-        kw["block_l"] = 32
-    if "w8" in name:
-        kw["num_warps"] = 8
-    if kw:
-        F.attention = lambda *a, **k: stock["attention"](*a, **{**k, **kw})
+    the variant's, and set its launch mode (``stock``: the originals)."""
+    from lspilot.daemon.engine import decode_attention as A
+    from lspilot.daemon.engine.pdl import PDL_LATE, PDL_OFF
+
+    F.attention_splits, F.embed = stock["attention_splits"], stock["embed"]
+    em.fused.pdl = {"pdl_off": PDL_OFF, "pdl_late": PDL_LATE}.get(name, stock["pdl"])
+    if name == "merge_kernel":  # a merged tensor: the product then reads it as it is
+        F.attention_splits = A.attention
+    if name == "no_attn_preload":
+        F.attention_splits = lambda *a, **k: stock["attention_splits"](*a, **k, preload=False)
     if "torchembed" in name:
 
         def embed(ids, pos, wte, wpe=None, pdl=None):
@@ -70,7 +74,7 @@ def measure(name: str, rounds: int) -> dict:
     em = EngineModel(bench.build(bench.model_configs()[name]), max_len=1088, fused=True)
     em.allocate(8)
     io = DecodeIO(em, 8)
-    stock = {"attention": F.attention, "embed": F.embed}
+    stock = {"attention_splits": F.attention_splits, "embed": F.embed, "pdl": em.fused.pdl}
     B, L = 2, 1024
     res: dict[str, list[float]] = {}
     try:
@@ -96,7 +100,7 @@ def measure(name: str, rounds: int) -> dict:
                     )
                     io.pick = saved
     finally:
-        F.attention, F.embed = stock["attention"], stock["embed"]
+        use_variant(F, em, "new", stock)
     return {k: {"median_ms": statistics.median(v), "runs_ms": v} for k, v in res.items()}
 
 

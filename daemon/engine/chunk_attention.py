@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from .decode_attention import softmax_fold
-from .kernels import dot
+from .tile_math import dot
 
 BLOCK_M = 64  # queries per program; also the packing granule of the block table
 

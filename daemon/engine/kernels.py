@@ -36,22 +36,13 @@ import torch
 import triton
 import triton.language as tl
 
+from .decode_attention import Splits, merge, merged_splits
 from .pdl import after_previous, pdl_args, release_next
 from .step_ends import Pick, pick_args, pick_offer
+from .tile_math import dot
 
 NORM_NONE, NORM_RMS, NORM_LAYER = 0, 1, 2
 ACT_NONE, ACT_GELU_TANH, ACT_SILU_MUL = 0, 1, 2
-
-
-@triton.jit
-def dot(a, b):
-    # Float32 operands (a float32 model on a GPU) multiply in full precision, as torch's own
-    # products do: tf32, Triton's default, would make greedy tokens differ from ``generate``.
-    if a.dtype == tl.float32:
-        out = tl.dot(a, b, input_precision="ieee")
-    else:
-        out = tl.dot(a, b)
-    return out
 
 
 @triton.jit
@@ -107,6 +98,23 @@ def _load_x(
 
 
 @triton.jit
+def _x_tile(
+    x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk, K: tl.constexpr, mean, rstd, NORM: tl.constexpr,
+    lse_ptr, n_splits, row0, B, k0, MERGE_D: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_K: tl.constexpr, MERGE_M: tl.constexpr, BLOCK_S: tl.constexpr, CHUNK_S: tl.constexpr,
+):  # fmt: skip
+    # The input tile at columns kk (starting at k0): norm(x), or attention's splits merged.
+    if MERGE_D:
+        x = merged_splits(
+            x_ptr, lse_ptr, row0, B, k0, n_splits, K // MERGE_D, w_ptr.dtype.element_ty,
+            MERGE_D, BLOCK_M, BLOCK_K, MERGE_M, BLOCK_S, CHUNK_S,
+        )  # fmt: skip
+    else:
+        x = _load_x(x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk, K, mean, rstd, NORM)
+    return x
+
+
+@triton.jit
 def _load_w(w_ptr, rows, row_ok, kk, K: tl.constexpr, DOT: tl.constexpr):
     # Weight rows ``rows`` [BN] at columns kk: [BK, BN] for a tensor-core product, else [BN, BK].
     k_ok = kk < K
@@ -147,8 +155,12 @@ def _linear_kernel(
     K_SPLIT: tl.constexpr, BLOCK_KS: tl.constexpr,
     PDL: tl.constexpr, PRELOAD: tl.constexpr,
     best_ptr, PICK: tl.constexpr,
+    lse_ptr, n_splits, MERGE_D: tl.constexpr, MERGE_M: tl.constexpr, BLOCK_S: tl.constexpr,
+    CHUNK_S: tl.constexpr,
 ):  # fmt: skip
     # x: [B, K]; w: [N, K] (or [2N, K] gate rows then up rows for ACT_SILU_MUL); y: [B, N].
+    # MERGE_D: x is split-K attention's unmerged output (``decode_attention.Splits``, heads of
+    # MERGE_D), merged tile by tile as it is read (``merged_splits``; no norm then).
     # PICK: y is the logits; each program also offers its tile's greedy token (``pick_offer``).
     # Program (n, m, k) computes a [BLOCK_M, BLOCK_N] tile over inputs k*K_SPLIT..+K_SPLIT.
     # ATOMIC: float32 y += the partial product (y is the residual stream: the residual add is
@@ -172,13 +184,21 @@ def _linear_kernel(
     after_previous(PDL)
     mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_KS)
     if PRELOAD:
-        x0 = _load_x(x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk0, K, mean, rstd, NORM)
+        x0 = _x_tile(
+            x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk0, K, mean, rstd, NORM,
+            lse_ptr, n_splits, pid_m * BLOCK_M, B, pid_k * K_SPLIT,
+            MERGE_D, BLOCK_M, BLOCK_K, MERGE_M, BLOCK_S, CHUNK_S,
+        )  # fmt: skip
         acc += _product(x0, w0, DOT)
         if ACT == 2:
             acc_up += _product(x0, w0_up, DOT)
     for k0 in range(PRELOAD * BLOCK_K, K_SPLIT, BLOCK_K):  # after the preloaded step
         kk = pid_k * K_SPLIT + k0 + rk
-        x = _load_x(x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk, K, mean, rstd, NORM)
+        x = _x_tile(
+            x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk, K, mean, rstd, NORM,
+            lse_ptr, n_splits, pid_m * BLOCK_M, B, pid_k * K_SPLIT + k0,
+            MERGE_D, BLOCK_M, BLOCK_K, MERGE_M, BLOCK_S, CHUNK_S,
+        )  # fmt: skip
         acc += _tile_product(x, w_ptr, rn, n_ok, kk, K, DOT)
         if ACT == 2:
             acc_up += _tile_product(x, w_ptr, rn + N, n_ok, kk, K, DOT)
@@ -233,6 +253,10 @@ def _qkv_rope_kernel(
     if PRELOAD:  # as in _linear_kernel: the first weight tile before the wait
         w1 = _load_w(w_ptr, row1, j_ok, rk, K, DOT)
         w2 = _load_w(w_ptr, row2, j_ok, rk, K, DOT)
+    where = rope_where(
+        t, rm, m_ok, rj, pos_ptr, wpos_ptr, slot_ptr, cos_ptr, sin_ptr,
+        q_ptr, k_ptr, v_ptr, n_heads, n_kv, s_slot, s_head, s_pos, ROPE, D,
+    )  # fmt: skip
     after_previous(PDL)
     mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_KS)
     if PRELOAD:
@@ -251,10 +275,7 @@ def _qkv_rope_kernel(
     out_dtype = q_ptr.dtype.element_ty
     a1 = acc1.to(out_dtype).to(tl.float32)  # HF rounds the projection before rotating it
     a2 = acc2.to(out_dtype).to(tl.float32)
-    rope_store(
-        a1, a2, t, rm, m_ok, rj, pos_ptr, wpos_ptr, slot_ptr, cos_ptr, sin_ptr,
-        q_ptr, k_ptr, v_ptr, n_heads, n_kv, s_slot, s_head, s_pos, ROPE, D,
-    )  # fmt: skip
+    rope_apply_store(a1, a2, t, m_ok, n_heads, n_kv, where, ROPE, D)
 
 
 @triton.jit
@@ -266,16 +287,31 @@ def rope_store(
     # Head t of rows ``rows``, as its two halves (columns rj and rj + D/2, [R, J] float32):
     # q and k heads rotated (with ROPE), then q heads stored to q [R, H, D] and k, v heads into
     # one layer's cache at each row's slot and write position. Shared with the packed prefill.
+    where = rope_where(
+        t, rows, row_ok, rj, pos_ptr, wpos_ptr, slot_ptr, cos_ptr, sin_ptr,
+        q_ptr, k_ptr, v_ptr, n_heads, n_kv, s_slot, s_head, s_pos, ROPE, D,
+    )  # fmt: skip
+    rope_apply_store(a1, a2, t, row_ok, n_heads, n_kv, where, ROPE, D)
+
+
+@triton.jit
+def rope_where(
+    t, rows, row_ok, rj, pos_ptr, wpos_ptr, slot_ptr, cos_ptr, sin_ptr,
+    q_ptr, k_ptr, v_ptr, n_heads, n_kv, s_slot, s_head, s_pos,
+    ROPE: tl.constexpr, D: tl.constexpr,
+):  # fmt: skip
+    # What ``rope_apply_store`` needs besides the projection: the rows' cos and sin and where
+    # head t goes. None of it is a previous kernel's output, so the decode step loads it before
+    # waiting for that kernel. -> (cos, sin of both halves, destination pointers)
     HALF: tl.constexpr = D // 2
     if ROPE:
-        if t < n_heads + n_kv:  # q and k heads rotate, v heads do not
-            p = tl.load(pos_ptr + rows, mask=row_ok, other=0)
-            cs = cos_ptr + p[:, None] * D + rj[None, :]
-            sn = sin_ptr + p[:, None] * D + rj[None, :]
-            c1, c2 = tl.load(cs).to(tl.float32), tl.load(cs + HALF).to(tl.float32)
-            s1, s2 = tl.load(sn).to(tl.float32), tl.load(sn + HALF).to(tl.float32)
-            a1, a2 = a1 * c1 - a2 * s1, a2 * c2 + a1 * s2
-    mask = row_ok[:, None]
+        p = tl.load(pos_ptr + rows, mask=row_ok, other=0)
+        cs = cos_ptr + p[:, None] * D + rj[None, :]
+        sn = sin_ptr + p[:, None] * D + rj[None, :]
+        c1, c2 = tl.load(cs).to(tl.float32), tl.load(cs + HALF).to(tl.float32)
+        s1, s2 = tl.load(sn).to(tl.float32), tl.load(sn + HALF).to(tl.float32)
+    else:
+        c1, c2, s1, s2 = 1.0, 1.0, 0.0, 0.0
     if t < n_heads:
         dst = q_ptr + rows[:, None] * (n_heads * D) + t * D + rj[None, :]
     else:
@@ -286,7 +322,19 @@ def rope_store(
             dst = k_ptr + row + (t - n_heads) * s_head
         else:
             dst = v_ptr + row + (t - n_heads - n_kv) * s_head
-    out_dtype = q_ptr.dtype.element_ty
+    return c1, c2, s1, s2, dst
+
+
+@triton.jit
+def rope_apply_store(a1, a2, t, row_ok, n_heads, n_kv, where, ROPE: tl.constexpr, D: tl.constexpr):
+    # ``rope_store``'s rotation (q and k heads; v heads do not rotate) and stores.
+    HALF: tl.constexpr = D // 2
+    c1, c2, s1, s2, dst = where
+    if ROPE:
+        if t < n_heads + n_kv:
+            a1, a2 = a1 * c1 - a2 * s1, a2 * c2 + a1 * s2
+    mask = row_ok[:, None]
+    out_dtype = dst.dtype.element_ty
     tl.store(dst, a1.to(out_dtype), mask=mask)
     tl.store(dst + HALF, a2.to(out_dtype), mask=mask)
 
@@ -377,7 +425,7 @@ def _pow2(n: int) -> int:
 
 
 def linear(
-    x: torch.Tensor,
+    x: torch.Tensor | Splits,
     w: torch.Tensor,
     bias: torch.Tensor | None = None,
     *,
@@ -397,8 +445,14 @@ def linear(
     place (split over K, atomically) and returned; no activation then. ``tiles``: overrides
     the heuristic (the benchmark's tile sweep). ``pdl``: how it launches (``pdl_mode``).
     ``pick``: the output is logits; also offer each row's greedy token (``Pick``; then
-    ``feedback``)."""
+    ``feedback``). ``x`` may be split-K attention's unmerged output (``Splits``): the product
+    then merges it as it reads it (no norm), which saves the merge kernel's launch."""
     B, K = x.shape
+    merging = isinstance(x, Splits)
+    if merging and norm != NORM_NONE:
+        raise ValueError("a product of attention's splits takes no norm")
+    if merging and not x.merges_in_loader():
+        x, merging = merge(x, w.dtype, pdl), False
     if pick is not None and (accumulate is not None or act != ACT_NONE or B > pick.rows):
         raise ValueError("pick takes a plain product of at most pick.rows rows")
     N = w.shape[0] // 2 if act == ACT_SILU_MUL else w.shape[0]
@@ -413,6 +467,12 @@ def linear(
     )
     grid = (triton.cdiv(N, t.block_n), triton.cdiv(B, t.block_m), triton.cdiv(K, t.k_split))
     dummy = w
+    if merging:
+        merge_kw = x.merge_tiles(t.block_m, t.block_k)
+        x, lse, n_splits = x.part, x.lse, x.part.shape[2]
+    else:
+        merge_kw = {"MERGE_D": 0, "MERGE_M": 1, "BLOCK_S": 1, "CHUNK_S": 1}
+        lse, n_splits = dummy, 1
     _linear_kernel[grid](
         x, w, bias if bias is not None else dummy,
         norm_w if norm_w is not None else dummy, norm_b if norm_b is not None else dummy, out,
@@ -421,7 +481,8 @@ def linear(
         DOT=t.dot, BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k,
         K_SPLIT=t.k_split, BLOCK_KS=t.block_ks, PRELOAD=t.preload, num_warps=t.num_warps,
         num_stages=t.num_stages,
-        **pick_args(pick, dummy), **pdl_args(x, pdl),
+        **pick_args(pick, dummy), lse_ptr=lse, n_splits=n_splits, **merge_kw,
+        **pdl_args(x, pdl),
     )  # fmt: skip
     return out
 
