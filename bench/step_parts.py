@@ -7,16 +7,16 @@ rounds, so every variant sees the same machine state:
 
 - ``new``: the step as it ships; ``torchembed``: the embedding by HF's modules and a float32
   copy instead of one Triton kernel;
-- ``merge_kernel``: attention's splits merged by their own kernel before the output product
-  (which otherwise merges them as it reads them); ``no_attn_preload``: attention's first keys
-  and values loaded after the wait for the q/k/v kernel, not before;
+- ``no_attn_preload``: attention's first keys and values loaded after the wait for the q/k/v
+  kernel, not before;
 - ``pdl_off``, ``pdl_late``: every kernel launched serially, or early with a late release
   (``pdl.py``), whatever the architecture's default;
 - ``pick_in_head``: ``graphs.decode_and_pick`` as it ships (the greedy ids offered inside the
   vocabulary product, then one feedback kernel); ``pick_torch``: the same step followed by the
   six torch kernels of the eager tail.
 
-``python3 bench/step_parts.py --out $OUT [--models ...]``: medians per variant (µs), and
+``python3 bench/step_parts.py --out $OUT [--models ...] [--variants ...]`` (default: every
+variant above but ``torchembed``, measured in run 23): medians per variant (µs), and
 ``step_parts.json``. Runs 20-21 of docs/performance.md ran an earlier form of this script.
 """
 
@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import engine as bench  # noqa: E402  (bench/engine.py: model configs, builder)
 
-VARIANTS = ["new", "merge_kernel", "no_attn_preload", "pdl_off", "pdl_late", "torchembed"]
+VARIANTS = ["new", "no_attn_preload", "pdl_off", "pdl_late"]
 
 
 def capture_ms(fn, reps: int = 50) -> float:
@@ -47,15 +47,12 @@ def capture_ms(fn, reps: int = 50) -> float:
 def use_variant(F, em, name: str, stock: dict) -> None:
     """Point the fused step's attention and embedding (names in ``F``, the ``fused`` module) at
     the variant's, and set its launch mode (``stock``: the originals)."""
-    from lspilot.daemon.engine import decode_attention as A
     from lspilot.daemon.engine.pdl import PDL_LATE, PDL_OFF
 
-    F.attention_splits, F.embed = stock["attention_splits"], stock["embed"]
+    F.attention, F.embed = stock["attention"], stock["embed"]
     em.fused.pdl = {"pdl_off": PDL_OFF, "pdl_late": PDL_LATE}.get(name, stock["pdl"])
-    if name == "merge_kernel":  # a merged tensor: the product then reads it as it is
-        F.attention_splits = A.attention
     if name == "no_attn_preload":
-        F.attention_splits = lambda *a, **k: stock["attention_splits"](*a, **k, preload=False)
+        F.attention = lambda *a, **k: stock["attention"](*a, **k, preload=False)
     if "torchembed" in name:
 
         def embed(ids, pos, wte, wpe=None, pdl=None):
@@ -64,7 +61,7 @@ def use_variant(F, em, name: str, stock: dict) -> None:
         F.embed = embed
 
 
-def measure(name: str, rounds: int) -> dict:
+def measure(name: str, rounds: int, variants: list[str]) -> dict:
     import torch
 
     from lspilot.daemon.engine import fused as F
@@ -74,7 +71,7 @@ def measure(name: str, rounds: int) -> dict:
     em = EngineModel(bench.build(bench.model_configs()[name]), max_len=1088, fused=True)
     em.allocate(8)
     io = DecodeIO(em, 8)
-    stock = {"attention_splits": F.attention_splits, "embed": F.embed, "pdl": em.fused.pdl}
+    stock = {"attention": F.attention, "embed": F.embed, "pdl": em.fused.pdl}
     B, L = 2, 1024
     res: dict[str, list[float]] = {}
     try:
@@ -84,7 +81,7 @@ def measure(name: str, rounds: int) -> dict:
             wpos = torch.full((B, 1), em.max_len, dtype=torch.long, device=em.device)
             key_pos = em.key_pos(L)
             for _ in range(rounds):
-                for v in VARIANTS:
+                for v in variants:
                     use_variant(F, em, v, stock)
                     res.setdefault(v, []).append(
                         capture_ms(lambda: em.fused.decode(ids, pos, wpos, key_pos))
@@ -109,11 +106,12 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--models", nargs="*", default=["qwen2.5-coder-0.5b", "starcoder-1b"])
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--variants", nargs="*", default=VARIANTS)
     args = ap.parse_args()
     bench._import_lspilot()
     out = {}
     for name in args.models:
-        out[name] = measure(name, args.rounds)
+        out[name] = measure(name, args.rounds, args.variants)
         print(
             f"| {name} | "
             + " | ".join(f"{k} {v['median_ms'] * 1000:.1f}" for k, v in out[name].items())

@@ -9,8 +9,6 @@ every head in turn. ``softmax_fold`` is shared with the prefill's chunk attentio
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import triton
 import triton.language as tl
@@ -120,87 +118,6 @@ def _attn_merge_kernel(
     tl.store(out_ptr + r * D + rd, out.to(out_ptr.dtype.element_ty))
 
 
-@triton.jit
-def merged_splits(
-    part_ptr, lse_ptr, rows, n_rows, k0, n_splits, n_heads, out_dtype: tl.constexpr,
-    D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, MERGE_M: tl.constexpr,
-    BLOCK_S: tl.constexpr, CHUNK_S: tl.constexpr,
-):  # fmt: skip
-    # Columns k0..k0+BLOCK_K of the attention output (heads side by side) for the tile of rows
-    # starting at ``rows``: each head's split outputs part [B, H, S, D] merged by their
-    # log-sum-exp lse [B, H, S], as ``_attn_merge_kernel`` does, in a product's input loader
-    # (``kernels.linear(Splits)``), so the merge needs no launch of its own. Only the first
-    # MERGE_M rows of the tile are merged (the batch fits in them when it is smaller than the
-    # tensor-core tile) and spread over its BLOCK_M rows. -> [BLOCK_M, BLOCK_K] in out_dtype.
-    HT: tl.constexpr = BLOCK_K // D if BLOCK_K >= D else 1  # heads in the tile
-    DT: tl.constexpr = D if BLOCK_K >= D else BLOCK_K  # columns of each
-    rm = rows + tl.arange(0, MERGE_M)
-    h = k0 // D + tl.arange(0, HT)
-    d = k0 % D + tl.arange(0, DT)
-    ok = (rm < n_rows)[:, None] & (h < n_heads)[None, :]  # [MM, HT]
-    head_row = (rm[:, None] * n_heads + h[None, :]) * n_splits  # [MM, HT]: lse row of s = 0
-    rs = tl.arange(0, BLOCK_S)
-    lse = tl.load(
-        lse_ptr + head_row[:, :, None] + rs[None, None, :],
-        mask=ok[:, :, None] & (rs < n_splits)[None, None, :], other=float("-inf"),
-    )  # fmt: skip
-    top = tl.max(lse, axis=2)
-    top = tl.where(top == float("-inf"), 0.0, top)  # masked rows: weights 0, no NaN
-    total = tl.sum(tl.exp(lse - top[:, :, None]), axis=2)
-    acc = tl.zeros([MERGE_M, HT, DT], tl.float32)
-    rc = tl.arange(0, CHUNK_S)
-    # Unrolled so every split's loads are in flight at once (a loop would wait for each).
-    for s0 in tl.static_range(0, BLOCK_S, CHUNK_S):
-        ss = s0 + rc
-        mask = ok[:, :, None] & (ss < n_splits)[None, None, :]  # [MM, HT, CS]
-        at = head_row[:, :, None] + ss[None, None, :]
-        w = tl.exp(tl.load(lse_ptr + at, mask=mask, other=float("-inf")) - top[:, :, None])
-        o = tl.load(part_ptr + at[:, :, :, None] * D + d[None, None, None, :],
-                    mask=mask[:, :, :, None], other=0.0)  # fmt: skip
-        acc += tl.sum(o * w[:, :, :, None], axis=2)
-    out = tl.reshape(acc / tl.maximum(total, 1e-30)[:, :, None], [MERGE_M, BLOCK_K])
-    out = out.to(out_dtype).to(tl.float32)  # rounded as the merge kernel stores it
-    if MERGE_M < BLOCK_M:
-        pick = tl.arange(0, BLOCK_M)[:, None, None] == tl.arange(0, MERGE_M)[None, :, None]
-        out = tl.sum(tl.where(pick, out[None, :, :], 0.0), axis=1)
-    return out.to(out_dtype)
-
-
-@dataclass(frozen=True)
-class Splits:
-    """Split-K attention's partial outputs, before their merge: ``part`` [B, H, S, D] float32,
-    ``lse`` [B, H, S]; ``merge`` or ``kernels.linear`` (which merges in its input loader)."""
-
-    part: torch.Tensor
-    lse: torch.Tensor
-
-    @property
-    def device(self) -> torch.device:
-        return self.part.device
-
-    @property
-    def shape(self) -> tuple[int, int]:  # the merged output's, [B, H * D]
-        B, H, _, D = self.part.shape
-        return B, H * D
-
-    def merges_in_loader(self) -> bool:
-        """Whether a product can merge these splits as it reads them (else ``merge`` first)."""
-        return self.part.shape[2] <= 64
-
-    def merge_tiles(self, block_m: int, block_k: int) -> dict:
-        """The merging loader's tile constants for a product on [block_m, block_k] tiles."""
-        B, H, S, D = self.part.shape
-        if block_k % D and D % block_k:
-            raise ValueError(f"{block_k}-wide input tiles do not cut {D}-wide heads evenly")
-        merge_m = min(block_m, max(2, triton.next_power_of_2(B)))
-        block_s = max(2, triton.next_power_of_2(S))
-        # About 2k values of partial outputs per unrolled step: qwen 0.5b's and starcoder's
-        # shapes at 1-16 rows and up to 64 splits compile for sm_90 without spills (4k spilled
-        # starcoder's at 2 rows and 64 splits; 128 splits spill at any size: ``merges_in_loader``).
-        chunk = max(1, min(block_s, 2048 // (merge_m * block_k)))
-        return {"MERGE_D": D, "MERGE_M": merge_m, "BLOCK_S": block_s, "CHUNK_S": chunk}
-
-
 def split_len_for(n_keys: int, rows: int, n_kv: int) -> int:
     """Keys per split: enough splits to give the GPU ~128 programs, at least 64 keys each."""
     want = max(1, 128 // max(1, rows * n_kv))
@@ -208,7 +125,7 @@ def split_len_for(n_keys: int, rows: int, n_kv: int) -> int:
     return length
 
 
-def attention_splits(
+def attention(
     q: torch.Tensor,
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
@@ -220,10 +137,10 @@ def attention_splits(
     block_l: int = 64,
     num_warps: int | None = None,
     preload: bool = True,
-) -> Splits:
+) -> torch.Tensor:
     """q: [B, H, D]; row b attends slot ``slots[b]`` at positions 0..pos[b] (< n_keys), the
-    newest written by the kernel just before -> the unmerged splits. ``block_l`` (keys a loop
-    step), ``num_warps``, ``preload`` (the first keys and values loaded before the wait): the
+    newest written by the kernel just before -> [B, H * D]. ``block_l`` (keys a loop step),
+    ``num_warps``, ``preload`` (the first keys and values loaded before the wait): the
     benchmark's variants."""
     B, H, D = q.shape
     if num_warps is None:
@@ -245,22 +162,9 @@ def attention_splits(
         SPLIT=split, G=G, D=D, BLOCK_G=max(16, triton.next_power_of_2(G)), BLOCK_L=block_l,
         PRELOAD=preload, num_warps=num_warps, num_stages=2, **pdl_args(q, pdl),
     )  # fmt: skip
-    return Splits(part, lse)
-
-
-def merge(splits: Splits, dtype: torch.dtype, pdl: int | None = None) -> torch.Tensor:
-    """The splits merged by their log-sum-exp -> [B, H * D] in ``dtype``."""
-    part, lse = splits.part, splits.lse
-    B, H, S, D = part.shape
-    out = torch.empty(B, H * D, device=part.device, dtype=dtype)
+    out = torch.empty(B, H * D, device=q.device, dtype=q.dtype)
     _attn_merge_kernel[(B * H,)](
         part, lse, out, S, D=D, BLOCK_S=max(2, triton.next_power_of_2(S)), num_warps=1,
-        **pdl_args(part, pdl),
+        **pdl_args(q, pdl),
     )  # fmt: skip
     return out
-
-
-def attention(q, k_cache, v_cache, pos, slots, n_keys, scale, pdl=None, **variant) -> torch.Tensor:
-    """``attention_splits`` merged by their own kernel -> [B, H * D] in q's dtype."""
-    splits = attention_splits(q, k_cache, v_cache, pos, slots, n_keys, scale, pdl, **variant)
-    return merge(splits, q.dtype, pdl)

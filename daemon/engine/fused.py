@@ -1,11 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The decode step on Triton kernels: five launches per layer, weights read once.
+"""The decode step on Triton kernels: six launches per layer, weights read once.
 
 ``FusedDecode.decode`` has the same contract as ``EngineModel.decode`` (so ``graphs`` captures
 either) and computes the same function: the embedding into a float32 residual stream; per layer,
-norm + q/k/v projection + rotary embedding + cache write in one kernel, split-K attention, the
-output projection (which merges the attention's splits as it reads them) added into the residual
-stream, norm + gate/up projection + activation,
+norm + q/k/v projection + rotary embedding + cache write in one kernel, split-K attention (two),
+the output projection added into the residual stream, norm + gate/up projection + activation,
 and the down projection added likewise; then norm + the vocabulary product. ``decode(..., pick=)``
 also picks the greedy tokens in that last product and feeds them back in one more small kernel
 (``step_ends``), where ``graphs.decode_and_pick`` runs six torch kernels after the eager step.
@@ -22,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from . import kernels as K
-from .decode_attention import attention_splits
+from .decode_attention import attention
 from .model import EngineModel
 from .pdl import PDL_LATE, PDL_OFF, pdl_mode
 from .step_ends import PICK_EMPTY, Pick, embed, feedback
@@ -103,8 +102,7 @@ class FusedDecode:
                 norm=self.norm_kind, norm_w=lw.ln1[0], norm_b=lw.ln1[1], eps=lw.ln1[2],
                 tiles=t_qkv, pdl=pdl,
             )  # fmt: skip  # q: [R, H, D]
-            # The o_proj merges attention's splits as it reads them (no merge kernel).
-            attn = attention_splits(q, k_cache, v_cache, pos, slots, n_keys, em.scaling, pdl=pdl)
+            attn = attention(q, k_cache, v_cache, pos, slots, n_keys, em.scaling, pdl=pdl)
             K.linear(attn, lw.w_o, lw.b_o, accumulate=x, tiles=t_o, pdl=pdl)
             h = K.linear(
                 x, lw.w_up, lw.b_up,

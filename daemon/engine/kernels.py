@@ -36,7 +36,6 @@ import torch
 import triton
 import triton.language as tl
 
-from .decode_attention import Splits, merge, merged_splits
 from .pdl import after_previous, pdl_args, release_next
 from .step_ends import Pick, pick_args, pick_offer
 from .tile_math import dot
@@ -98,23 +97,6 @@ def _load_x(
 
 
 @triton.jit
-def _x_tile(
-    x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk, K: tl.constexpr, mean, rstd, NORM: tl.constexpr,
-    lse_ptr, n_splits, row0, B, k0, MERGE_D: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_K: tl.constexpr, MERGE_M: tl.constexpr, BLOCK_S: tl.constexpr, CHUNK_S: tl.constexpr,
-):  # fmt: skip
-    # The input tile at columns kk (starting at k0): norm(x), or attention's splits merged.
-    if MERGE_D:
-        x = merged_splits(
-            x_ptr, lse_ptr, row0, B, k0, n_splits, K // MERGE_D, w_ptr.dtype.element_ty,
-            MERGE_D, BLOCK_M, BLOCK_K, MERGE_M, BLOCK_S, CHUNK_S,
-        )  # fmt: skip
-    else:
-        x = _load_x(x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk, K, mean, rstd, NORM)
-    return x
-
-
-@triton.jit
 def _load_w(w_ptr, rows, row_ok, kk, K: tl.constexpr, DOT: tl.constexpr):
     # Weight rows ``rows`` [BN] at columns kk: [BK, BN] for a tensor-core product, else [BN, BK].
     k_ok = kk < K
@@ -155,12 +137,8 @@ def _linear_kernel(
     K_SPLIT: tl.constexpr, BLOCK_KS: tl.constexpr,
     PDL: tl.constexpr, PRELOAD: tl.constexpr,
     best_ptr, PICK: tl.constexpr,
-    lse_ptr, n_splits, MERGE_D: tl.constexpr, MERGE_M: tl.constexpr, BLOCK_S: tl.constexpr,
-    CHUNK_S: tl.constexpr,
 ):  # fmt: skip
     # x: [B, K]; w: [N, K] (or [2N, K] gate rows then up rows for ACT_SILU_MUL); y: [B, N].
-    # MERGE_D: x is split-K attention's unmerged output (``decode_attention.Splits``, heads of
-    # MERGE_D), merged tile by tile as it is read (``merged_splits``; no norm then).
     # PICK: y is the logits; each program also offers its tile's greedy token (``pick_offer``).
     # Program (n, m, k) computes a [BLOCK_M, BLOCK_N] tile over inputs k*K_SPLIT..+K_SPLIT.
     # ATOMIC: float32 y += the partial product (y is the residual stream: the residual add is
@@ -184,21 +162,13 @@ def _linear_kernel(
     after_previous(PDL)
     mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_KS)
     if PRELOAD:
-        x0 = _x_tile(
-            x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk0, K, mean, rstd, NORM,
-            lse_ptr, n_splits, pid_m * BLOCK_M, B, pid_k * K_SPLIT,
-            MERGE_D, BLOCK_M, BLOCK_K, MERGE_M, BLOCK_S, CHUNK_S,
-        )  # fmt: skip
+        x0 = _load_x(x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk0, K, mean, rstd, NORM)
         acc += _product(x0, w0, DOT)
         if ACT == 2:
             acc_up += _product(x0, w0_up, DOT)
     for k0 in range(PRELOAD * BLOCK_K, K_SPLIT, BLOCK_K):  # after the preloaded step
         kk = pid_k * K_SPLIT + k0 + rk
-        x = _x_tile(
-            x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk, K, mean, rstd, NORM,
-            lse_ptr, n_splits, pid_m * BLOCK_M, B, pid_k * K_SPLIT + k0,
-            MERGE_D, BLOCK_M, BLOCK_K, MERGE_M, BLOCK_S, CHUNK_S,
-        )  # fmt: skip
+        x = _load_x(x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk, K, mean, rstd, NORM)
         acc += _tile_product(x, w_ptr, rn, n_ok, kk, K, DOT)
         if ACT == 2:
             acc_up += _tile_product(x, w_ptr, rn + N, n_ok, kk, K, DOT)
@@ -425,7 +395,7 @@ def _pow2(n: int) -> int:
 
 
 def linear(
-    x: torch.Tensor | Splits,
+    x: torch.Tensor,
     w: torch.Tensor,
     bias: torch.Tensor | None = None,
     *,
@@ -445,14 +415,8 @@ def linear(
     place (split over K, atomically) and returned; no activation then. ``tiles``: overrides
     the heuristic (the benchmark's tile sweep). ``pdl``: how it launches (``pdl_mode``).
     ``pick``: the output is logits; also offer each row's greedy token (``Pick``; then
-    ``feedback``). ``x`` may be split-K attention's unmerged output (``Splits``): the product
-    then merges it as it reads it (no norm), which saves the merge kernel's launch."""
+    ``feedback``)."""
     B, K = x.shape
-    merging = isinstance(x, Splits)
-    if merging and norm != NORM_NONE:
-        raise ValueError("a product of attention's splits takes no norm")
-    if merging and not x.merges_in_loader():
-        x, merging = merge(x, w.dtype, pdl), False
     if pick is not None and (accumulate is not None or act != ACT_NONE or B > pick.rows):
         raise ValueError("pick takes a plain product of at most pick.rows rows")
     N = w.shape[0] // 2 if act == ACT_SILU_MUL else w.shape[0]
@@ -467,12 +431,6 @@ def linear(
     )
     grid = (triton.cdiv(N, t.block_n), triton.cdiv(B, t.block_m), triton.cdiv(K, t.k_split))
     dummy = w
-    if merging:
-        merge_kw = x.merge_tiles(t.block_m, t.block_k)
-        x, lse, n_splits = x.part, x.lse, x.part.shape[2]
-    else:
-        merge_kw = {"MERGE_D": 0, "MERGE_M": 1, "BLOCK_S": 1, "CHUNK_S": 1}
-        lse, n_splits = dummy, 1
     _linear_kernel[grid](
         x, w, bias if bias is not None else dummy,
         norm_w if norm_w is not None else dummy, norm_b if norm_b is not None else dummy, out,
@@ -481,8 +439,7 @@ def linear(
         DOT=t.dot, BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k,
         K_SPLIT=t.k_split, BLOCK_KS=t.block_ks, PRELOAD=t.preload, num_warps=t.num_warps,
         num_stages=t.num_stages,
-        **pick_args(pick, dummy), lse_ptr=lse, n_splits=n_splits, **merge_kw,
-        **pdl_args(x, pdl),
+        **pick_args(pick, dummy), **pdl_args(x, pdl),
     )  # fmt: skip
     return out
 
