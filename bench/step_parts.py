@@ -9,9 +9,6 @@ rounds, so every variant sees the same machine state:
   copy instead of one Triton kernel;
 - ``no_attn_preload``: attention's first keys and values loaded after the wait for the q/k/v
   kernel, not before;
-- ``up_unsplit``: the gate/up (c_fc) product activating its own output, not split over K into
-  sums the down product activates; ``up_bn32``, ``up_p528``: the split product 32 wide instead
-  of 64, or aimed at 528 programs instead of 1056;
 - ``pdl_off``, ``pdl_late``: every kernel launched serially, or early with a late release
   (``pdl.py``), whatever the architecture's default;
 - ``pick_in_head``: ``graphs.decode_and_pick`` as it ships (the greedy ids offered inside the
@@ -34,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import engine as bench  # noqa: E402  (bench/engine.py: model configs, builder)
 
-VARIANTS = ["new", "up_unsplit", "up_bn32", "up_p528", "no_attn_preload", "pdl_off", "pdl_late"]
+VARIANTS = ["new", "no_attn_preload", "pdl_off", "pdl_late"]
 
 
 def capture_ms(fn, reps: int = 50) -> float:
@@ -53,13 +50,6 @@ def use_variant(F, em, name: str, stock: dict) -> None:
     from lspilot.daemon.engine.pdl import PDL_LATE, PDL_OFF
 
     F.attention, F.embed = stock["attention"], stock["embed"]
-    em.fused.split_up_rows = 0 if name == "up_unsplit" else stock["split_up_rows"]
-    up = {"up_bn32": {"block_n": 32}, "up_p528": {"programs": 2 * 264}}.get(name)
-    em.fused.tile_kw = {}
-    if up:
-        em.fused.tile_kw = {
-            "up": {"dot": True, "block_n": 64, "block_k": 128, "programs": 1056, **up}
-        }
     em.fused.pdl = {"pdl_off": PDL_OFF, "pdl_late": PDL_LATE}.get(name, stock["pdl"])
     if name == "no_attn_preload":
         F.attention = lambda *a, **k: stock["attention"](*a, **k, preload=False)
@@ -81,10 +71,7 @@ def measure(name: str, rounds: int, variants: list[str]) -> dict:
     em = EngineModel(bench.build(bench.model_configs()[name]), max_len=1088, fused=True)
     em.allocate(8)
     io = DecodeIO(em, 8)
-    stock = {
-        "attention": F.attention, "embed": F.embed, "pdl": em.fused.pdl,
-        "split_up_rows": em.fused.split_up_rows,
-    }  # fmt: skip
+    stock = {"attention": F.attention, "embed": F.embed, "pdl": em.fused.pdl}
     B, L = 2, 1024
     res: dict[str, list[float]] = {}
     try:

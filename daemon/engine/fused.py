@@ -50,10 +50,6 @@ class FusedDecode:
         # docs/performance.md, run 13.
         prefer = PDL_OFF if self.bigcode else PDL_LATE
         self.pdl = pdl_mode(em.device, prefer)
-        # Up to this many rows the gate/up (c_fc) product splits over K into float32 sums, which
-        # the down product activates as it reads them (its own epilogue cannot: an activation
-        # needs whole sums). 0: the product activates its own output.
-        self.split_up_rows = 8
         # Tile choices per product ("qkv", "o", "up", "down", "head"): ``Tiles.make`` keywords
         # that replace ``Tiles.choose``'s heuristic (bench/step_sweep.py, the tests).
         self.tile_kw: dict[str, dict] = {}
@@ -95,34 +91,26 @@ class FusedDecode:
         E, n_qkv = x.shape[1], (sh.n_heads + 2 * sh.n_kv_heads) * sh.head_dim
         t_qkv = self._tiles("qkv", R, n_qkv, E)
         t_o = self._tiles("o", R, E, sh.n_heads * sh.head_dim)
-        n_mid = self.layers[0].w_down.shape[1]
-        split_up = R <= self.split_up_rows
-        # The gate/up sums of a split product: each layer's q/k/v kernel zeroes them.
-        sums = torch.empty(R, self.layers[0].w_up.shape[0], device=x.device) if split_up else None
-        t_up = self._tiles("up", R, sums.shape[1] if split_up else n_mid, E)
-        if split_up and t_up is None:
-            t_up = K.Tiles.choose(R, sums.shape[1], E, activation_split=True)
         for i, lw in enumerate(self.layers):
             k_cache, v_cache = cache.k[i], cache.v[i]  # [N, Hkv, M + 1, D]
+            n_mid = lw.w_down.shape[1]
             q = K.qkv_rope(
                 x, lw.w_qkv, lw.b_qkv,
                 n_heads=sh.n_heads, n_kv=sh.n_kv_heads, head_dim=sh.head_dim,
                 k_cache=k_cache, v_cache=v_cache, pos=pos, wpos=wpos, slots=slots,
                 cos=cos, sin=sin,
                 norm=self.norm_kind, norm_w=lw.ln1[0], norm_b=lw.ln1[1], eps=lw.ln1[2],
-                tiles=t_qkv, pdl=pdl, clear=sums,
+                tiles=t_qkv, pdl=pdl,
             )  # fmt: skip  # q: [R, H, D]
             attn = attention(q, k_cache, v_cache, pos, slots, n_keys, em.scaling, pdl=pdl)
             K.linear(attn, lw.w_o, lw.b_o, accumulate=x, tiles=t_o, pdl=pdl)
-            norm2 = dict(norm=self.norm_kind, norm_w=lw.ln2[0], norm_b=lw.ln2[1], eps=lw.ln2[2])
-            t_down = self._tiles("down", R, E, n_mid)
-            if split_up:
-                K.linear(x, lw.w_up, lw.b_up, **norm2, accumulate=sums, tiles=t_up, pdl=pdl)
-                K.linear(sums, lw.w_down, lw.b_down, accumulate=x, tiles=t_down, pdl=pdl,
-                         x_act=mlp_act)  # fmt: skip
-            else:
-                h = K.linear(x, lw.w_up, lw.b_up, **norm2, act=mlp_act, tiles=t_up, pdl=pdl)
-                K.linear(h, lw.w_down, lw.b_down, accumulate=x, tiles=t_down, pdl=pdl)
+            h = K.linear(
+                x, lw.w_up, lw.b_up,
+                norm=self.norm_kind, norm_w=lw.ln2[0], norm_b=lw.ln2[1], eps=lw.ln2[2],
+                act=mlp_act, tiles=self._tiles("up", R, n_mid, E), pdl=pdl,
+            )  # fmt: skip  # [R, I]
+            K.linear(h, lw.w_down, lw.b_down, accumulate=x,
+                     tiles=self._tiles("down", R, E, n_mid), pdl=pdl)  # fmt: skip
         w, b, eps = self.final
         logits = K.linear(
             x, self.head, self.head_bias,

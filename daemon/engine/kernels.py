@@ -97,34 +97,6 @@ def _load_x(
 
 
 @triton.jit
-def _load_activated(x_ptr, w_ptr, rm, m_ok, kk, K: tl.constexpr, ACT: tl.constexpr):
-    # One [BLOCK_M, BLOCK_K] input tile act(h) from h, a split-K product's float32 sums (gate
-    # columns then up columns, [B, 2K], for ACT_SILU_MUL; [B, K] for GELU), with the roundings
-    # the product's own epilogue would apply (``_activate``).
-    w_dtype = w_ptr.dtype.element_ty
-    mask = m_ok[:, None] & (kk < K)[None, :]
-    width = 2 * K if ACT == 2 else K
-    at = x_ptr + rm[:, None] * width + kk[None, :]
-    a = tl.load(at, mask=mask, other=0.0).to(w_dtype).to(tl.float32)
-    u = a
-    if ACT == 2:
-        u = tl.load(at + K, mask=mask, other=0.0).to(w_dtype).to(tl.float32)
-    return _activate(a, u, ACT, w_dtype).to(w_dtype)
-
-
-@triton.jit
-def _activate(a, u, ACT: tl.constexpr, w_dtype: tl.constexpr):
-    # a (gate) and u (up): products already rounded to the model dtype, float32.
-    if ACT == 1:  # GELU, tanh approximation (gelu_pytorch_tanh)
-        inner = 0.7978845608028654 * (a + 0.044715 * a * a * a)
-        t = 2.0 / (1.0 + tl.exp(-2.0 * inner)) - 1.0
-        a = 0.5 * a * (1.0 + t)
-    elif ACT == 2:  # SiLU(gate) * up, the SiLU rounded as HF's module returns it
-        a = (a / (1.0 + tl.exp(-a))).to(w_dtype).to(tl.float32) * u
-    return a
-
-
-@triton.jit
 def _load_w(w_ptr, rows, row_ok, kk, K: tl.constexpr, DOT: tl.constexpr):
     # Weight rows ``rows`` [BN] at columns kk: [BK, BN] for a tensor-core product, else [BN, BK].
     k_ok = kk < K
@@ -164,15 +136,13 @@ def _linear_kernel(
     DOT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     K_SPLIT: tl.constexpr, BLOCK_KS: tl.constexpr,
     PDL: tl.constexpr, PRELOAD: tl.constexpr,
-    best_ptr, PICK: tl.constexpr, X_ACT: tl.constexpr,
+    best_ptr, PICK: tl.constexpr,
 ):  # fmt: skip
     # x: [B, K]; w: [N, K] (or [2N, K] gate rows then up rows for ACT_SILU_MUL); y: [B, N].
     # PICK: y is the logits; each program also offers its tile's greedy token (``pick_offer``).
     # Program (n, m, k) computes a [BLOCK_M, BLOCK_N] tile over inputs k*K_SPLIT..+K_SPLIT.
     # ATOMIC: float32 y += the partial product (y is the residual stream: the residual add is
     # free, and splitting K gives a narrow output like o_proj enough programs to fill the GPU).
-    # X_ACT: x is such a product's sums before its activation, applied here as x is read
-    # (``_load_activated``), so that product can split over K too.
     pid_n, pid_m, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -192,19 +162,13 @@ def _linear_kernel(
     after_previous(PDL)
     mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_KS)
     if PRELOAD:
-        if X_ACT:
-            x0 = _load_activated(x_ptr, w_ptr, rm, m_ok, kk0, K, X_ACT)
-        else:
-            x0 = _load_x(x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk0, K, mean, rstd, NORM)
+        x0 = _load_x(x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk0, K, mean, rstd, NORM)
         acc += _product(x0, w0, DOT)
         if ACT == 2:
             acc_up += _product(x0, w0_up, DOT)
     for k0 in range(PRELOAD * BLOCK_K, K_SPLIT, BLOCK_K):  # after the preloaded step
         kk = pid_k * K_SPLIT + k0 + rk
-        if X_ACT:
-            x = _load_activated(x_ptr, w_ptr, rm, m_ok, kk, K, X_ACT)
-        else:
-            x = _load_x(x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk, K, mean, rstd, NORM)
+        x = _load_x(x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk, K, mean, rstd, NORM)
         acc += _tile_product(x, w_ptr, rn, n_ok, kk, K, DOT)
         if ACT == 2:
             acc_up += _tile_product(x, w_ptr, rn + N, n_ok, kk, K, DOT)
@@ -221,7 +185,13 @@ def _linear_kernel(
     else:
         # The product is rounded to the model dtype first, as the separate HF modules return it.
         a = acc.to(w_dtype).to(tl.float32)
-        a = _activate(a, acc_up.to(w_dtype).to(tl.float32), ACT, w_dtype)
+        if ACT == 1:  # GELU, tanh approximation (gelu_pytorch_tanh)
+            inner = 0.7978845608028654 * (a + 0.044715 * a * a * a)
+            t = 2.0 / (1.0 + tl.exp(-2.0 * inner)) - 1.0
+            a = 0.5 * a * (1.0 + t)
+        elif ACT == 2:  # SiLU(gate) * up
+            u = acc_up.to(w_dtype).to(tl.float32)
+            a = (a / (1.0 + tl.exp(-a))).to(w_dtype).to(tl.float32) * u
         tl.store(y_ptr + offs, a.to(y_ptr.dtype.element_ty), mask=mask)
         if PICK:
             pick_offer(a, rm, m_ok, rn, n_ok, best_ptr)
@@ -236,7 +206,6 @@ def _qkv_rope_kernel(
     NORM: tl.constexpr, HAS_BIAS: tl.constexpr, ROPE: tl.constexpr, DOT: tl.constexpr,
     D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_KS: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
-    clear_ptr, n_clear, CLEAR: tl.constexpr,
 ):  # fmt: skip
     # x: [B, K]; w: [(H + 2 Hkv) D, K], q heads then k heads then v heads; q: [B, H, D];
     # k, v: one layer of the cache, [slots, Hkv, M + 1, D]; row b writes slot slot[b].
@@ -259,8 +228,6 @@ def _qkv_rope_kernel(
         q_ptr, k_ptr, v_ptr, n_heads, n_kv, s_slot, s_head, s_pos, ROPE, D,
     )  # fmt: skip
     after_previous(PDL)
-    if CLEAR:
-        _clear(clear_ptr, n_clear, (t * tl.num_programs(1) + pid_j) * tl.num_programs(2) + pid_m)
     mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_KS)
     if PRELOAD:
         x0 = _load_x(x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, rk, K, mean, rstd, NORM)
@@ -279,18 +246,6 @@ def _qkv_rope_kernel(
     a1 = acc1.to(out_dtype).to(tl.float32)  # HF rounds the projection before rotating it
     a2 = acc2.to(out_dtype).to(tl.float32)
     rope_apply_store(a1, a2, t, m_ok, n_heads, n_kv, where, ROPE, D)
-
-
-@triton.jit
-def _clear(ptr, n, program):
-    # Zero float32 ptr[0:n] together with the kernel's other programs (``program`` of them all):
-    # the buffer a later product of the step accumulates into, which the kernel before this one
-    # has finished reading.
-    BLOCK: tl.constexpr = 256
-    programs = tl.num_programs(0) * tl.num_programs(1) * tl.num_programs(2)
-    for c0 in range(program * BLOCK, n, programs * BLOCK):
-        at = c0 + tl.arange(0, BLOCK)
-        tl.store(ptr + at, tl.zeros([BLOCK], tl.float32), mask=at < n)
 
 
 @triton.jit
@@ -402,7 +357,7 @@ class Tiles:
     @staticmethod
     def choose(
         B: int, N: int, K: int, splittable: bool = False, rope: bool = False,
-        stacked: bool = False, activation_split: bool = False,
+        stacked: bool = False,
     ) -> Tiles:  # fmt: skip
         """Tiles measured best on an H200: tensor-core tiles even for 2 rows, except the q/k/v
         product at batch <= 2; split-K outputs aimed at ~4 programs per multiprocessor
@@ -420,8 +375,6 @@ class Tiles:
             dot = not small
             return Tiles.make(B, N, K, dot=dot, block_n=16, block_k=512 if B <= 16 else 128,
                               block_j=16 if dot else 4, preload=small)  # fmt: skip
-        if activation_split:  # gate/up (or c_fc) sums split over K, activated by their reader
-            return Tiles.make(B, N, K, dot=True, block_n=64, block_k=128, programs=4 * PROGRAMS)
         if splittable:
             return Tiles.make(B, N, K, dot=True, block_n=32, block_k=128, programs=2 * PROGRAMS)
         if small and N >= 32000:  # the vocabulary: 0.833 -> 0.817 ms, 1.536 -> 1.504
@@ -456,21 +409,14 @@ def linear(
     tiles: Tiles | None = None,
     pdl: int | None = None,
     pick: Pick | None = None,
-    x_act: int = ACT_NONE,
 ) -> torch.Tensor:
     """``act(norm(x) @ w.T + bias)``; x: [B, K] -> [B, N] (N = rows of w, halved for
     ``ACT_SILU_MUL``). ``accumulate``: a float32 [B, N] tensor that the product is added to in
     place (split over K, atomically) and returned; no activation then. ``tiles``: overrides
     the heuristic (the benchmark's tile sweep). ``pdl``: how it launches (``pdl_mode``).
     ``pick``: the output is logits; also offer each row's greedy token (``Pick``; then
-    ``feedback``). ``x_act``: x is another product's float32 sums (``accumulate``) before its
-    activation, applied here as x is read: [B, 2K] gate then up sums for ``ACT_SILU_MUL``, so
-    that product can split over K like any accumulating one (no norm then)."""
+    ``feedback``)."""
     B, K = x.shape
-    if x_act != ACT_NONE:
-        if norm != NORM_NONE or x.dtype != torch.float32 or not x.is_contiguous():
-            raise ValueError("x_act takes a contiguous float32 input and no norm")
-        K = K // 2 if x_act == ACT_SILU_MUL else K
     if pick is not None and (accumulate is not None or act != ACT_NONE or B > pick.rows):
         raise ValueError("pick takes a plain product of at most pick.rows rows")
     N = w.shape[0] // 2 if act == ACT_SILU_MUL else w.shape[0]
@@ -493,7 +439,7 @@ def linear(
         DOT=t.dot, BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k,
         K_SPLIT=t.k_split, BLOCK_KS=t.block_ks, PRELOAD=t.preload, num_warps=t.num_warps,
         num_stages=t.num_stages,
-        **pick_args(pick, dummy), X_ACT=x_act, **pdl_args(x, pdl),
+        **pick_args(pick, dummy), **pdl_args(x, pdl),
     )  # fmt: skip
     return out
 
@@ -519,14 +465,11 @@ def qkv_rope(
     eps: float = 1e-6,
     tiles: Tiles | None = None,
     pdl: int | None = None,
-    clear: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """x: [B, E] -> q: [B, H, D]; writes k, v of row b into slot ``slots[b]`` at ``wpos[b]``.
 
     k_cache, v_cache: one layer, [slots, Hkv, M + 1, D]; pos, wpos, slots: [B] int64; cos,
-    sin: [M + 1, D] (None: no rotary embedding, as in gpt_bigcode). ``clear``: a contiguous
-    float32 tensor zeroed on the way, once the kernel before this one has finished (the layer's
-    gate/up sums, which the previous layer's down product read)."""
+    sin: [M + 1, D] (None: no rotary embedding, as in gpt_bigcode)."""
     B, K = x.shape
     D = head_dim
     # The kernels index rows with plain offsets: a broadcast (stride-0) index would read wrong.
@@ -549,9 +492,6 @@ def qkv_rope(
         s_slot, s_head, s_pos,
         NORM=norm, HAS_BIAS=bias is not None, ROPE=rope, DOT=t.dot,
         D=D, BLOCK_M=t.block_m, BLOCK_J=BJ, BLOCK_K=t.block_k, BLOCK_KS=t.block_ks,
-        PRELOAD=t.preload, num_warps=t.num_warps, num_stages=t.num_stages,
-        clear_ptr=dummy if clear is None else clear.view(-1),
-        n_clear=0 if clear is None else clear.numel(), CLEAR=clear is not None,
-        **pdl_args(x, pdl),
+        PRELOAD=t.preload, num_warps=t.num_warps, num_stages=t.num_stages, **pdl_args(x, pdl),
     )  # fmt: skip
     return q
