@@ -8,12 +8,17 @@ rounds, so every variant sees the same machine state:
 - ``new``: the step as it ships; ``torchembed``: the embedding by HF's modules and a float32
   copy instead of one Triton kernel;
 - ``no_attn_preload``: attention's first keys and values loaded after the wait for the q/k/v
-  kernel, not before;
+  kernel, not before; ``norm_before``: RMS norm's row scale computed in a pass of its own before
+  each product and applied to its input (as before ``kernels.NORM_RMS_AFTER``);
 - ``pdl_off``, ``pdl_late``: every kernel launched serially, or early with a late release
   (``pdl.py``), whatever the architecture's default;
 - ``pick_in_head``: ``graphs.decode_and_pick`` as it ships (the greedy ids offered inside the
   vocabulary product, then one feedback kernel); ``pick_torch``: the same step followed by the
   six torch kernels of the eager tail.
+
+``launch_floor``: the step's kernel count (147 for qwen 0.5b) of kernels that do nothing but
+wait for the previous one, read one value and write one, graphed, serially or with PDL: the
+fixed cost of a kernel boundary, which no tile choice inside a kernel removes.
 
 ``python3 bench/step_parts.py --out $OUT [--models ...] [--variants ...]`` (default: every
 variant above but ``torchembed``, measured in run 23): medians per variant (µs), and
@@ -31,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import engine as bench  # noqa: E402  (bench/engine.py: model configs, builder)
 
-VARIANTS = ["new", "no_attn_preload", "pdl_off", "pdl_late"]
+VARIANTS = ["new", "norm_before", "no_attn_preload", "pdl_off", "pdl_late"]
 
 
 def capture_ms(fn, reps: int = 50) -> float:
@@ -47,9 +52,13 @@ def capture_ms(fn, reps: int = 50) -> float:
 def use_variant(F, em, name: str, stock: dict) -> None:
     """Point the fused step's attention and embedding (names in ``F``, the ``fused`` module) at
     the variant's, and set its launch mode (``stock``: the originals)."""
+    from lspilot.daemon.engine import kernels as K
     from lspilot.daemon.engine.pdl import PDL_LATE, PDL_OFF
 
     F.attention, F.embed = stock["attention"], stock["embed"]
+    em.fused.norm_kind = stock["norm_kind"]
+    if name == "norm_before" and stock["norm_kind"] == K.NORM_RMS_AFTER:
+        em.fused.norm_kind = K.NORM_RMS
     em.fused.pdl = {"pdl_off": PDL_OFF, "pdl_late": PDL_LATE}.get(name, stock["pdl"])
     if name == "no_attn_preload":
         F.attention = lambda *a, **k: stock["attention"](*a, **k, preload=False)
@@ -71,7 +80,10 @@ def measure(name: str, rounds: int, variants: list[str]) -> dict:
     em = EngineModel(bench.build(bench.model_configs()[name]), max_len=1088, fused=True)
     em.allocate(8)
     io = DecodeIO(em, 8)
-    stock = {"attention": F.attention, "embed": F.embed, "pdl": em.fused.pdl}
+    stock = {
+        "attention": F.attention, "embed": F.embed, "pdl": em.fused.pdl,
+        "norm_kind": em.fused.norm_kind,
+    }  # fmt: skip
     B, L = 2, 1024
     res: dict[str, list[float]] = {}
     try:
@@ -101,6 +113,32 @@ def measure(name: str, rounds: int, variants: list[str]) -> dict:
     return {k: {"median_ms": statistics.median(v), "runs_ms": v} for k, v in res.items()}
 
 
+def launch_floor(kernels: int = 147, reps: int = 50) -> dict:
+    """µs per kernel of a graphed chain of ``kernels`` near-empty kernels, per launch mode and
+    grid size (1 program, or 264: two per multiprocessor, as the step's products)."""
+    import torch
+    from floor_kernels import touch
+
+    from lspilot.daemon.engine.pdl import PDL_LATE, PDL_OFF, pdl_args
+
+    x = torch.zeros(264, device="cuda")
+    out = {}
+    for programs in (1, 264):
+        for label, mode in (("serial", PDL_OFF), ("pdl_late", PDL_LATE)):
+
+            def chain(programs=programs, mode=mode):
+                for _ in range(kernels):
+                    touch[(programs,)](x, num_warps=4, **pdl_args(x, mode))
+
+            chain()  # compile outside the capture
+            graph, _ = bench.capture_graph(chain)
+            graph.replay()
+            torch.cuda.synchronize()
+            ms = bench.replay_ms(graph, reps)
+            out[f"{label}_{programs}p"] = ms * 1000 / kernels
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
@@ -109,7 +147,13 @@ def main() -> None:
     ap.add_argument("--variants", nargs="*", default=VARIANTS)
     args = ap.parse_args()
     bench._import_lspilot()
-    out = {}
+    out = {"launch_floor_us_per_kernel": launch_floor()}
+    print(
+        "| launch floor, us per kernel | "
+        + " | ".join(f"{k} {v:.2f}" for k, v in out["launch_floor_us_per_kernel"].items())
+        + " |",
+        flush=True,
+    )
     for name in args.models:
         out[name] = measure(name, args.rounds, args.variants)
         print(
