@@ -8,8 +8,7 @@ rounds, so every variant sees the same machine state:
 - ``new``: the step as it ships; ``torchembed``: the embedding by HF's modules and a float32
   copy instead of one Triton kernel;
 - ``no_attn_preload``: attention's first keys and values loaded after the wait for the q/k/v
-  kernel, not before; ``norm_before``: RMS norm's row scale computed in a pass of its own before
-  each product and applied to its input (as before ``kernels.NORM_RMS_AFTER``);
+  kernel, not before;
 - ``pdl_off``, ``pdl_late``: every kernel launched serially, or early with a late release
   (``pdl.py``), whatever the architecture's default;
 - ``pick_in_head``: ``graphs.decode_and_pick`` as it ships (the greedy ids offered inside the
@@ -36,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import engine as bench  # noqa: E402  (bench/engine.py: model configs, builder)
 
-VARIANTS = ["new", "norm_before", "no_attn_preload", "pdl_off", "pdl_late"]
+VARIANTS = ["new", "no_attn_preload", "pdl_off", "pdl_late"]
 
 
 def capture_ms(fn, reps: int = 50) -> float:
@@ -52,13 +51,9 @@ def capture_ms(fn, reps: int = 50) -> float:
 def use_variant(F, em, name: str, stock: dict) -> None:
     """Point the fused step's attention and embedding (names in ``F``, the ``fused`` module) at
     the variant's, and set its launch mode (``stock``: the originals)."""
-    from lspilot.daemon.engine import kernels as K
     from lspilot.daemon.engine.pdl import PDL_LATE, PDL_OFF
 
     F.attention, F.embed = stock["attention"], stock["embed"]
-    em.fused.norm_kind = stock["norm_kind"]
-    if name == "norm_before" and stock["norm_kind"] == K.NORM_RMS_AFTER:
-        em.fused.norm_kind = K.NORM_RMS
     em.fused.pdl = {"pdl_off": PDL_OFF, "pdl_late": PDL_LATE}.get(name, stock["pdl"])
     if name == "no_attn_preload":
         F.attention = lambda *a, **k: stock["attention"](*a, **k, preload=False)
@@ -80,10 +75,7 @@ def measure(name: str, rounds: int, variants: list[str]) -> dict:
     em = EngineModel(bench.build(bench.model_configs()[name]), max_len=1088, fused=True)
     em.allocate(8)
     io = DecodeIO(em, 8)
-    stock = {
-        "attention": F.attention, "embed": F.embed, "pdl": em.fused.pdl,
-        "norm_kind": em.fused.norm_kind,
-    }  # fmt: skip
+    stock = {"attention": F.attention, "embed": F.embed, "pdl": em.fused.pdl}
     B, L = 2, 1024
     res: dict[str, list[float]] = {}
     try:

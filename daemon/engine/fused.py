@@ -43,9 +43,7 @@ class FusedDecode:
             raise ValueError(f"fused decode cannot run this model: {reason}")
         self.em = em
         self.bigcode = em.arch == "gpt_bigcode"
-        # RMS norm's row scale after the product: one pass over the row instead of two
-        # (``kernels.NORM_RMS_AFTER``); unmeasured.
-        self.norm_kind = K.NORM_LAYER if self.bigcode else K.NORM_RMS_AFTER
+        self.norm_kind = K.NORM_LAYER if self.bigcode else K.NORM_RMS
         # Programmatic dependent launch, released late: measured 0.92 -> 0.86 ms/token (qwen2.5
         # 0.5b), 1.87 -> 1.78 (qwen 1.5b), 1.68 -> 1.61 (deepseek 1.3b); slower for gpt_bigcode
         # (starcoder 1b 1.56 -> 1.70, early release 1.85), which launches serially.

@@ -40,10 +40,7 @@ from .pdl import after_previous, pdl_args, release_next
 from .step_ends import Pick, pick_args, pick_offer
 from .tile_math import dot
 
-# NORM_RMS_AFTER: RMS norm with the row's scale applied to the product, not to its input, so
-# the norm needs no pass of its own over the row before the product starts (the input times
-# the norm weight is then rounded to the model dtype unscaled; HF rounds it scaled).
-NORM_NONE, NORM_RMS, NORM_LAYER, NORM_RMS_AFTER = 0, 1, 2, 3
+NORM_NONE, NORM_RMS, NORM_LAYER = 0, 1, 2
 ACT_NONE, ACT_GELU_TANH, ACT_SILU_MUL = 0, 1, 2
 
 
@@ -52,12 +49,12 @@ def _row_stats(
     x_ptr, rm, m_ok, K: tl.constexpr, eps, NORM: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_KS: tl.constexpr,
 ):  # fmt: skip
-    # x: [B, K] -> per-row (mean, rstd) in float32; mean is 0 for RMS norm; without a norm, or
-    # with NORM_RMS_AFTER (``_square_sums``), nothing is read (and _load_x uses neither). The
-    # loop is unrolled so all loads of the (small) rows are in flight at once.
+    # x: [B, K] -> per-row (mean, rstd) in float32; mean is 0 for RMS norm; without a norm
+    # nothing is read (and _load_x uses neither). The loop is unrolled so all loads of the
+    # (small) rows are in flight at once.
     s1 = tl.zeros([BLOCK_M], tl.float32)
     s2 = tl.zeros([BLOCK_M], tl.float32)
-    if NORM == 1 or NORM == 2:
+    if NORM != 0:
         rk = tl.arange(0, BLOCK_KS)
         for k0 in tl.static_range(0, K, BLOCK_KS):
             kk = k0 + rk
@@ -87,9 +84,7 @@ def _load_x(
     x = tl.load(
         x_ptr + rm[:, None] * K + kk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0
     )
-    if NORM == 3:  # the row's scale comes after the product (``_square_sums``)
-        x = x.to(tl.float32) * tl.load(nw_ptr + kk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
-    elif NORM != 0:
+    if NORM != 0:
         xf = (x.to(tl.float32) - mean[:, None]) * rstd[:, None]
         nw = tl.load(nw_ptr + kk, mask=k_ok, other=0.0).to(tl.float32)
         if NORM == 1:  # HF's RMSNorm rounds to the model dtype before the weight multiply
@@ -99,28 +94,6 @@ def _load_x(
             xf += tl.load(nb_ptr + kk, mask=k_ok, other=0.0).to(tl.float32)[None, :]
         x = xf
     return x.to(w_dtype)
-
-
-@triton.jit
-def _square_sums(s2, x_ptr, rm, m_ok, kk, K: tl.constexpr, NORM: tl.constexpr):
-    # NORM_RMS_AFTER: s2 [BM] plus the squares of the rows' inputs at columns kk, summed in the
-    # product's own loop (the loads are _load_x's, so they come from L1).
-    if NORM == 3:
-        x = tl.load(
-            x_ptr + rm[:, None] * K + kk[None, :], mask=m_ok[:, None] & (kk < K)[None, :], other=0.0
-        ).to(tl.float32)
-        s2 += tl.sum(x * x, axis=1)
-    return s2
-
-
-@triton.jit
-def _row_scale(s2, K: tl.constexpr, eps, NORM: tl.constexpr):
-    # NORM_RMS_AFTER: the factor each row's product takes, from its inputs' square sums [BM].
-    if NORM == 3:
-        scale = 1.0 / tl.sqrt(s2 / K + eps)
-    else:
-        scale = s2 * 0.0 + 1.0
-    return scale
 
 
 @triton.jit
@@ -188,24 +161,18 @@ def _linear_kernel(
             w0_up = _load_w(w_ptr, rn + N, n_ok, kk0, K, DOT)
     after_previous(PDL)
     mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_KS)
-    s2 = tl.zeros([BLOCK_M], tl.float32)
     if PRELOAD:
         x0 = _load_x(x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk0, K, mean, rstd, NORM)
-        s2 = _square_sums(s2, x_ptr, rm, m_ok, kk0, K, NORM)
         acc += _product(x0, w0, DOT)
         if ACT == 2:
             acc_up += _product(x0, w0_up, DOT)
     for k0 in range(PRELOAD * BLOCK_K, K_SPLIT, BLOCK_K):  # after the preloaded step
         kk = pid_k * K_SPLIT + k0 + rk
         x = _load_x(x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk, K, mean, rstd, NORM)
-        s2 = _square_sums(s2, x_ptr, rm, m_ok, kk, K, NORM)
         acc += _tile_product(x, w_ptr, rn, n_ok, kk, K, DOT)
         if ACT == 2:
             acc_up += _tile_product(x, w_ptr, rn + N, n_ok, kk, K, DOT)
     release_next(PDL)
-    if NORM == 3:
-        scale = _row_scale(s2, K, eps, NORM)[:, None]
-        acc, acc_up = acc * scale, acc_up * scale
     if HAS_BIAS:
         first = (pid_k == 0).to(tl.float32)  # the bias once, from the first split
         acc += first * tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
@@ -262,22 +229,16 @@ def _qkv_rope_kernel(
     )  # fmt: skip
     after_previous(PDL)
     mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_KS)
-    s2 = tl.zeros([BLOCK_M], tl.float32)
     if PRELOAD:
         x0 = _load_x(x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, rk, K, mean, rstd, NORM)
-        s2 = _square_sums(s2, x_ptr, rm, m_ok, rk, K, NORM)
         acc1 += _product(x0, w1, DOT)
         acc2 += _product(x0, w2, DOT)
     for k0 in range(PRELOAD * BLOCK_K, K, BLOCK_K):
         kk = k0 + rk
         x = _load_x(x_ptr, w_ptr, nw_ptr, nb_ptr, rm, m_ok, kk, K, mean, rstd, NORM)
-        s2 = _square_sums(s2, x_ptr, rm, m_ok, kk, K, NORM)
         acc1 += _tile_product(x, w_ptr, row1, j_ok, kk, K, DOT)
         acc2 += _tile_product(x, w_ptr, row2, j_ok, kk, K, DOT)
     release_next(PDL)
-    if NORM == 3:
-        scale = _row_scale(s2, K, eps, NORM)[:, None]
-        acc1, acc2 = acc1 * scale, acc2 * scale
     if HAS_BIAS:
         acc1 += tl.load(b_ptr + row1).to(tl.float32)[None, :]
         acc2 += tl.load(b_ptr + row2).to(tl.float32)[None, :]
@@ -456,8 +417,6 @@ def linear(
     ``pick``: the output is logits; also offer each row's greedy token (``Pick``; then
     ``feedback``)."""
     B, K = x.shape
-    if norm == NORM_RMS_AFTER and tiles is not None and tiles.k_split < K:
-        raise ValueError("NORM_RMS_AFTER needs each program to read whole rows (no K split)")
     if pick is not None and (accumulate is not None or act != ACT_NONE or B > pick.rows):
         raise ValueError("pick takes a plain product of at most pick.rows rows")
     N = w.shape[0] // 2 if act == ACT_SILU_MUL else w.shape[0]
