@@ -744,10 +744,9 @@ def prefill_profile(be, lengths=(512, 2048, 8192), sweep_lengths=(2048, 8192)):
                 torch.cuda.empty_cache()
         kc, vc = em.cache.k[0], em.cache.v[0]
 
-        def attend(q, meta, bm, bn, warps, stages, group=0):
+        def attend(q, meta, bm, bn, warps, stages):
             return lambda: chunk_attention(q, kc, vc, meta, em.scaling, block_m=bm, block_n=bn,
-                                           num_warps=warps, num_stages=stages,
-                                           group_queries=group)  # fmt: skip
+                                           num_warps=warps, num_stages=stages)  # fmt: skip
 
         for T in sweep_lengths:
             q = torch.randn(T, H, D, device=em.device, dtype=em.dtype)
@@ -756,15 +755,11 @@ def prefill_profile(be, lengths=(512, 2048, 8192), sweep_lengths=(2048, 8192)):
                 for bm in (64, 128):
                     nb = blocks_for(T, len(chunks), bm)
                     meta = torch.tensor(block_table(spans, nb, bm), device=em.device).view(nb, 4)
-                    tiles = [(bn, w, st, 0) for bn, w, st in
-                             itertools.product((32, 64, 128), (4, 8), (2, 3))]  # fmt: skip
-                    if bm == 64:  # a KV head's query heads in one program (group_queries)
-                        tiles += itertools.product((32, 64), (4, 8), (2, 3), (8, 16, 32))
-                    for bn, warps, stages, group in tiles:
-                        grouped = f"|g{group}" if group else ""
-                        key = f"{kind}_T{T}|bm{bm}{grouped}|bn{bn}|w{warps}|s{stages}"
+                    tiles = itertools.product((32, 64, 128), (4, 8), (2, 3))
+                    for bn, warps, stages in tiles:
+                        key = f"{kind}_T{T}|bm{bm}|bn{bn}|w{warps}|s{stages}"
                         try:
-                            fn = attend(q, meta, bm, bn, warps, stages, group)
+                            fn = attend(q, meta, bm, bn, warps, stages)
                             res["attention_sweep"][key] = _graph_us(fn, reps=5)
                         except Exception as e:  # noqa: BLE001 - a tile that does not fit
                             res["attention_sweep"][key] = type(e).__name__

@@ -8,7 +8,8 @@ rounds, so every variant sees the same machine state:
 - ``new``: the step as it ships; ``torchembed``: the embedding by HF's modules and a float32
   copy instead of one Triton kernel;
 - ``no_attn_preload``: attention's first keys and values loaded after the wait for the q/k/v
-  kernel, not before;
+  kernel, not before; ``late_tables``: the q/k/v kernel's rope tables and cache destinations
+  loaded after its product, not before its wait;
 - ``pdl_off``, ``pdl_late``: every kernel launched serially, or early with a late release
   (``pdl.py``), whatever the architecture's default;
 - ``pick_in_head``: ``graphs.decode_and_pick`` as it ships (the greedy ids offered inside the
@@ -35,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import engine as bench  # noqa: E402  (bench/engine.py: model configs, builder)
 
-VARIANTS = ["new", "no_attn_preload", "pdl_off", "pdl_late"]
+VARIANTS = ["new", "late_tables", "no_attn_preload", "pdl_off", "pdl_late"]
 
 
 def capture_ms(fn, reps: int = 50) -> float:
@@ -54,6 +55,9 @@ def use_variant(F, em, name: str, stock: dict) -> None:
     from lspilot.daemon.engine.pdl import PDL_LATE, PDL_OFF
 
     F.attention, F.embed = stock["attention"], stock["embed"]
+    F.K.qkv_rope = stock["qkv_rope"]
+    if name == "late_tables":
+        F.K.qkv_rope = lambda *a, **k: stock["qkv_rope"](*a, **k, early_tables=False)
     em.fused.pdl = {"pdl_off": PDL_OFF, "pdl_late": PDL_LATE}.get(name, stock["pdl"])
     if name == "no_attn_preload":
         F.attention = lambda *a, **k: stock["attention"](*a, **k, preload=False)
@@ -75,7 +79,10 @@ def measure(name: str, rounds: int, variants: list[str]) -> dict:
     em = EngineModel(bench.build(bench.model_configs()[name]), max_len=1088, fused=True)
     em.allocate(8)
     io = DecodeIO(em, 8)
-    stock = {"attention": F.attention, "embed": F.embed, "pdl": em.fused.pdl}
+    stock = {
+        "attention": F.attention, "embed": F.embed, "pdl": em.fused.pdl,
+        "qkv_rope": F.K.qkv_rope,
+    }  # fmt: skip
     B, L = 2, 1024
     res: dict[str, list[float]] = {}
     try:

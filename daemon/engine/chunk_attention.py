@@ -97,40 +97,6 @@ def _chunk_attn_kernel(
     tl.store(o_ptr + q_offs, out.to(o_ptr.dtype.element_ty), mask=m_ok[:, None])
 
 
-@triton.jit
-def _chunk_attn_grouped_kernel(
-    q_ptr, k_ptr, v_ptr, o_ptr, meta_ptr,
-    scale, n_heads, s_slot, s_head, s_pos,
-    G: tl.constexpr, D: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_R: tl.constexpr,
-    BLOCK_N: tl.constexpr, INTERPRET: tl.constexpr,
-):  # fmt: skip
-    # As _chunk_attn_kernel, but one program per (block, KV head, BLOCK_Q queries of the block):
-    # its rows are those queries for every one of the KV head's G query heads (row r: head
-    # r // BLOCK_Q, query r % BLOCK_Q; BLOCK_R >= G * BLOCK_Q), so each key and value tile is
-    # loaded once for G heads instead of once per head.
-    blk, hk, sub = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    first = tl.load(meta_ptr + blk * 4)
-    n = tl.load(meta_ptr + blk * 4 + 1)
-    slot = tl.load(meta_ptr + blk * 4 + 2)
-    p0 = tl.load(meta_ptr + blk * 4 + 3)
-    q0 = sub * BLOCK_Q
-    if q0 < n:  # a block shorter than the grid's sub-blocks leaves the last ones idle
-        rr = tl.arange(0, BLOCK_R)
-        rd = tl.arange(0, D)
-        g = rr // BLOCK_Q
-        m = q0 + rr % BLOCK_Q
-        r_ok = (g < G) & (m < n)
-        q_pos = p0 + m
-        q_offs = ((first + m)[:, None] * n_heads + hk * G + g[:, None]) * D + rd[None, :]
-        q = tl.load(q_ptr + q_offs, mask=r_ok[:, None], other=0.0)
-        kv = slot * s_slot + hk * s_head
-        end = p0 + tl.minimum(n, q0 + BLOCK_Q)  # keys up to this sub-block's last query
-        out = _attend_up_to(
-            q, q_pos, k_ptr, v_ptr, kv, end, s_pos, scale, D, BLOCK_R, BLOCK_N, INTERPRET
-        )  # fmt: skip
-        tl.store(o_ptr + q_offs, out.to(o_ptr.dtype.element_ty), mask=r_ok[:, None])
-
-
 def chunk_attention(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -142,16 +108,13 @@ def chunk_attention(
     block_n: int | None = None,
     num_warps: int = 4,
     num_stages: int = 3,
-    group_queries: int = 0,
 ) -> torch.Tensor:
     """q: [T, H, D] packed queries; k_cache, v_cache: one layer, [slots, Hkv, M + 1, D];
     meta: [NB, 4] int64 block table (module docstring) built with the same ``block_m``
     -> [T, H * D] (zeros where no block covers a row: the packing's padding). The tile
-    arguments are for the benchmark's sweep. ``group_queries``: with G query heads per KV head,
-    one program per ``group_queries`` queries of a block for all G heads, each key load shared
-    by them (``_chunk_attn_grouped_kernel``); 0, the default: one program per block and query
-    head. The grouped form computes the same; its speed is not measured yet (the prefill uses
-    the default)."""
+    arguments are for the benchmark's sweep. (A KV head's query heads in one program, each key
+    tile loaded once for all of them, measured slower: 191 against 186 us for qwen 0.5b's 8192
+    token burst, 639 against 614 cold; docs/performance.md, run 28.)"""
     T, H, D = q.shape
     Hkv = k_cache.shape[1]
     # Measured best on an H200 (bench/engine.py prefill_profile): 64 keys a step at head_dim
@@ -161,21 +124,12 @@ def chunk_attention(
     out = torch.zeros(T, H, D, device=q.device, dtype=q.dtype)
     s_slot, s_head, s_pos, _ = k_cache.stride()
     interpret = triton.knobs.runtime.interpret
-    if group_queries:
-        G = H // Hkv
-        _chunk_attn_grouped_kernel[(meta.shape[0], Hkv, triton.cdiv(block_m, group_queries))](
-            q, k_cache, v_cache, out, meta,
-            scale, H, s_slot, s_head, s_pos,
-            G=G, D=D, BLOCK_Q=group_queries, BLOCK_R=triton.next_power_of_2(G * group_queries),
-            BLOCK_N=block_n, INTERPRET=interpret, num_warps=num_warps, num_stages=num_stages,
-        )  # fmt: skip
-    else:
-        _chunk_attn_kernel[(meta.shape[0], H)](
-            q, k_cache, v_cache, out, meta,
-            scale, H, H // Hkv, s_slot, s_head, s_pos,
-            D=D, BLOCK_M=block_m, BLOCK_N=block_n, INTERPRET=interpret,
-            num_warps=num_warps, num_stages=num_stages,
-        )  # fmt: skip
+    _chunk_attn_kernel[(meta.shape[0], H)](
+        q, k_cache, v_cache, out, meta,
+        scale, H, H // Hkv, s_slot, s_head, s_pos,
+        D=D, BLOCK_M=block_m, BLOCK_N=block_n, INTERPRET=interpret,
+        num_warps=num_warps, num_stages=num_stages,
+    )  # fmt: skip
     return out.view(T, H * D)
 
 

@@ -205,7 +205,7 @@ def _qkv_rope_kernel(
     s_slot, s_head, s_pos,
     NORM: tl.constexpr, HAS_BIAS: tl.constexpr, ROPE: tl.constexpr, DOT: tl.constexpr,
     D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr,
-    BLOCK_KS: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
+    BLOCK_KS: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr, EARLY_TABLES: tl.constexpr,
 ):  # fmt: skip
     # x: [B, K]; w: [(H + 2 Hkv) D, K], q heads then k heads then v heads; q: [B, H, D];
     # k, v: one layer of the cache, [slots, Hkv, M + 1, D]; row b writes slot slot[b].
@@ -223,10 +223,11 @@ def _qkv_rope_kernel(
     if PRELOAD:  # as in _linear_kernel: the first weight tile before the wait
         w1 = _load_w(w_ptr, row1, j_ok, rk, K, DOT)
         w2 = _load_w(w_ptr, row2, j_ok, rk, K, DOT)
-    where = rope_where(
-        t, rm, m_ok, rj, pos_ptr, wpos_ptr, slot_ptr, cos_ptr, sin_ptr,
-        q_ptr, k_ptr, v_ptr, n_heads, n_kv, s_slot, s_head, s_pos, ROPE, D,
-    )  # fmt: skip
+    if EARLY_TABLES:  # rope's tables and the destinations: no kernel's output this step
+        where = rope_where(
+            t, rm, m_ok, rj, pos_ptr, wpos_ptr, slot_ptr, cos_ptr, sin_ptr,
+            q_ptr, k_ptr, v_ptr, n_heads, n_kv, s_slot, s_head, s_pos, ROPE, D,
+        )  # fmt: skip
     after_previous(PDL)
     mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_KS)
     if PRELOAD:
@@ -245,6 +246,11 @@ def _qkv_rope_kernel(
     out_dtype = q_ptr.dtype.element_ty
     a1 = acc1.to(out_dtype).to(tl.float32)  # HF rounds the projection before rotating it
     a2 = acc2.to(out_dtype).to(tl.float32)
+    if not EARLY_TABLES:
+        where = rope_where(
+            t, rm, m_ok, rj, pos_ptr, wpos_ptr, slot_ptr, cos_ptr, sin_ptr,
+            q_ptr, k_ptr, v_ptr, n_heads, n_kv, s_slot, s_head, s_pos, ROPE, D,
+        )  # fmt: skip
     rope_apply_store(a1, a2, t, m_ok, n_heads, n_kv, where, ROPE, D)
 
 
@@ -465,11 +471,14 @@ def qkv_rope(
     eps: float = 1e-6,
     tiles: Tiles | None = None,
     pdl: int | None = None,
+    early_tables: bool = True,
 ) -> torch.Tensor:
     """x: [B, E] -> q: [B, H, D]; writes k, v of row b into slot ``slots[b]`` at ``wpos[b]``.
 
     k_cache, v_cache: one layer, [slots, Hkv, M + 1, D]; pos, wpos, slots: [B] int64; cos,
-    sin: [M + 1, D] (None: no rotary embedding, as in gpt_bigcode)."""
+    sin: [M + 1, D] (None: no rotary embedding, as in gpt_bigcode). ``early_tables``: rope's
+    cos and sin and the rows' destinations loaded before the wait for the previous kernel
+    (none is its output), or after the product (the benchmark's variant)."""
     B, K = x.shape
     D = head_dim
     # The kernels index rows with plain offsets: a broadcast (stride-0) index would read wrong.
@@ -492,6 +501,7 @@ def qkv_rope(
         s_slot, s_head, s_pos,
         NORM=norm, HAS_BIAS=bias is not None, ROPE=rope, DOT=t.dot,
         D=D, BLOCK_M=t.block_m, BLOCK_J=BJ, BLOCK_K=t.block_k, BLOCK_KS=t.block_ks,
-        PRELOAD=t.preload, num_warps=t.num_warps, num_stages=t.num_stages, **pdl_args(x, pdl),
+        PRELOAD=t.preload, EARLY_TABLES=early_tables, num_warps=t.num_warps,
+        num_stages=t.num_stages, **pdl_args(x, pdl),
     )  # fmt: skip
     return q
