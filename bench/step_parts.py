@@ -9,7 +9,8 @@ rounds, so every variant sees the same machine state:
   copy instead of one Triton kernel;
 - ``no_attn_preload``: attention's first keys and values loaded after the wait for the q/k/v
   kernel, not before; ``late_tables``: the q/k/v kernel's rope tables and cache destinations
-  loaded after its product, not before its wait;
+  loaded after its product, not before its wait; ``head_bn256``, ``head_bk256``: the vocabulary
+  product 256 wide, or 256 deep (the shipped tiles: 128 by 128, 8 warps);
 - ``pdl_off``, ``pdl_late``: every kernel launched serially, or early with a late release
   (``pdl.py``), whatever the architecture's default;
 - ``pick_in_head``: ``graphs.decode_and_pick`` as it ships (the greedy ids offered inside the
@@ -36,7 +37,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import engine as bench  # noqa: E402  (bench/engine.py: model configs, builder)
 
-VARIANTS = ["new", "late_tables", "no_attn_preload", "pdl_off", "pdl_late"]
+VARIANTS = [
+    "new",
+    "late_tables",
+    "no_attn_preload",
+    "head_bn256",
+    "head_bk256",
+    "pdl_off",
+    "pdl_late",
+]
 
 
 def capture_ms(fn, reps: int = 50) -> float:
@@ -56,6 +65,12 @@ def use_variant(F, em, name: str, stock: dict) -> None:
 
     F.attention, F.embed = stock["attention"], stock["embed"]
     F.K.qkv_rope = stock["qkv_rope"]
+    head = {"head_bn256": {"block_n": 256}, "head_bk256": {"block_k": 256}}.get(name, {})
+    em.fused.tile_kw = {}
+    if head:
+        em.fused.tile_kw = {
+            "head": {"dot": True, "block_n": 128, "block_k": 128, "num_warps": 8, **head}
+        }
     if name == "late_tables":
         F.K.qkv_rope = lambda *a, **k: stock["qkv_rope"](*a, **k, early_tables=False)
     em.fused.pdl = {"pdl_off": PDL_OFF, "pdl_late": PDL_LATE}.get(name, stock["pdl"])
