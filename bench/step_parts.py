@@ -8,9 +8,8 @@ rounds, so every variant sees the same machine state:
 - ``new``: the step as it ships; ``torchembed``: the embedding by HF's modules and a float32
   copy instead of one Triton kernel;
 - ``no_attn_preload``: attention's first keys and values loaded after the wait for the q/k/v
-  kernel, not before; ``late_tables``: the q/k/v kernel's rope tables and cache destinations
-  loaded after its product, not before its wait; ``head_bn256``, ``head_bk256``: the vocabulary
-  product 256 wide, or 256 deep (the shipped tiles: 128 by 128, 8 warps);
+  kernel, not before; ``head_bn128``, ``head_bk256``: the vocabulary product 128 wide (as before
+  run 29), or 256 deep (the shipped tiles: 256 wide, 128 deep, 8 warps);
 - ``pdl_off``, ``pdl_late``: every kernel launched serially, or early with a late release
   (``pdl.py``), whatever the architecture's default;
 - ``pick_in_head``: ``graphs.decode_and_pick`` as it ships (the greedy ids offered inside the
@@ -37,15 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import engine as bench  # noqa: E402  (bench/engine.py: model configs, builder)
 
-VARIANTS = [
-    "new",
-    "late_tables",
-    "no_attn_preload",
-    "head_bn256",
-    "head_bk256",
-    "pdl_off",
-    "pdl_late",
-]
+VARIANTS = ["new", "no_attn_preload", "head_bn128", "head_bk256", "pdl_off", "pdl_late"]
 
 
 def capture_ms(fn, reps: int = 50) -> float:
@@ -64,15 +55,9 @@ def use_variant(F, em, name: str, stock: dict) -> None:
     from lspilot.daemon.engine.pdl import PDL_LATE, PDL_OFF
 
     F.attention, F.embed = stock["attention"], stock["embed"]
-    F.K.qkv_rope = stock["qkv_rope"]
-    head = {"head_bn256": {"block_n": 256}, "head_bk256": {"block_k": 256}}.get(name, {})
-    em.fused.tile_kw = {}
-    if head:
-        em.fused.tile_kw = {
-            "head": {"dot": True, "block_n": 128, "block_k": 128, "num_warps": 8, **head}
-        }
-    if name == "late_tables":
-        F.K.qkv_rope = lambda *a, **k: stock["qkv_rope"](*a, **k, early_tables=False)
+    head = {"head_bn128": {"block_n": 128}, "head_bk256": {"block_k": 256}}.get(name)
+    shipped = {"dot": True, "block_n": 256, "block_k": 128, "num_warps": 8}
+    em.fused.tile_kw = {"head": {**shipped, **head}} if head else {}
     em.fused.pdl = {"pdl_off": PDL_OFF, "pdl_late": PDL_LATE}.get(name, stock["pdl"])
     if name == "no_attn_preload":
         F.attention = lambda *a, **k: stock["attention"](*a, **k, preload=False)
@@ -94,10 +79,7 @@ def measure(name: str, rounds: int, variants: list[str]) -> dict:
     em = EngineModel(bench.build(bench.model_configs()[name]), max_len=1088, fused=True)
     em.allocate(8)
     io = DecodeIO(em, 8)
-    stock = {
-        "attention": F.attention, "embed": F.embed, "pdl": em.fused.pdl,
-        "qkv_rope": F.K.qkv_rope,
-    }  # fmt: skip
+    stock = {"attention": F.attention, "embed": F.embed, "pdl": em.fused.pdl}
     B, L = 2, 1024
     res: dict[str, list[float]] = {}
     try:

@@ -205,7 +205,7 @@ def _qkv_rope_kernel(
     s_slot, s_head, s_pos,
     NORM: tl.constexpr, HAS_BIAS: tl.constexpr, ROPE: tl.constexpr, DOT: tl.constexpr,
     D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr,
-    BLOCK_KS: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr, EARLY_TABLES: tl.constexpr,
+    BLOCK_KS: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
 ):  # fmt: skip
     # x: [B, K]; w: [(H + 2 Hkv) D, K], q heads then k heads then v heads; q: [B, H, D];
     # k, v: one layer of the cache, [slots, Hkv, M + 1, D]; row b writes slot slot[b].
@@ -223,11 +223,6 @@ def _qkv_rope_kernel(
     if PRELOAD:  # as in _linear_kernel: the first weight tile before the wait
         w1 = _load_w(w_ptr, row1, j_ok, rk, K, DOT)
         w2 = _load_w(w_ptr, row2, j_ok, rk, K, DOT)
-    if EARLY_TABLES:  # rope's tables and the destinations: no kernel's output this step
-        where = rope_where(
-            t, rm, m_ok, rj, pos_ptr, wpos_ptr, slot_ptr, cos_ptr, sin_ptr,
-            q_ptr, k_ptr, v_ptr, n_heads, n_kv, s_slot, s_head, s_pos, ROPE, D,
-        )  # fmt: skip
     after_previous(PDL)
     mean, rstd = _row_stats(x_ptr, rm, m_ok, K, eps, NORM, BLOCK_M, BLOCK_KS)
     if PRELOAD:
@@ -246,12 +241,10 @@ def _qkv_rope_kernel(
     out_dtype = q_ptr.dtype.element_ty
     a1 = acc1.to(out_dtype).to(tl.float32)  # HF rounds the projection before rotating it
     a2 = acc2.to(out_dtype).to(tl.float32)
-    if not EARLY_TABLES:
-        where = rope_where(
-            t, rm, m_ok, rj, pos_ptr, wpos_ptr, slot_ptr, cos_ptr, sin_ptr,
-            q_ptr, k_ptr, v_ptr, n_heads, n_kv, s_slot, s_head, s_pos, ROPE, D,
-        )  # fmt: skip
-    rope_apply_store(a1, a2, t, m_ok, n_heads, n_kv, where, ROPE, D)
+    rope_store(
+        a1, a2, t, rm, m_ok, rj, pos_ptr, wpos_ptr, slot_ptr, cos_ptr, sin_ptr,
+        q_ptr, k_ptr, v_ptr, n_heads, n_kv, s_slot, s_head, s_pos, ROPE, D,
+    )  # fmt: skip
 
 
 @triton.jit
@@ -263,31 +256,16 @@ def rope_store(
     # Head t of rows ``rows``, as its two halves (columns rj and rj + D/2, [R, J] float32):
     # q and k heads rotated (with ROPE), then q heads stored to q [R, H, D] and k, v heads into
     # one layer's cache at each row's slot and write position. Shared with the packed prefill.
-    where = rope_where(
-        t, rows, row_ok, rj, pos_ptr, wpos_ptr, slot_ptr, cos_ptr, sin_ptr,
-        q_ptr, k_ptr, v_ptr, n_heads, n_kv, s_slot, s_head, s_pos, ROPE, D,
-    )  # fmt: skip
-    rope_apply_store(a1, a2, t, row_ok, n_heads, n_kv, where, ROPE, D)
-
-
-@triton.jit
-def rope_where(
-    t, rows, row_ok, rj, pos_ptr, wpos_ptr, slot_ptr, cos_ptr, sin_ptr,
-    q_ptr, k_ptr, v_ptr, n_heads, n_kv, s_slot, s_head, s_pos,
-    ROPE: tl.constexpr, D: tl.constexpr,
-):  # fmt: skip
-    # What ``rope_apply_store`` needs besides the projection: the rows' cos and sin and where
-    # head t goes. None of it is a previous kernel's output, so the decode step loads it before
-    # waiting for that kernel. -> (cos, sin of both halves, destination pointers)
     HALF: tl.constexpr = D // 2
     if ROPE:
-        p = tl.load(pos_ptr + rows, mask=row_ok, other=0)
-        cs = cos_ptr + p[:, None] * D + rj[None, :]
-        sn = sin_ptr + p[:, None] * D + rj[None, :]
-        c1, c2 = tl.load(cs).to(tl.float32), tl.load(cs + HALF).to(tl.float32)
-        s1, s2 = tl.load(sn).to(tl.float32), tl.load(sn + HALF).to(tl.float32)
-    else:
-        c1, c2, s1, s2 = 1.0, 1.0, 0.0, 0.0
+        if t < n_heads + n_kv:  # q and k heads rotate, v heads do not
+            p = tl.load(pos_ptr + rows, mask=row_ok, other=0)
+            cs = cos_ptr + p[:, None] * D + rj[None, :]
+            sn = sin_ptr + p[:, None] * D + rj[None, :]
+            c1, c2 = tl.load(cs).to(tl.float32), tl.load(cs + HALF).to(tl.float32)
+            s1, s2 = tl.load(sn).to(tl.float32), tl.load(sn + HALF).to(tl.float32)
+            a1, a2 = a1 * c1 - a2 * s1, a2 * c2 + a1 * s2
+    mask = row_ok[:, None]
     if t < n_heads:
         dst = q_ptr + rows[:, None] * (n_heads * D) + t * D + rj[None, :]
     else:
@@ -298,19 +276,7 @@ def rope_where(
             dst = k_ptr + row + (t - n_heads) * s_head
         else:
             dst = v_ptr + row + (t - n_heads - n_kv) * s_head
-    return c1, c2, s1, s2, dst
-
-
-@triton.jit
-def rope_apply_store(a1, a2, t, row_ok, n_heads, n_kv, where, ROPE: tl.constexpr, D: tl.constexpr):
-    # ``rope_store``'s rotation (q and k heads; v heads do not rotate) and stores.
-    HALF: tl.constexpr = D // 2
-    c1, c2, s1, s2, dst = where
-    if ROPE:
-        if t < n_heads + n_kv:
-            a1, a2 = a1 * c1 - a2 * s1, a2 * c2 + a1 * s2
-    mask = row_ok[:, None]
-    out_dtype = dst.dtype.element_ty
+    out_dtype = q_ptr.dtype.element_ty
     tl.store(dst, a1.to(out_dtype), mask=mask)
     tl.store(dst + HALF, a2.to(out_dtype), mask=mask)
 
@@ -383,8 +349,10 @@ class Tiles:
                               block_j=16 if dot else 4, preload=small)  # fmt: skip
         if splittable:
             return Tiles.make(B, N, K, dot=True, block_n=32, block_k=128, programs=2 * PROGRAMS)
-        if small and N >= 32000:  # the vocabulary: 0.833 -> 0.817 ms, 1.536 -> 1.504
-            return Tiles.make(B, N, K, dot=True, block_n=128, block_k=128, num_warps=8)
+        if small and N >= 32000:
+            # The vocabulary: 128 wide instead of 64, 0.833 -> 0.817 ms, 1.536 -> 1.504 (run
+            # 15); 256 wide, 792.9 -> 788.1 us, 1397.2 -> 1392.6 (run 29; 256 deep slower).
+            return Tiles.make(B, N, K, dot=True, block_n=256, block_k=128, num_warps=8)
         if small and not stacked and K >= 1536 and K % 256 == 0:
             # starcoder's c_fc: 1.540 -> 1.467 ms. Not for a gate/up-stacked weight (``stacked``:
             # two tiles a step): qwen 1.5b 1.76 -> 1.91 ms, deepseek 1.62 -> 1.66, likely as
@@ -471,14 +439,11 @@ def qkv_rope(
     eps: float = 1e-6,
     tiles: Tiles | None = None,
     pdl: int | None = None,
-    early_tables: bool = True,
 ) -> torch.Tensor:
     """x: [B, E] -> q: [B, H, D]; writes k, v of row b into slot ``slots[b]`` at ``wpos[b]``.
 
     k_cache, v_cache: one layer, [slots, Hkv, M + 1, D]; pos, wpos, slots: [B] int64; cos,
-    sin: [M + 1, D] (None: no rotary embedding, as in gpt_bigcode). ``early_tables``: rope's
-    cos and sin and the rows' destinations loaded before the wait for the previous kernel
-    (none is its output), or after the product (the benchmark's variant)."""
+    sin: [M + 1, D] (None: no rotary embedding, as in gpt_bigcode)."""
     B, K = x.shape
     D = head_dim
     # The kernels index rows with plain offsets: a broadcast (stride-0) index would read wrong.
@@ -501,7 +466,6 @@ def qkv_rope(
         s_slot, s_head, s_pos,
         NORM=norm, HAS_BIAS=bias is not None, ROPE=rope, DOT=t.dot,
         D=D, BLOCK_M=t.block_m, BLOCK_J=BJ, BLOCK_K=t.block_k, BLOCK_KS=t.block_ks,
-        PRELOAD=t.preload, EARLY_TABLES=early_tables, num_warps=t.num_warps,
-        num_stages=t.num_stages, **pdl_args(x, pdl),
+        PRELOAD=t.preload, num_warps=t.num_warps, num_stages=t.num_stages, **pdl_args(x, pdl),
     )  # fmt: skip
     return q

@@ -191,29 +191,3 @@ def test_kernel_launch_mode_is_serial_here_and_a_bad_override_is_refused(monkeyp
     monkeypatch.setenv("LSPILOT_PDL", "yes")
     with pytest.raises(ValueError, match="LSPILOT_PDL must be 0"):
         pdl.pdl_mode()
-
-
-@pytest.mark.parametrize("rope", [True, False])
-def test_qkv_kernel_writes_the_same_whenever_it_loads_its_tables(rope):
-    # The rope tables and cache destinations load before the wait (the default) or after the
-    # product (the benchmark's variant): the same q and cache writes either way.
-    from lspilot.daemon.engine import kernels as K
-
-    g = torch.Generator().manual_seed(4)
-    B, E, H, Hkv, D, M = 3, 64, 4, 2, 32, 16
-    x = torch.randn(B, E, generator=g)
-    w = torch.randn((H + 2 * Hkv) * D, E, generator=g)
-    tables = torch.randn(2, M + 1, D, generator=g) if rope else (None, None)
-    pos, wpos, slots = torch.tensor([3, 9, 0]), torch.tensor([3, 9, M]), torch.tensor([2, 0, 1])
-    outs = []
-    for early in (True, False):
-        k_cache, v_cache = torch.zeros(2, B, Hkv, M + 1, D)
-        q = K.qkv_rope(
-            x, w, None, n_heads=H, n_kv=Hkv, head_dim=D, k_cache=k_cache, v_cache=v_cache,
-            pos=pos, wpos=wpos, slots=slots, cos=tables[0], sin=tables[1],
-            norm=K.NORM_RMS, norm_w=torch.ones(E), early_tables=early,
-        )  # fmt: skip
-        outs.append((q, k_cache, v_cache))
-    for a, b in zip(*outs, strict=True):
-        assert torch.equal(a, b)
-    assert outs[0][1][slots[1], :, 9].abs().sum() > 0  # row 1's key landed at its position
