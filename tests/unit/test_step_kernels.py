@@ -67,6 +67,25 @@ def test_pick_chooses_as_torch_argmax_and_feeds_the_inputs_back():
     assert want[0] == 37
 
 
+def test_pick_in_the_vocabulary_products_shipped_tiles():
+    # The tiles the vocabulary product ships with at batch <= 2 (256 wide, tensor-core rows)
+    # over a vocabulary whose last tile is partial, with the best value of row 1 in that tile.
+    g = torch.Generator().manual_seed(8)
+    N, E = 700, 32
+    x = torch.randn(2, E, generator=g)
+    w = torch.randn(N, E, generator=g)
+    w[650] = x[1] * 10.0  # row 1's best, in the third (partial) tile
+    tiles = K.Tiles.choose(2, 151936, E)
+    assert (tiles.block_n, tiles.dot) == (256, True)
+    inputs = torch.zeros(3, 2, 1, dtype=torch.long)
+    pick = step_ends.Pick(inputs, torch.zeros(2, dtype=torch.long), trash=99)
+    logits = K.linear(x, w, out_dtype=torch.float32, tiles=tiles, pick=pick)
+    step_ends.feedback(pick, 2)
+    assert torch.allclose(logits, x @ w.T, atol=1e-4, rtol=1e-4)
+    assert torch.equal(pick.next_ids, logits.argmax(-1))
+    assert pick.next_ids[1] == 650
+
+
 def test_pick_takes_nan_as_torch_argmax_does():
     # A NaN logit wins at its first index (torch.argmax); a row of NaN picks token 0, inside
     # the vocabulary, where no value would equal the NaN maximum.
