@@ -4,7 +4,8 @@
 A program per (row, KV head, split of the keys): the grouped query heads of one KV head share
 each key load, and a small second kernel merges the splits by their log-sum-exp. Merging inside
 the last split to finish measured slower (docs/performance.md, run 19): one program then merges
-every head in turn. ``softmax_fold`` is shared with the prefill's chunk attention.
+every head in turn; so did merging in the output product's input loader (run 25), where every
+output tile re-reads all the splits. ``softmax_fold`` is shared with the prefill's chunk attention.
 """
 
 from __future__ import annotations
