@@ -135,13 +135,76 @@ def launch_floor(kernels: int = 147, reps: int = 50) -> dict:
     return out
 
 
+# The sixth session's comparisons (docs/performance.md, runs 25-29): (run, what changed, the
+# variant with the change, the variant without it, what became of it). Each pair ran in the
+# same process.
+COMPARISONS = [
+    ("run25", "product merges attention's splits", "new", "merge_kernel", "reverted"),
+    ("run26", "gate/up split over K", "new", "up_unsplit", "reverted"),
+    ("run27", "RMS norm's scale after the product", "new", "norm_before", "reverted"),
+    ("run29", "q/k/v tables before the wait", "new", "late_tables", "reverted"),
+    ("run29", "attention's keys before the wait", "new", "no_attn_preload", "kept"),
+    ("run29", "vocabulary product 256 wide", "head_bn256", "new", "kept"),
+    ("run29", "vocabulary product 256 deep", "head_bk256", "new", "reverted"),
+    ("run29", "PDL, late release", "pdl_late", "pdl_off", "qwen only"),
+]
+
+
+def plot(data: Path, path: Path) -> None:
+    """The comparisons above from ``data`` (docs/data/engine-2026-12-02) as one figure: the
+    step's change in µs per model, symmetric-log scale (they span -5 to +1500 µs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = ["qwen2.5-coder-0.5b", "starcoder-1b"]
+    rows = []
+    for run, label, changed, base, kept in COMPARISONS:
+        res = json.loads((data / run / "step_parts.json").read_text())
+        deltas = [(res[m][changed]["median_ms"] - res[m][base]["median_ms"]) * 1000 for m in models]
+        rows.append((label, deltas, kept))
+    fig, ax = plt.subplots(figsize=(9, 4.6))
+    y = range(len(rows))
+    for i, m in enumerate(models):
+        ax.barh([r - 0.2 + 0.4 * i for r in y], [d[i] for _, d, _ in rows], height=0.38,
+                label=m, color=["#4c72b0", "#dd8452"][i])  # fmt: skip
+    for r, (_, d, _) in zip(y, rows, strict=True):
+        for i, v in enumerate(d):
+            ax.annotate(f"{v:+.1f}", (v, r - 0.2 + 0.4 * i), fontsize=7, va="center",
+                        ha="left" if v >= 0 else "right", xytext=(3 if v >= 0 else -3, 0),
+                        textcoords="offset points")  # fmt: skip
+    ax.set_yticks(list(y), [f"{lab} ({fate})" for lab, _, fate in rows])
+    ax.invert_yaxis()
+    ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlim(-400, 8000)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("change of the whole decode step, µs (batch 2, 1024 keys; < 0 is faster)")
+    floor = json.loads((data / "run29" / "step_parts.json").read_text())
+    f = floor["launch_floor_us_per_kernel"]
+    ax.set_title(
+        "H200, bf16: the decode step with one part changed at a time (runs 25-29)\n"
+        f"a kernel boundary alone: {f['pdl_late_264p']:.2f} µs with PDL, "
+        f"{f['serial_264p']:.2f} serial (264 programs)",
+        fontsize=9,
+    )
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--models", nargs="*", default=["qwen2.5-coder-0.5b", "starcoder-1b"])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--variants", nargs="*", default=VARIANTS)
+    ap.add_argument("--plot", metavar="DATA", help="only draw the runs 25-29 figure into --out")
     args = ap.parse_args()
+    if args.plot:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        plot(Path(args.plot), Path(args.out) / "step_parts.png")
+        return
     bench._import_lspilot()
     out = {"launch_floor_us_per_kernel": launch_floor()}
     print(
