@@ -9,7 +9,7 @@ rounds, so every variant sees the same machine state:
   copy instead of one Triton kernel;
 - ``no_attn_preload``: attention's first keys and values loaded after the wait for the q/k/v
   kernel, not before; ``head_bn128``, ``head_bk256``: the vocabulary product 128 wide (as before
-  run 29), or 256 deep (the shipped tiles: 256 wide, 128 deep, 8 warps);
+  run 29), or 128 wide and 256 deep (the shipped tiles: 256 wide, 128 deep, 8 warps);
 - ``pdl_off``, ``pdl_late``: every kernel launched serially, or early with a late release
   (``pdl.py``), whatever the architecture's default;
 - ``pick_in_head``: ``graphs.decode_and_pick`` as it ships (the greedy ids offered inside the
@@ -55,7 +55,10 @@ def use_variant(F, em, name: str, stock: dict) -> None:
     from lspilot.daemon.engine.pdl import PDL_LATE, PDL_OFF
 
     F.attention, F.embed = stock["attention"], stock["embed"]
-    head = {"head_bn128": {"block_n": 128}, "head_bk256": {"block_k": 256}}.get(name)
+    # head_bk256 as run 29 timed it: 128 wide, 256 deep
+    head = {"head_bn128": {"block_n": 128}, "head_bk256": {"block_n": 128, "block_k": 256}}.get(
+        name
+    )
     shipped = {"dot": True, "block_n": 256, "block_k": 128, "num_warps": 8}
     em.fused.tile_kw = {"head": {**shipped, **head}} if head else {}
     em.fused.pdl = {"pdl_off": PDL_OFF, "pdl_late": PDL_LATE}.get(name, stock["pdl"])
@@ -201,6 +204,9 @@ def main() -> None:
     ap.add_argument("--variants", nargs="*", default=VARIANTS)
     ap.add_argument("--plot", metavar="DATA", help="only draw the runs 25-29 figure into --out")
     args = ap.parse_args()
+    unknown = set(args.variants) - set(VARIANTS) - {"torchembed"}
+    if unknown:
+        ap.error(f"unknown variants {sorted(unknown)}: {VARIANTS + ['torchembed']}")
     if args.plot:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         plot(Path(args.plot), Path(args.out) / "step_parts.png")

@@ -66,11 +66,15 @@ def _attn_split_kernel(
     q = tl.load(q_ptr + q_offs, mask=g_ok[:, None], other=0.0)
     if PRELOAD:
         # The newest key and value, as the previous kernel wrote them (.cg: from L2, past any
-        # line the early load left in this multiprocessor's L1).
+        # line the early load left in this multiprocessor's L1), in the one split holding them.
         new = kv + newest * s_pos + rd
+        at = rd * 0 + newest  # as a [D] block: the interpreter cannot and a scalar mask in
+        here = (at >= start) & (at < start + BLOCK_L)
         is_new = (ll == newest)[:, None]
-        k = tl.where(is_new, tl.load(k_ptr + new, cache_modifier=".cg")[None, :], k)
-        v = tl.where(is_new, tl.load(v_ptr + new, cache_modifier=".cg")[None, :], v)
+        k_new = tl.load(k_ptr + new, mask=here, other=0.0, cache_modifier=".cg")
+        v_new = tl.load(v_ptr + new, mask=here, other=0.0, cache_modifier=".cg")
+        k = tl.where(is_new, k_new[None, :], k)
+        v = tl.where(is_new, v_new[None, :], v)
     else:
         k = tl.load(k_ptr + offs, mask=l_ok[:, None], other=0.0)
         v = tl.load(v_ptr + offs, mask=l_ok[:, None], other=0.0)
@@ -139,8 +143,10 @@ def attention(
     num_warps: int | None = None,
     preload: bool = True,
 ) -> torch.Tensor:
-    """q: [B, H, D]; row b attends slot ``slots[b]`` at positions 0..pos[b] (< n_keys), the
-    newest written by the kernel just before -> [B, H * D]. ``block_l`` (keys a loop step),
+    """q: [B, H, D]; row b attends slot ``slots[b]`` at positions 0..pos[b] (< n_keys) -> [B,
+    H * D]. Of those keys the kernel just before may have written only the newest, pos[b] (the
+    decode step's q/k/v kernel): the first keys load before waiting for it, and that one after.
+    Rows must not share a slot. ``block_l`` (keys a loop step),
     ``num_warps``, ``preload`` (the first keys and values loaded before the wait): the
     benchmark's variants."""
     B, H, D = q.shape

@@ -81,7 +81,9 @@ class FusedDecode:
 
     def _forward(self, ids, pos, wpos, slots, n_keys: int, pick: Pick | None = None):
         """Rows of (token, position, write position, slot): ids, pos, wpos, slots: [R]; each
-        row attends its slot at positions 0..pos. -> logits [R, V] float32."""
+        row attends its slot at positions 0..pos, and writes only its newest key there (at pos;
+        padding rows write the trash row), one row per slot, as ``attention`` requires.
+        -> logits [R, V] float32."""
         em, cache, sh = self.em, self.em.cache, self.em.shape
         # The residual stream in float32: the output and down projections add into it in place.
         x = embed(ids, pos, self.wte, self.wpe, pdl=self.pdl)  # [R, E]

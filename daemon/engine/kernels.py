@@ -329,7 +329,7 @@ class Tiles:
     @staticmethod
     def choose(
         B: int, N: int, K: int, splittable: bool = False, rope: bool = False,
-        stacked: bool = False,
+        stacked: bool = False, elem_bytes: int = 2,
     ) -> Tiles:  # fmt: skip
         """Tiles measured best on an H200: tensor-core tiles even for 2 rows, except the q/k/v
         product at batch <= 2; split-K outputs aimed at ~4 programs per multiprocessor
@@ -352,7 +352,10 @@ class Tiles:
         if small and N >= 32000:
             # The vocabulary: 128 wide instead of 64, 0.833 -> 0.817 ms, 1.536 -> 1.504 (run
             # 15); 256 wide, 792.9 -> 788.1 us, 1397.2 -> 1392.6 (run 29; 256 deep slower).
-            return Tiles.make(B, N, K, dot=True, block_n=256, block_k=128, num_warps=8)
+            # Float32 weights stay 128 wide: 256 needs 281 KiB of shared memory (sm_90: 227;
+            # tests/unit/test_kernel_resources.py).
+            wide = 256 if elem_bytes <= 2 else 128
+            return Tiles.make(B, N, K, dot=True, block_n=wide, block_k=128, num_warps=8)
         if small and not stacked and K >= 1536 and K % 256 == 0:
             # starcoder's c_fc: 1.540 -> 1.467 ms. Not for a gate/up-stacked weight (``stacked``:
             # two tiles a step): qwen 1.5b 1.76 -> 1.91 ms, deepseek 1.62 -> 1.66, likely as
@@ -401,8 +404,9 @@ def linear(
     else:
         out = torch.empty(B, N, device=x.device, dtype=out_dtype or w.dtype)
     t = tiles or Tiles.choose(
-        B, N, K, splittable=accumulate is not None, stacked=act == ACT_SILU_MUL
-    )
+        B, N, K, splittable=accumulate is not None, stacked=act == ACT_SILU_MUL,
+        elem_bytes=w.element_size(),
+    )  # fmt: skip
     grid = (triton.cdiv(N, t.block_n), triton.cdiv(B, t.block_m), triton.cdiv(K, t.k_split))
     dummy = w
     _linear_kernel[grid](

@@ -62,8 +62,10 @@ def pdl_args(x: torch.Tensor, pdl: int | None) -> dict:
 def after_previous(PDL: tl.constexpr):
     # Programmatic dependent launch (``pdl_mode``): this kernel may have been launched while the
     # one before it still ran. Wait until that one has finished and its writes are visible.
-    # Nothing before this call may read what the previous kernel writes; what the kernels before
-    # that one wrote is done (the previous one released this one only after its own wait).
+    # Nothing read before this call may be used as what the previous kernel writes (a value
+    # loaded early must be read again after it, as decode attention does its newest key); what
+    # the kernels before that one wrote is done (the previous one released this one only after
+    # its own wait).
     if PDL != 0:
         gdc_wait()
     if PDL == 1:  # early: the next kernel's programs launch now and wait in their turn
