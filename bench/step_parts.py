@@ -52,15 +52,22 @@ def capture_ms(fn, reps: int = 50) -> float:
 def use_variant(F, em, name: str, stock: dict) -> None:
     """Point the fused step's attention and embedding (names in ``F``, the ``fused`` module) at
     the variant's, and set its launch mode (``stock``: the originals)."""
+    from lspilot.daemon.engine import kernels as K
     from lspilot.daemon.engine.pdl import PDL_LATE, PDL_OFF
 
     F.attention, F.embed = stock["attention"], stock["embed"]
-    # head_bk256 as run 29 timed it: 128 wide, 256 deep
+    # The vocabulary product's shipped tiles with one change (head_bk256 as run 29 timed it:
+    # 128 wide, 256 deep).
     head = {"head_bn128": {"block_n": 128}, "head_bk256": {"block_n": 128, "block_k": 256}}.get(
         name
     )
-    shipped = {"dot": True, "block_n": 256, "block_k": 128, "num_warps": 8}
-    em.fused.tile_kw = {"head": {**shipped, **head}} if head else {}
+    em.fused.tile_kw = {}
+    if head:
+        V, E = em.fused.head.shape
+        t = K.Tiles.choose(2, V, E, elem_bytes=em.fused.head.element_size())
+        shipped = {"dot": t.dot, "block_n": t.block_n, "block_k": t.block_k,
+                   "num_warps": t.num_warps}  # fmt: skip
+        em.fused.tile_kw = {"head": {**shipped, **head}}
     em.fused.pdl = {"pdl_off": PDL_OFF, "pdl_late": PDL_LATE}.get(name, stock["pdl"])
     if name == "no_attn_preload":
         F.attention = lambda *a, **k: stock["attention"](*a, **k, preload=False)

@@ -68,7 +68,7 @@ def _attn_split_kernel(
         # The newest key and value, as the previous kernel wrote them (.cg: from L2, past any
         # line the early load left in this multiprocessor's L1), in the one split holding them.
         new = kv + newest * s_pos + rd
-        at = rd * 0 + newest  # as a [D] block: the interpreter cannot and a scalar mask in
+        at = rd * 0 + newest  # a [D] block: the interpreter refuses a scalar-derived mask
         here = (at >= start) & (at < start + BLOCK_L)
         is_new = (ll == newest)[:, None]
         k_new = tl.load(k_ptr + new, mask=here, other=0.0, cache_modifier=".cg")
@@ -146,9 +146,8 @@ def attention(
     """q: [B, H, D]; row b attends slot ``slots[b]`` at positions 0..pos[b] (< n_keys) -> [B,
     H * D]. Of those keys the kernel just before may have written only the newest, pos[b] (the
     decode step's q/k/v kernel): the first keys load before waiting for it, and that one after.
-    Rows must not share a slot. ``block_l`` (keys a loop step),
-    ``num_warps``, ``preload`` (the first keys and values loaded before the wait): the
-    benchmark's variants."""
+    Rows must not share a slot. ``block_l`` (keys a loop step), ``num_warps``, ``preload`` (the
+    first keys and values loaded before the wait): the benchmark's variants."""
     B, H, D = q.shape
     if num_warps is None:
         # 8 warps at head_dim 64: qwen 0.5b's step 0.800 -> 0.794 ms; at 128 no change
