@@ -7,6 +7,7 @@ rounds, so every variant sees the same machine state:
 
 - ``new``: the step as it ships; ``torchembed``: the embedding by HF's modules and a float32
   copy instead of one Triton kernel;
+- ``no_prefetch``: no weight asked into L2 ahead of its kernel (``l2_prefetch``);
 - ``no_attn_preload``: attention's first keys and values loaded after the wait for the q/k/v
   kernel, not before; ``head_bn128``, ``head_bk256``: the vocabulary product 128 wide (as before
   run 29), or 128 wide and 256 deep (the shipped tiles: 256 wide, 128 deep, 8 warps);
@@ -36,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import engine as bench  # noqa: E402  (bench/engine.py: model configs, builder)
 
-VARIANTS = ["new", "no_attn_preload", "head_bn128", "head_bk256", "pdl_off", "pdl_late"]
+VARIANTS = ["new", "no_prefetch", "no_attn_preload", "head_bn128", "head_bk256", "pdl_off", "pdl_late"]
 
 
 def capture_ms(fn, reps: int = 50) -> float:
@@ -69,6 +70,7 @@ def use_variant(F, em, name: str, stock: dict) -> None:
                    "num_warps": t.num_warps}  # fmt: skip
         em.fused.tile_kw = {"head": {**shipped, **head}}
     em.fused.pdl = {"pdl_off": PDL_OFF, "pdl_late": PDL_LATE}.get(name, stock["pdl"])
+    em.fused.prefetch = stock["prefetch"] and name != "no_prefetch"
     if name == "no_attn_preload":
         F.attention = lambda *a, **k: stock["attention"](*a, **k, preload=False)
     if "torchembed" in name:
@@ -89,7 +91,8 @@ def measure(name: str, rounds: int, variants: list[str]) -> dict:
     em = EngineModel(bench.build(bench.model_configs()[name]), max_len=1088, fused=True)
     em.allocate(8)
     io = DecodeIO(em, 8)
-    stock = {"attention": F.attention, "embed": F.embed, "pdl": em.fused.pdl}
+    stock = {"attention": F.attention, "embed": F.embed, "pdl": em.fused.pdl,
+             "prefetch": em.fused.prefetch}  # fmt: skip
     B, L = 2, 1024
     res: dict[str, list[float]] = {}
     try:

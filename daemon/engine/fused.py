@@ -22,6 +22,7 @@ import torch
 
 from . import kernels as K
 from .decode_attention import attention
+from .l2_prefetch import l2_prefetch_ok
 from .model import EngineModel
 from .pdl import PDL_LATE, PDL_OFF, pdl_mode
 from .step_ends import PICK_EMPTY, Pick, embed, feedback
@@ -50,6 +51,8 @@ class FusedDecode:
         # docs/performance.md, run 13.
         prefer = PDL_OFF if self.bigcode else PDL_LATE
         self.pdl = pdl_mode(em.device, prefer)
+        # Each weight asked into L2 a kernel or more before its product reads it (``_ahead``).
+        self.prefetch = l2_prefetch_ok(em.device)
         # Tile choices per product ("qkv", "o", "up", "down", "head"): ``Tiles.make`` keywords
         # that replace ``Tiles.choose``'s heuristic (bench/step_sweep.py, the tests).
         self.tile_kw: dict[str, dict] = {}
@@ -68,6 +71,18 @@ class FusedDecode:
     def _tiles(self, op: str, B: int, N: int, K_in: int) -> K.Tiles | None:
         kw = self.tile_kw.get(op)
         return None if kw is None else K.Tiles.make(B, N, K_in, **kw)
+
+    def _ahead(self, i: int) -> dict[str, torch.Tensor | None]:
+        """Layer i's L2 prefetches, by the kernel that issues them: q/k/v asks for the output
+        product's weights, attention (which reads little) for gate/up's, gate/up for down's
+        (not earlier: starcoder's two MLP weights together, 67 MB, would not fit the 50 MB L2),
+        down for the next layer's q/k/v. The vocabulary product (136-272 MB) is never asked for.
+        """
+        if not self.prefetch:
+            return dict.fromkeys(("qkv", "attention", "up", "down"))
+        lw = self.layers[i]
+        nxt = self.layers[i + 1].w_qkv if i + 1 < len(self.layers) else None
+        return {"qkv": lw.w_o, "attention": lw.w_up, "up": lw.w_down, "down": nxt}
 
     def decode(self, ids, pos, wpos, key_pos, pick: Pick | None = None):
         """ids, pos, wpos: [B, 1]; key_pos: [L] -> logits [B, V] float32 (as EngineModel).
@@ -96,23 +111,29 @@ class FusedDecode:
         for i, lw in enumerate(self.layers):
             k_cache, v_cache = cache.k[i], cache.v[i]  # [N, Hkv, M + 1, D]
             n_mid = lw.w_down.shape[1]
+            ahead = self._ahead(i)
             q = K.qkv_rope(
                 x, lw.w_qkv, lw.b_qkv,
                 n_heads=sh.n_heads, n_kv=sh.n_kv_heads, head_dim=sh.head_dim,
                 k_cache=k_cache, v_cache=v_cache, pos=pos, wpos=wpos, slots=slots,
                 cos=cos, sin=sin,
                 norm=self.norm_kind, norm_w=lw.ln1[0], norm_b=lw.ln1[1], eps=lw.ln1[2],
-                tiles=t_qkv, pdl=pdl,
+                tiles=t_qkv, pdl=pdl, prefetch=ahead["qkv"],
             )  # fmt: skip  # q: [R, H, D]
-            attn = attention(q, k_cache, v_cache, pos, slots, n_keys, em.scaling, pdl=pdl)
+            attn = attention(
+                q, k_cache, v_cache, pos, slots, n_keys, em.scaling, pdl=pdl,
+                prefetch=ahead["attention"],
+            )  # fmt: skip
             K.linear(attn, lw.w_o, lw.b_o, accumulate=x, tiles=t_o, pdl=pdl)
             h = K.linear(
                 x, lw.w_up, lw.b_up,
                 norm=self.norm_kind, norm_w=lw.ln2[0], norm_b=lw.ln2[1], eps=lw.ln2[2],
                 act=mlp_act, tiles=self._tiles("up", R, n_mid, E), pdl=pdl,
+                prefetch=ahead["up"],
             )  # fmt: skip  # [R, I]
             K.linear(h, lw.w_down, lw.b_down, accumulate=x,
-                     tiles=self._tiles("down", R, E, n_mid), pdl=pdl)  # fmt: skip
+                     tiles=self._tiles("down", R, E, n_mid), pdl=pdl,
+                     prefetch=ahead["down"])  # fmt: skip
         w, b, eps = self.final
         logits = K.linear(
             x, self.head, self.head_bias,

@@ -36,6 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .l2_prefetch import prefetch_args, prefetch_l2
 from .pdl import after_previous, pdl_args, release_next
 from .step_ends import Pick, pick_args, pick_offer
 from .tile_math import dot
@@ -137,12 +138,15 @@ def _linear_kernel(
     K_SPLIT: tl.constexpr, BLOCK_KS: tl.constexpr,
     PDL: tl.constexpr, PRELOAD: tl.constexpr,
     best_ptr, PICK: tl.constexpr,
+    pf_ptr, pf_bytes, pf_chunk, PF: tl.constexpr, PF_LANES: tl.constexpr,
 ):  # fmt: skip
     # x: [B, K]; w: [N, K] (or [2N, K] gate rows then up rows for ACT_SILU_MUL); y: [B, N].
     # PICK: y is the logits; each program also offers its tile's greedy token (``pick_offer``).
     # Program (n, m, k) computes a [BLOCK_M, BLOCK_N] tile over inputs k*K_SPLIT..+K_SPLIT.
     # ATOMIC: float32 y += the partial product (y is the residual stream: the residual add is
     # free, and splitting K gives a narrow output like o_proj enough programs to fill the GPU).
+    # PF: first ask L2 for a later kernel's weights (``l2_prefetch``).
+    prefetch_l2(pf_ptr, pf_bytes, pf_chunk, PF, PF_LANES)
     pid_n, pid_m, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -206,10 +210,13 @@ def _qkv_rope_kernel(
     NORM: tl.constexpr, HAS_BIAS: tl.constexpr, ROPE: tl.constexpr, DOT: tl.constexpr,
     D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_KS: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
+    pf_ptr, pf_bytes, pf_chunk, PF: tl.constexpr, PF_LANES: tl.constexpr,
 ):  # fmt: skip
     # x: [B, K]; w: [(H + 2 Hkv) D, K], q heads then k heads then v heads; q: [B, H, D];
     # k, v: one layer of the cache, [slots, Hkv, M + 1, D]; row b writes slot slot[b].
     # A program computes columns j and j + D/2 of one head, the pairs rope rotates together.
+    # PF: first ask L2 for a later kernel's weights (``l2_prefetch``).
+    prefetch_l2(pf_ptr, pf_bytes, pf_chunk, PF, PF_LANES)
     t, pid_j, pid_m = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     HALF: tl.constexpr = D // 2
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -386,13 +393,15 @@ def linear(
     tiles: Tiles | None = None,
     pdl: int | None = None,
     pick: Pick | None = None,
+    prefetch: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``act(norm(x) @ w.T + bias)``; x: [B, K] -> [B, N] (N = rows of w, halved for
     ``ACT_SILU_MUL``). ``accumulate``: a float32 [B, N] tensor that the product is added to in
     place (split over K, atomically) and returned; no activation then. ``tiles``: overrides
     the heuristic (the benchmark's tile sweep). ``pdl``: how it launches (``pdl_mode``).
     ``pick``: the output is logits; also offer each row's greedy token (``Pick``; then
-    ``feedback``)."""
+    ``feedback``). ``prefetch``: a contiguous tensor (a later kernel's weights) to pull into
+    L2 as this kernel starts (``l2_prefetch``; None on devices without it)."""
     B, K = x.shape
     if pick is not None and (accumulate is not None or act != ACT_NONE or B > pick.rows):
         raise ValueError("pick takes a plain product of at most pick.rows rows")
@@ -418,6 +427,8 @@ def linear(
         K_SPLIT=t.k_split, BLOCK_KS=t.block_ks, PRELOAD=t.preload, num_warps=t.num_warps,
         num_stages=t.num_stages,
         **pick_args(pick, dummy), **pdl_args(x, pdl),
+        **prefetch_args(prefetch, grid[0] * grid[1] * grid[2], t.num_warps, dummy),
+        PF_LANES=32 * t.num_warps,
     )  # fmt: skip
     return out
 
@@ -443,11 +454,13 @@ def qkv_rope(
     eps: float = 1e-6,
     tiles: Tiles | None = None,
     pdl: int | None = None,
+    prefetch: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """x: [B, E] -> q: [B, H, D]; writes k, v of row b into slot ``slots[b]`` at ``wpos[b]``.
 
     k_cache, v_cache: one layer, [slots, Hkv, M + 1, D]; pos, wpos, slots: [B] int64; cos,
-    sin: [M + 1, D] (None: no rotary embedding, as in gpt_bigcode)."""
+    sin: [M + 1, D] (None: no rotary embedding, as in gpt_bigcode). ``prefetch``: as
+    ``linear``'s."""
     B, K = x.shape
     D = head_dim
     # The kernels index rows with plain offsets: a broadcast (stride-0) index would read wrong.
@@ -471,5 +484,7 @@ def qkv_rope(
         NORM=norm, HAS_BIAS=bias is not None, ROPE=rope, DOT=t.dot,
         D=D, BLOCK_M=t.block_m, BLOCK_J=BJ, BLOCK_K=t.block_k, BLOCK_KS=t.block_ks,
         PRELOAD=t.preload, num_warps=t.num_warps, num_stages=t.num_stages, **pdl_args(x, pdl),
+        **prefetch_args(prefetch, grid[0] * grid[1] * grid[2], t.num_warps, dummy),
+        PF_LANES=32 * t.num_warps,
     )  # fmt: skip
     return q
