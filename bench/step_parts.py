@@ -7,6 +7,8 @@ rounds, so every variant sees the same machine state:
 
 - ``new``: the step as it ships; ``torchembed``: the embedding by HF's modules and a float32
   copy instead of one Triton kernel;
+- ``qkv_defer``, ``up_defer``, ``o_defer``, ``down_defer``: that product as multiply-and-sum
+  with the sum over inputs taken once after its loop (``Tiles.defer``), not at every step;
 - ``no_prefetch``: no weight asked into L2 ahead of its kernel (``l2_prefetch``);
 - ``no_attn_preload``: attention's first keys and values loaded after the wait for the q/k/v
   kernel, not before; ``head_bn128``, ``head_bk256``: the vocabulary product 128 wide (as before
@@ -37,7 +39,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import engine as bench  # noqa: E402  (bench/engine.py: model configs, builder)
 
-VARIANTS = ["new", "no_prefetch", "no_attn_preload", "head_bn128", "head_bk256", "pdl_off", "pdl_late"]
+# Multiply-and-sum summed once after the loop (``Tiles.defer``) for one product at a time.
+DEFER = {
+    "qkv_defer": ("qkv", {"block_n": 16, "block_k": 512, "block_j": 4, "preload": True}),
+    "up_defer": ("up", {"block_n": 16, "block_k": 128}),
+    "o_defer": ("o", {"block_n": 32, "block_k": 128, "programs": 528}),
+    "down_defer": ("down", {"block_n": 32, "block_k": 128, "programs": 528}),
+}
+VARIANTS = ["new", "no_prefetch", "no_attn_preload", "head_bn128", "head_bk256", "pdl_off",
+            "pdl_late", *DEFER]  # fmt: skip
 
 
 def capture_ms(fn, reps: int = 50) -> float:
@@ -69,6 +79,9 @@ def use_variant(F, em, name: str, stock: dict) -> None:
         shipped = {"dot": t.dot, "block_n": t.block_n, "block_k": t.block_k,
                    "num_warps": t.num_warps}  # fmt: skip
         em.fused.tile_kw = {"head": {**shipped, **head}}
+    if name in DEFER:
+        op, kw = DEFER[name]
+        em.fused.tile_kw = {op: {"dot": False, "defer": True, **kw}}
     em.fused.pdl = {"pdl_off": PDL_OFF, "pdl_late": PDL_LATE}.get(name, stock["pdl"])
     em.fused.prefetch = stock["prefetch"] and name != "no_prefetch"
     if name == "no_attn_preload":

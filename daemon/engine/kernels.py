@@ -101,7 +101,7 @@ def _load_x(
 def _load_w(w_ptr, rows, row_ok, kk, K: tl.constexpr, DOT: tl.constexpr):
     # Weight rows ``rows`` [BN] at columns kk: [BK, BN] for a tensor-core product, else [BN, BK].
     k_ok = kk < K
-    if DOT:
+    if DOT == 1:
         w = tl.load(
             w_ptr + rows[None, :] * K + kk[:, None], mask=row_ok[None, :] & k_ok[:, None], other=0.0
         )
@@ -114,14 +114,36 @@ def _load_w(w_ptr, rows, row_ok, kk, K: tl.constexpr, DOT: tl.constexpr):
 
 @triton.jit
 def _product(x, w, DOT: tl.constexpr):
-    # x: [BM, BK] (model dtype) times a ``_load_w`` tile -> [BM, BN] float32. DOT uses the
+    # x: [BM, BK] (model dtype) times a ``_load_w`` tile -> [BM, BN] float32. DOT 1 uses the
     # tensor cores (BM >= 16); otherwise multiply-and-sum on the CUDA cores, which lets a small
-    # batch use a tile of just its own rows.
-    if DOT:
+    # batch use a tile of just its own rows. DOT 2 (``Tiles.defer``): the products alone,
+    # [BM, BN, BK], which the accumulator sums once after the loop (``_acc_total``) instead of
+    # across the threads at every step.
+    if DOT == 1:
         out = dot(x, w)
+    elif DOT == 2:
+        out = x.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :]
     else:
         out = tl.sum(x.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
     return out
+
+
+@triton.jit
+def _acc_zeros(BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, DOT: tl.constexpr):
+    # A product's float32 accumulator: [BM, BN], or per input column [BM, BN, BK] for DOT 2.
+    if DOT == 2:
+        acc = tl.zeros([BM, BN, BK], tl.float32)
+    else:
+        acc = tl.zeros([BM, BN], tl.float32)
+    return acc
+
+
+@triton.jit
+def _acc_total(acc, DOT: tl.constexpr):
+    # The accumulator as [BM, BN] (DOT 2 sums its input columns here, once).
+    if DOT == 2:
+        acc = tl.sum(acc, axis=2)
+    return acc
 
 
 @triton.jit
@@ -153,8 +175,8 @@ def _linear_kernel(
     rk = tl.arange(0, BLOCK_K)
     m_ok, n_ok = rm < B, rn < N
     w_dtype = w_ptr.dtype.element_ty
-    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-    acc_up = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    acc = _acc_zeros(BLOCK_M, BLOCK_N, BLOCK_K, DOT)
+    acc_up = _acc_zeros(BLOCK_M, BLOCK_N, BLOCK_K, DOT)
     if PRELOAD:
         # The weights are no kernel's output: the first step's tile can load before the wait
         # and the row statistics, so its memory latency overlaps theirs (and, under PDL, the
@@ -177,6 +199,7 @@ def _linear_kernel(
         if ACT == 2:
             acc_up += _tile_product(x, w_ptr, rn + N, n_ok, kk, K, DOT)
     release_next(PDL)
+    acc, acc_up = _acc_total(acc, DOT), _acc_total(acc_up, DOT)
     if HAS_BIAS:
         first = (pid_k == 0).to(tl.float32)  # the bias once, from the first split
         acc += first * tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
@@ -225,8 +248,8 @@ def _qkv_rope_kernel(
     m_ok = rm < B
     row1, row2 = t * D + rj, t * D + HALF + rj
     j_ok = rj < HALF
-    acc1 = tl.zeros([BLOCK_M, BLOCK_J], tl.float32)
-    acc2 = tl.zeros([BLOCK_M, BLOCK_J], tl.float32)
+    acc1 = _acc_zeros(BLOCK_M, BLOCK_J, BLOCK_K, DOT)
+    acc2 = _acc_zeros(BLOCK_M, BLOCK_J, BLOCK_K, DOT)
     if PRELOAD:  # as in _linear_kernel: the first weight tile before the wait
         w1 = _load_w(w_ptr, row1, j_ok, rk, K, DOT)
         w2 = _load_w(w_ptr, row2, j_ok, rk, K, DOT)
@@ -242,6 +265,7 @@ def _qkv_rope_kernel(
         acc1 += _tile_product(x, w_ptr, row1, j_ok, kk, K, DOT)
         acc2 += _tile_product(x, w_ptr, row2, j_ok, kk, K, DOT)
     release_next(PDL)
+    acc1, acc2 = _acc_total(acc1, DOT), _acc_total(acc2, DOT)
     if HAS_BIAS:
         acc1 += tl.load(b_ptr + row1).to(tl.float32)[None, :]
         acc2 += tl.load(b_ptr + row2).to(tl.float32)[None, :]
@@ -308,14 +332,22 @@ class Tiles:
     block_j: int = 16  # q/k/v only: rotary pairs per program (below 16: multiply-and-sum only)
     num_stages: int = 3  # weight tiles in flight per program (Triton's software pipeline)
     preload: bool = False  # load the first weight tile before waiting for the previous kernel
+    defer: bool = False  # multiply-and-sum only: sum over the inputs once, after the loop
+
+    @property
+    def dot_mode(self) -> int:
+        """The kernels' DOT: 1 tensor cores, 0 multiply-and-sum, 2 the same, summed once."""
+        return 1 if self.dot else 2 if self.defer else 0
 
     @staticmethod
     def make(
         B: int, N: int, K: int, *, dot: bool, block_n: int, block_k: int,
         num_warps: int = 4, programs: int = 0, block_j: int = 16, num_stages: int = 3,
-        preload: bool = False,
+        preload: bool = False, defer: bool = False,
     ) -> Tiles:  # fmt: skip
         """``programs``: split K until about that many programs run (0: no split)."""
+        if defer and dot:
+            raise ValueError("defer is for multiply-and-sum tiles (dot=False)")
         if dot:
             block_m = 16 if B <= 16 else 32 if B <= 32 else 64
         else:
@@ -331,7 +363,7 @@ class Tiles:
         # chunk is 128 KiB of registers, which spills (batch 64 measured 2-4x slower than 32).
         block_ks = min(512, _pow2(K), max(64, 8192 // block_m))
         return Tiles(dot, block_m, block_n, block_k, k_split, block_ks, num_warps, block_j,
-                     num_stages, preload)  # fmt: skip
+                     num_stages, preload, defer)  # fmt: skip
 
     @staticmethod
     def choose(
@@ -423,7 +455,7 @@ def linear(
         norm_w if norm_w is not None else dummy, norm_b if norm_b is not None else dummy, out,
         B, N, K, eps,
         NORM=norm, HAS_BIAS=bias is not None, ACT=act, ATOMIC=accumulate is not None,
-        DOT=t.dot, BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k,
+        DOT=t.dot_mode, BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k,
         K_SPLIT=t.k_split, BLOCK_KS=t.block_ks, PRELOAD=t.preload, num_warps=t.num_warps,
         num_stages=t.num_stages,
         **pick_args(pick, dummy), **pdl_args(x, pdl),
@@ -481,7 +513,7 @@ def qkv_rope(
         q, k_cache, v_cache,
         B, K, eps, n_heads, n_kv,
         s_slot, s_head, s_pos,
-        NORM=norm, HAS_BIAS=bias is not None, ROPE=rope, DOT=t.dot,
+        NORM=norm, HAS_BIAS=bias is not None, ROPE=rope, DOT=t.dot_mode,
         D=D, BLOCK_M=t.block_m, BLOCK_J=BJ, BLOCK_K=t.block_k, BLOCK_KS=t.block_ks,
         PRELOAD=t.preload, num_warps=t.num_warps, num_stages=t.num_stages, **pdl_args(x, pdl),
         **prefetch_args(prefetch, grid[0] * grid[1] * grid[2], t.num_warps, dummy),
