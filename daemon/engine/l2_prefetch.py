@@ -23,6 +23,9 @@ import triton
 import triton.language as tl
 
 
+MAX_CHUNK = 1 << 16  # bytes one instruction asks for: no size limit is documented, so a modest one
+
+
 def l2_prefetch_ok(device: torch.device | None) -> bool:
     """Prefetch into L2: where it exists (a compiled CUDA device of compute capability 9 or
     later) unless ``LSPILOT_L2_PREFETCH=0``."""
@@ -39,38 +42,42 @@ def l2_prefetch_ok(device: torch.device | None) -> bool:
 
 def prefetch_args(region: torch.Tensor | None, programs: int, num_warps: int, dummy) -> dict:
     """The keywords that make a launch of ``programs`` programs of ``num_warps`` warps pull
-    ``region`` (contiguous; None: nothing) into L2, each warp one chunk."""
+    ``region`` (contiguous; None: nothing) into L2: each warp one chunk of at most
+    ``MAX_CHUNK`` bytes, or several where the grid is small."""
     if region is None:
         return {"pf_ptr": dummy, "pf_bytes": 0, "pf_chunk": 16, "PF": False}
     if not region.is_contiguous():
         raise ValueError("an L2 prefetch region must be contiguous")
     nbytes = region.numel() * region.element_size()
-    chunk = max(256, -(-nbytes // (programs * num_warps)))
+    chunk = min(MAX_CHUNK, max(256, -(-nbytes // (programs * num_warps))))
     chunk = -(-chunk // 16) * 16  # the instruction takes sizes in 16-byte units
     return {"pf_ptr": region, "pf_bytes": nbytes, "pf_chunk": chunk, "PF": True}
 
 
 @triton.jit
 def prefetch_l2(pf_ptr, pf_bytes, pf_chunk, PF: tl.constexpr, LANES: tl.constexpr):
-    # Warp w of program p (its linear id over the grid) asks for bytes
-    # [(p * warps + w) * chunk, +chunk) of the region, clipped to it. LANES = 32 * num_warps, so
-    # element e is thread e, in warp e // 32. The instruction takes uniform operands: with a
-    # different address in each thread the compiler loops over the warp's 32 values one by one;
-    # one address a warp is one pass.
+    # Warp w of program p (its linear id over the grid) asks for chunks c = p * warps + w,
+    # then c + every warp of the grid, ... of the region, each clipped to it. LANES = 32 *
+    # num_warps, so element e is thread e, in warp e // 32. The instruction takes uniform
+    # operands: with a different address in each thread the compiler would loop over the warp's
+    # 32 values one by one; one address a warp is one pass.
     if PF:
         p = tl.program_id(0) + tl.num_programs(0) * (
             tl.program_id(1) + tl.num_programs(1) * tl.program_id(2)
         )
-        warp = tl.arange(0, LANES) // 32
-        start = (p * (LANES // 32) + warp).to(tl.int64) * pf_chunk
-        size = tl.minimum(pf_chunk, tl.maximum(pf_bytes - start, 0)) // 16 * 16
-        addr = pf_ptr.to(tl.pointer_type(tl.int8)) + start
-        tl.inline_asm_elementwise(
-            "{ .reg .pred p; setp.gt.s32 p, $2, 0; "
-            "@p cp.async.bulk.prefetch.L2.global [$1], $2; mov.u32 $0, 0; }",
-            "=r,l,r",
-            [addr, size.to(tl.int32)],
-            dtype=tl.int32,
-            is_pure=False,
-            pack=1,
-        )
+        warps: tl.constexpr = LANES // 32
+        every = tl.num_programs(0) * tl.num_programs(1) * tl.num_programs(2) * warps
+        first = p * warps + tl.arange(0, LANES) // 32
+        for i in range(0, tl.cdiv(pf_bytes, every * pf_chunk)):
+            start = (first + i * every).to(tl.int64) * pf_chunk
+            size = tl.minimum(pf_chunk, tl.maximum(pf_bytes - start, 0)) // 16 * 16
+            addr = pf_ptr.to(tl.pointer_type(tl.int8)) + start
+            tl.inline_asm_elementwise(
+                "{ .reg .pred p; setp.gt.s32 p, $2, 0; "
+                "@p cp.async.bulk.prefetch.L2.global [$1], $2; mov.u32 $0, 0; }",
+                "=r,l,r",
+                [addr, size.to(tl.int32)],
+                dtype=tl.int32,
+                is_pure=False,
+                pack=1,
+            )

@@ -18,16 +18,19 @@ from tests.kernel_models import tiny_decoder  # noqa: E402
 def covered(args: dict, programs: int, warps: int) -> set[int]:
     """The 16-byte units the kernel's warps ask for, by ``prefetch_l2``'s arithmetic."""
     units: set[int] = set()
-    for chunk_id in range(programs * warps):
-        start = chunk_id * args["pf_chunk"]
-        size = min(args["pf_chunk"], max(args["pf_bytes"] - start, 0)) // 16 * 16
-        units.update(range(start // 16, (start + size) // 16))
+    every = programs * warps
+    for first in range(every):
+        for i in range(-(-args["pf_bytes"] // (every * args["pf_chunk"]))):
+            start = (first + i * every) * args["pf_chunk"]
+            size = min(args["pf_chunk"], max(args["pf_bytes"] - start, 0)) // 16 * 16
+            units.update(range(start // 16, (start + size) // 16))
     return units
 
 
 @pytest.mark.parametrize(
     ("shape", "dtype", "programs", "warps"),
     [((4864 * 2, 896), torch.bfloat16, 32, 8), ((896, 896), torch.bfloat16, 144, 4),
+     ((4864 * 2, 896), torch.bfloat16, 2, 8),  # a short context's attention: several each
      ((8, 100), torch.float32, 1, 1), ((3, 5), torch.float16, 600, 8)],
 )  # fmt: skip
 def test_the_warps_cover_the_whole_region_in_16_byte_chunks(shape, dtype, programs, warps):
@@ -35,7 +38,7 @@ def test_the_warps_cover_the_whole_region_in_16_byte_chunks(shape, dtype, progra
     args = L.prefetch_args(w, programs, warps, dummy=w)
     nbytes = w.numel() * w.element_size()
     assert args["PF"] and args["pf_bytes"] == nbytes and args["pf_ptr"] is w
-    assert args["pf_chunk"] % 16 == 0 and args["pf_chunk"] >= 256
+    assert args["pf_chunk"] % 16 == 0 and 256 <= args["pf_chunk"] <= L.MAX_CHUNK
     assert covered(args, programs, warps) == set(range(nbytes // 16))  # a tail < 16 B is left
 
 
