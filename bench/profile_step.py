@@ -34,9 +34,14 @@ STALLS = [
     "dispatch_stall", "drain", "sleeping", "branch_resolving", "imc_miss", "tex_throttle",
 ]  # fmt: skip
 METRICS = [
-    "gpu__time_duration.sum", "dram__bytes_read.sum", "launch__registers_per_thread",
-    "launch__grid_size", "launch__block_size", "sm__warps_active.avg.pct_of_peak_sustained_active",
-    "launch__shared_mem_per_block_static", "launch__shared_mem_per_block_dynamic",
+    "gpu__time_duration.sum",
+    "dram__bytes_read.sum",
+    "launch__registers_per_thread",
+    "launch__grid_size",
+    "launch__block_size",
+    "sm__warps_active.avg.pct_of_peak_sustained_active",
+    "launch__shared_mem_per_block_static",
+    "launch__shared_mem_per_block_dynamic",
     "smsp__inst_executed.sum",
 ] + [f"smsp__average_warps_issue_stalled_{s}_per_issue_active.ratio" for s in STALLS]
 LAYER_PARTS = ["qkv_rope", "attention_split", "attention_merge", "o_proj", "gate_up", "down"]
@@ -44,8 +49,8 @@ LAYER_PARTS = ["qkv_rope", "attention_split", "attention_merge", "o_proj", "gate
 
 def run_step(name: str, batch: int, keys: int) -> None:
     """Inside ncu: compile and warm the step, then one step between profiler start and stop."""
-    import torch
     import engine as bench
+    import torch
 
     bench._import_lspilot()
     from lspilot.daemon.engine.model import EngineModel

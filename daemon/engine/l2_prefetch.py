@@ -22,7 +22,6 @@ import torch
 import triton
 import triton.language as tl
 
-
 MAX_CHUNK = 1 << 16  # bytes one instruction asks for: no size limit is documented, so a modest one
 
 

@@ -11,7 +11,6 @@ pytest.importorskip("triton")
 
 from lspilot.daemon.engine import l2_prefetch as L  # noqa: E402
 from lspilot.daemon.engine.model import EngineModel  # noqa: E402
-
 from tests.kernel_models import tiny_decoder  # noqa: E402
 
 
