@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -83,6 +84,8 @@ def use_variant(F, em, name: str, stock: dict) -> None:
         op, kw = DEFER[name]
         em.fused.tile_kw = {op: {"dot": False, "defer": True, **kw}}
     em.fused.pdl = {"pdl_off": PDL_OFF, "pdl_late": PDL_LATE}.get(name, stock["pdl"])
+    # The prefetch on (where the GPU has it) in every variant but no_prefetch, whatever the
+    # shipped default (l2_prefetch.ON_BY_DEFAULT).
     em.fused.prefetch = stock["prefetch"] and name != "no_prefetch"
     if name == "no_attn_preload":
         F.attention = lambda *a, **k: stock["attention"](*a, **k, preload=False)
@@ -104,8 +107,11 @@ def measure(name: str, rounds: int, variants: list[str]) -> dict:
     em = EngineModel(bench.build(bench.model_configs()[name]), max_len=1088, fused=True)
     em.allocate(8)
     io = DecodeIO(em, 8)
+    from lspilot.daemon.engine.l2_prefetch import l2_prefetch_ok
+
+    os.environ["LSPILOT_L2_PREFETCH"] = "1"
     stock = {"attention": F.attention, "embed": F.embed, "pdl": em.fused.pdl,
-             "prefetch": em.fused.prefetch}  # fmt: skip
+             "prefetch": l2_prefetch_ok(em.device)}  # fmt: skip
     B, L = 2, 1024
     res: dict[str, list[float]] = {}
     try:

@@ -25,13 +25,18 @@ import triton.language as tl
 MAX_CHUNK = 1 << 16  # bytes one instruction asks for: no size limit is documented, so a modest one
 
 
+# Off unless asked for (``LSPILOT_L2_PREFETCH=1``) until it has been timed on the GPU against
+# the step without it (bench/step_parts.py's ``no_prefetch``).
+ON_BY_DEFAULT = False
+
+
 def l2_prefetch_ok(device: torch.device | None) -> bool:
     """Prefetch into L2: where it exists (a compiled CUDA device of compute capability 9 or
-    later) unless ``LSPILOT_L2_PREFETCH=0``."""
+    later) and ``LSPILOT_L2_PREFETCH`` (0 or 1; unset: ``ON_BY_DEFAULT``) asks for it."""
     env = os.environ.get("LSPILOT_L2_PREFETCH", "").strip()
     if env not in ("", "0", "1"):  # a GPU daemon refuses a typo when its engine loads
         raise ValueError(f"LSPILOT_L2_PREFETCH must be 0 (off) or 1 (on), not {env!r}")
-    if env == "0":
+    if env == "0" or (env == "" and not ON_BY_DEFAULT):
         return False
     on_cuda = torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda")
     if triton.knobs.runtime.interpret or not on_cuda:
