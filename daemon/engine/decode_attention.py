@@ -173,7 +173,7 @@ def attention(
         scale, H, s_slot, s_head, s_pos,
         SPLIT=split, G=G, D=D, BLOCK_G=max(16, triton.next_power_of_2(G)), BLOCK_L=block_l,
         PRELOAD=preload, num_warps=num_warps, num_stages=2, **pdl_args(q, pdl),
-        **prefetch_args(prefetch, B * Hkv * S, num_warps, q), PF_LANES=32 * num_warps,
+        **prefetch_args(prefetch, B * Hkv * S, num_warps, q),
     )  # fmt: skip
     out = torch.empty(B, H * D, device=q.device, dtype=q.dtype)
     _attn_merge_kernel[(B * H,)](

@@ -460,7 +460,6 @@ def linear(
         num_stages=t.num_stages,
         **pick_args(pick, dummy), **pdl_args(x, pdl),
         **prefetch_args(prefetch, grid[0] * grid[1] * grid[2], t.num_warps, dummy),
-        PF_LANES=32 * t.num_warps,
     )  # fmt: skip
     return out
 
@@ -517,6 +516,5 @@ def qkv_rope(
         D=D, BLOCK_M=t.block_m, BLOCK_J=BJ, BLOCK_K=t.block_k, BLOCK_KS=t.block_ks,
         PRELOAD=t.preload, num_warps=t.num_warps, num_stages=t.num_stages, **pdl_args(x, pdl),
         **prefetch_args(prefetch, grid[0] * grid[1] * grid[2], t.num_warps, dummy),
-        PF_LANES=32 * t.num_warps,
     )  # fmt: skip
     return q

@@ -22,6 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .pdl import compiled_hopper
+
 MAX_CHUNK = 1 << 16  # bytes one instruction asks for: no size limit is documented, so a modest one
 
 
@@ -38,24 +40,22 @@ def l2_prefetch_ok(device: torch.device | None) -> bool:
         raise ValueError(f"LSPILOT_L2_PREFETCH must be 0 (off) or 1 (on), not {env!r}")
     if env == "0" or (env == "" and not ON_BY_DEFAULT):
         return False
-    on_cuda = torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda")
-    if triton.knobs.runtime.interpret or not on_cuda:
-        return False
-    return torch.cuda.get_device_capability(device)[0] >= 9
+    return compiled_hopper(device)
 
 
 def prefetch_args(region: torch.Tensor | None, programs: int, num_warps: int, dummy) -> dict:
     """The keywords that make a launch of ``programs`` programs of ``num_warps`` warps pull
     ``region`` (contiguous; None: nothing) into L2: each warp one chunk of at most
     ``MAX_CHUNK`` bytes, or several where the grid is small."""
+    lanes = {"PF_LANES": 32 * num_warps}  # one element per thread (``prefetch_l2``)
     if region is None:
-        return {"pf_ptr": dummy, "pf_bytes": 0, "pf_chunk": 16, "PF": False}
+        return {"pf_ptr": dummy, "pf_bytes": 0, "pf_chunk": 16, "PF": False, **lanes}
     if not region.is_contiguous():
         raise ValueError("an L2 prefetch region must be contiguous")
     nbytes = region.numel() * region.element_size()
     chunk = min(MAX_CHUNK, max(256, -(-nbytes // (programs * num_warps))))
     chunk = -(-chunk // 16) * 16  # the instruction takes sizes in 16-byte units
-    return {"pf_ptr": region, "pf_bytes": nbytes, "pf_chunk": chunk, "PF": True}
+    return {"pf_ptr": region, "pf_bytes": nbytes, "pf_chunk": chunk, "PF": True, **lanes}
 
 
 @triton.jit
