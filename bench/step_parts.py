@@ -9,7 +9,9 @@ rounds, so every variant sees the same machine state:
   copy instead of one Triton kernel;
 - ``qkv_defer``, ``up_defer``, ``o_defer``, ``down_defer``: that product as multiply-and-sum
   with the sum over inputs taken once after its loop (``Tiles.defer``), not at every step;
-- ``no_prefetch``: no weight asked into L2 ahead of its kernel (``l2_prefetch``);
+  ``up_bn32``, ``up_s5``, ...: other tiles for the MLP products (``TILES``);
+- ``no_prefetch``: no weight asked into L2 (``l2_prefetch``); ``pf_*``: the plans in
+  ``PREFETCH``, each kernel asking L2 for a later product's weights or its own as it starts;
 - ``no_attn_preload``: attention's first keys and values loaded after the wait for the q/k/v
   kernel, not before; ``head_bn128``, ``head_bk256``: the vocabulary product 128 wide (as before
   run 29), or 128 wide and 256 deep (the shipped tiles: 256 wide, 128 deep, 8 warps);
@@ -32,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -47,8 +48,28 @@ DEFER = {
     "o_defer": ("o", {"block_n": 32, "block_k": 128, "programs": 528}),
     "down_defer": ("down", {"block_n": 32, "block_k": 128, "programs": 528}),
 }
-VARIANTS = ["new", "no_prefetch", "no_attn_preload", "head_bn128", "head_bk256", "pdl_off",
-            "pdl_late", *DEFER]  # fmt: skip
+# Other tiles for the MLP products (qwen 0.5b's gate/up runs 76 programs of 64 columns on 132
+# multiprocessors): narrower, or more weight tiles in flight per program.
+TILES = {
+    "up_bn32": ("up", {"dot": True, "block_n": 32, "block_k": 128, "num_warps": 4}),
+    "up_bn32_s5": ("up", {"dot": True, "block_n": 32, "block_k": 128, "num_warps": 4,
+                          "num_stages": 5}),
+    "up_s5": ("up", {"dot": True, "block_n": 64, "block_k": 128, "num_warps": 8,
+                     "num_stages": 5}),
+    "down_s5": ("down", {"dot": True, "block_n": 32, "block_k": 128, "programs": 528,
+                         "num_stages": 5}),
+}  # fmt: skip
+# L2 prefetch plans (``FusedDecode.prefetch``: kernel -> the weights it asks L2 for as it starts):
+# run 31 timed pf_ahead (fused.PREFETCH_PLAN) 868 against 786 us without (qwen 0.5b).
+PREFETCH = {
+    "pf_ahead": {"qkv": "o", "attention": "up", "up": "down", "down": "next_qkv"},
+    "pf_self": {"qkv": "qkv", "o": "o", "up": "up", "down": "down"},  # its own, before its wait
+    "pf_self_mlp": {"up": "up", "down": "down"},
+    "pf_small": {"qkv": "o", "down": "next_qkv"},  # only the 1-10 MB q/k/v and o weights
+    "pf_mlp_ahead": {"attention": "up", "up": "down"},
+}
+VARIANTS = ["new", "no_prefetch", *PREFETCH, "no_attn_preload", "head_bn128", "head_bk256",
+            "pdl_off", "pdl_late", *DEFER, *TILES]  # fmt: skip
 
 
 def capture_ms(fn, reps: int = 50) -> float:
@@ -83,10 +104,15 @@ def use_variant(F, em, name: str, stock: dict) -> None:
     if name in DEFER:
         op, kw = DEFER[name]
         em.fused.tile_kw = {op: {"dot": False, "defer": True, **kw}}
+    if name in TILES:
+        op, kw = TILES[name]
+        em.fused.tile_kw = {op: kw}
     em.fused.pdl = {"pdl_off": PDL_OFF, "pdl_late": PDL_LATE}.get(name, stock["pdl"])
-    # The prefetch on (where the GPU has it) in every variant but no_prefetch, whatever the
-    # shipped default (l2_prefetch.ON_BY_DEFAULT).
-    em.fused.prefetch = stock["prefetch"] and name != "no_prefetch"
+    # The L2 prefetch as shipped (``l2_prefetch.ON_BY_DEFAULT``), none, or the variant's plan
+    # (where the GPU has the instruction).
+    em.fused.prefetch = dict(stock["prefetch"])
+    if name == "no_prefetch" or (name in PREFETCH and stock["can_prefetch"]):
+        em.fused.prefetch = dict(PREFETCH.get(name, {}))
     if name == "no_attn_preload":
         F.attention = lambda *a, **k: stock["attention"](*a, **k, preload=False)
     if "torchembed" in name:
@@ -107,11 +133,10 @@ def measure(name: str, rounds: int, variants: list[str]) -> dict:
     em = EngineModel(bench.build(bench.model_configs()[name]), max_len=1088, fused=True)
     em.allocate(8)
     io = DecodeIO(em, 8)
-    from lspilot.daemon.engine.l2_prefetch import l2_prefetch_ok
+    from lspilot.daemon.engine.pdl import compiled_hopper
 
-    os.environ["LSPILOT_L2_PREFETCH"] = "1"
     stock = {"attention": F.attention, "embed": F.embed, "pdl": em.fused.pdl,
-             "prefetch": l2_prefetch_ok(em.device)}  # fmt: skip
+             "prefetch": em.fused.prefetch, "can_prefetch": compiled_hopper(em.device)}  # fmt: skip
     B, L = 2, 1024
     res: dict[str, list[float]] = {}
     try:

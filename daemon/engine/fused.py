@@ -28,6 +28,14 @@ from .pdl import PDL_LATE, PDL_OFF, pdl_mode
 from .step_ends import PICK_EMPTY, Pick, embed, feedback
 from .weights import bias_of, kernel_support, layer_weights, norm_of
 
+# A layer's kernels, in launch order (``FusedDecode._ahead``).
+KERNELS = ("qkv", "attention", "o", "up", "down")
+# Where the L2 prefetch is on (``l2_prefetch_ok``): each kernel asks for a later product's
+# weights: q/k/v for the output product's, attention (which reads little) for gate/up's,
+# gate/up for down's (not earlier: starcoder's two MLP weights together, 67 MB, would not fit
+# the 50 MB L2), down for the next layer's q/k/v. The vocabulary product (136-272 MB) never.
+PREFETCH_PLAN = {"qkv": "o", "attention": "up", "up": "down", "down": "next_qkv"}
+
 
 def fused_support(em: EngineModel) -> str | None:
     """None when the fused decode step can run this model, else the reason it cannot."""
@@ -51,8 +59,8 @@ class FusedDecode:
         # docs/performance.md, run 13.
         prefer = PDL_OFF if self.bigcode else PDL_LATE
         self.pdl = pdl_mode(em.device, prefer)
-        # Each weight asked into L2 a kernel or more before its product reads it (``_ahead``).
-        self.prefetch = l2_prefetch_ok(em.device)
+        # Which kernel asks L2 for which weights (``_ahead``; empty: none).
+        self.prefetch: dict[str, str] = dict(PREFETCH_PLAN) if l2_prefetch_ok(em.device) else {}
         # Tile choices per product ("qkv", "o", "up", "down", "head"): ``Tiles.make`` keywords
         # that replace ``Tiles.choose``'s heuristic (bench/step_sweep.py, the tests).
         self.tile_kw: dict[str, dict] = {}
@@ -73,16 +81,14 @@ class FusedDecode:
         return None if kw is None else K.Tiles.make(B, N, K_in, **kw)
 
     def _ahead(self, i: int) -> dict[str, torch.Tensor | None]:
-        """Layer i's L2 prefetches, by the kernel that issues them: q/k/v asks for the output
-        product's weights, attention (which reads little) for gate/up's, gate/up for down's
-        (not earlier: starcoder's two MLP weights together, 67 MB, would not fit the 50 MB L2),
-        down for the next layer's q/k/v. The vocabulary product (136-272 MB) is never asked for.
-        """
-        if not self.prefetch:
-            return dict.fromkeys(("qkv", "attention", "up", "down"))
+        """Layer i's L2 prefetches: the region each of its kernels ("qkv", "attention", "o",
+        "up", "down") asks for as it starts, by ``self.prefetch`` (kernel -> weight name, as in
+        ``PREFETCH_PLAN``); None where it asks for nothing."""
         lw = self.layers[i]
         nxt = self.layers[i + 1].w_qkv if i + 1 < len(self.layers) else None
-        return {"qkv": lw.w_o, "attention": lw.w_up, "up": lw.w_down, "down": nxt}
+        weights = {"qkv": lw.w_qkv, "o": lw.w_o, "up": lw.w_up, "down": lw.w_down,
+                   "next_qkv": nxt}  # fmt: skip
+        return {k: weights[self.prefetch[k]] if k in self.prefetch else None for k in KERNELS}
 
     def decode(self, ids, pos, wpos, key_pos, pick: Pick | None = None):
         """ids, pos, wpos: [B, 1]; key_pos: [L] -> logits [B, V] float32 (as EngineModel).
@@ -124,7 +130,7 @@ class FusedDecode:
                 q, k_cache, v_cache, pos, slots, n_keys, em.scaling, pdl=pdl,
                 prefetch=ahead["attention"],
             )  # fmt: skip
-            K.linear(attn, lw.w_o, lw.b_o, accumulate=x, tiles=t_o, pdl=pdl)
+            K.linear(attn, lw.w_o, lw.b_o, accumulate=x, tiles=t_o, pdl=pdl, prefetch=ahead["o"])
             h = K.linear(
                 x, lw.w_up, lw.b_up,
                 norm=self.norm_kind, norm_w=lw.ln2[0], norm_b=lw.ln2[1], eps=lw.ln2[2],

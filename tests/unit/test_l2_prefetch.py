@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 
 from lspilot.daemon.engine import l2_prefetch as L  # noqa: E402
+from lspilot.daemon.engine.fused import PREFETCH_PLAN  # noqa: E402
 from lspilot.daemon.engine.model import EngineModel  # noqa: E402
 from tests.kernel_models import tiny_decoder  # noqa: E402
 
@@ -52,7 +53,7 @@ def test_prefetch_is_off_here_and_a_bad_override_is_refused(monkeypatch):
     monkeypatch.setenv("LSPILOT_L2_PREFETCH", "1")
     assert L.l2_prefetch_ok(None) is False  # the interpreter, and no GPU
     fused = EngineModel(tiny_decoder("qwen2"), max_len=64, fused=True).fused
-    assert fused.prefetch is False
+    assert fused.prefetch == {}
     assert set(fused._ahead(0).values()) == {None}
     monkeypatch.setenv("LSPILOT_L2_PREFETCH", "yes")
     with pytest.raises(ValueError, match="LSPILOT_L2_PREFETCH must be 0"):
@@ -61,10 +62,18 @@ def test_prefetch_is_off_here_and_a_bad_override_is_refused(monkeypatch):
 
 def test_each_layer_asks_for_its_next_products_weights():
     fused = EngineModel(tiny_decoder("qwen2"), max_len=64, fused=True).fused
-    fused.prefetch = True  # the schedule as a GPU runs it
+    fused.prefetch = dict(PREFETCH_PLAN)  # the plan as a GPU runs it where it is on
     n = len(fused.layers)
     for i, lw in enumerate(fused.layers):
         ahead = fused._ahead(i)
         assert ahead["qkv"] is lw.w_o and ahead["attention"] is lw.w_up
-        assert ahead["up"] is lw.w_down
+        assert ahead["o"] is None and ahead["up"] is lw.w_down
         assert ahead["down"] is (fused.layers[i + 1].w_qkv if i + 1 < n else None)
+
+
+def test_a_plan_can_ask_for_each_kernels_own_weights():
+    fused = EngineModel(tiny_decoder("qwen2"), max_len=64, fused=True).fused
+    fused.prefetch = {"qkv": "qkv", "o": "o", "up": "up", "down": "down"}
+    lw = fused.layers[0]
+    assert fused._ahead(0) == {"qkv": lw.w_qkv, "attention": None, "o": lw.w_o, "up": lw.w_up,
+                               "down": lw.w_down}  # fmt: skip
