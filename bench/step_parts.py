@@ -7,11 +7,6 @@ rounds, so every variant sees the same machine state:
 
 - ``new``: the step as it ships; ``torchembed``: the embedding by HF's modules and a float32
   copy instead of one Triton kernel;
-- ``qkv_defer``, ``up_defer``, ``o_defer``, ``down_defer``: that product as multiply-and-sum
-  with the sum over inputs taken once after its loop (``Tiles.defer``), not at every step;
-  ``up_bn32``, ``up_s5``, ...: other tiles for the MLP products (``TILES``);
-- ``no_prefetch``: no weight asked into L2 (``l2_prefetch``); ``pf_*``: the plans in
-  ``PREFETCH``, each kernel asking L2 for a later product's weights or its own as it starts;
 - ``no_attn_preload``: attention's first keys and values loaded after the wait for the q/k/v
   kernel, not before; ``head_bn128``, ``head_bk256``: the vocabulary product 128 wide (as before
   run 29), or 128 wide and 256 deep (the shipped tiles: 256 wide, 128 deep, 8 warps);
@@ -41,35 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import engine as bench  # noqa: E402  (bench/engine.py: model configs, builder)
 
-# Multiply-and-sum summed once after the loop (``Tiles.defer``) for one product at a time.
-DEFER = {
-    "qkv_defer": ("qkv", {"block_n": 16, "block_k": 512, "block_j": 4, "preload": True}),
-    "up_defer": ("up", {"block_n": 16, "block_k": 128}),
-    "o_defer": ("o", {"block_n": 32, "block_k": 128, "programs": 528}),
-    "down_defer": ("down", {"block_n": 32, "block_k": 128, "programs": 528}),
-}
-# Other tiles for the MLP products (qwen 0.5b's gate/up runs 76 programs of 64 columns on 132
-# multiprocessors): narrower, or more weight tiles in flight per program.
-TILES = {
-    "up_bn32": ("up", {"dot": True, "block_n": 32, "block_k": 128, "num_warps": 4}),
-    "up_bn32_s5": ("up", {"dot": True, "block_n": 32, "block_k": 128, "num_warps": 4,
-                          "num_stages": 5}),
-    "up_s5": ("up", {"dot": True, "block_n": 64, "block_k": 128, "num_warps": 8,
-                     "num_stages": 5}),
-    "down_s5": ("down", {"dot": True, "block_n": 32, "block_k": 128, "programs": 528,
-                         "num_stages": 5}),
-}  # fmt: skip
-# L2 prefetch plans (``FusedDecode.prefetch``: kernel -> the weights it asks L2 for as it starts):
-# run 31 timed pf_ahead (fused.PREFETCH_PLAN) 868 against 786 us without (qwen 0.5b).
-PREFETCH = {
-    "pf_ahead": {"qkv": "o", "attention": "up", "up": "down", "down": "next_qkv"},
-    "pf_self": {"qkv": "qkv", "o": "o", "up": "up", "down": "down"},  # its own, before its wait
-    "pf_self_mlp": {"up": "up", "down": "down"},
-    "pf_small": {"qkv": "o", "down": "next_qkv"},  # only the 1-10 MB q/k/v and o weights
-    "pf_mlp_ahead": {"attention": "up", "up": "down"},
-}
-VARIANTS = ["new", "no_prefetch", *PREFETCH, "no_attn_preload", "head_bn128", "head_bk256",
-            "pdl_off", "pdl_late", *DEFER, *TILES]  # fmt: skip
+VARIANTS = ["new", "no_attn_preload", "head_bn128", "head_bk256", "pdl_off", "pdl_late"]
 
 
 def capture_ms(fn, reps: int = 50) -> float:
@@ -101,18 +68,7 @@ def use_variant(F, em, name: str, stock: dict) -> None:
         shipped = {"dot": t.dot, "block_n": t.block_n, "block_k": t.block_k,
                    "num_warps": t.num_warps}  # fmt: skip
         em.fused.tile_kw = {"head": {**shipped, **head}}
-    if name in DEFER:
-        op, kw = DEFER[name]
-        em.fused.tile_kw = {op: {"dot": False, "defer": True, **kw}}
-    if name in TILES:
-        op, kw = TILES[name]
-        em.fused.tile_kw = {op: kw}
     em.fused.pdl = {"pdl_off": PDL_OFF, "pdl_late": PDL_LATE}.get(name, stock["pdl"])
-    # The L2 prefetch as shipped (``l2_prefetch.ON_BY_DEFAULT``), none, or the variant's plan
-    # (where the GPU has the instruction).
-    em.fused.prefetch = dict(stock["prefetch"])
-    if name == "no_prefetch" or (name in PREFETCH and stock["can_prefetch"]):
-        em.fused.prefetch = dict(PREFETCH.get(name, {}))
     if name == "no_attn_preload":
         F.attention = lambda *a, **k: stock["attention"](*a, **k, preload=False)
     if "torchembed" in name:
@@ -133,10 +89,7 @@ def measure(name: str, rounds: int, variants: list[str]) -> dict:
     em = EngineModel(bench.build(bench.model_configs()[name]), max_len=1088, fused=True)
     em.allocate(8)
     io = DecodeIO(em, 8)
-    from lspilot.daemon.engine.pdl import compiled_hopper
-
-    stock = {"attention": F.attention, "embed": F.embed, "pdl": em.fused.pdl,
-             "prefetch": em.fused.prefetch, "can_prefetch": compiled_hopper(em.device)}  # fmt: skip
+    stock = {"attention": F.attention, "embed": F.embed, "pdl": em.fused.pdl}
     B, L = 2, 1024
     res: dict[str, list[float]] = {}
     try:

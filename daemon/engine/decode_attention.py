@@ -14,7 +14,6 @@ import torch
 import triton
 import triton.language as tl
 
-from .l2_prefetch import prefetch_args, prefetch_l2
 from .pdl import after_previous, pdl_args, release_next
 from .tile_math import dot
 
@@ -37,13 +36,10 @@ def _attn_split_kernel(
     scale, n_heads, s_slot, s_head, s_pos,
     SPLIT: tl.constexpr, G: tl.constexpr, D: tl.constexpr,
     BLOCK_G: tl.constexpr, BLOCK_L: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
-    pf_ptr, pf_bytes, pf_chunk, PF: tl.constexpr, PF_LANES: tl.constexpr,
 ):  # fmt: skip
     # q: [B, H, D]; k, v: one layer of the cache; row b attends slot slot[b] at positions
     # 0..pos[b], the newest of which the previous kernel (q/k/v) has just written.
     # o: [B, H, S, D] float32 partial outputs, lse: [B, H, S] their log-sum-exp.
-    # PF: first ask L2 for a later kernel's weights (``l2_prefetch``): attention reads little.
-    prefetch_l2(pf_ptr, pf_bytes, pf_chunk, PF, PF_LANES)
     b, hk, s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     n_splits = tl.num_programs(2)
     rg = tl.arange(0, BLOCK_G)
@@ -146,14 +142,12 @@ def attention(
     block_l: int = 64,
     num_warps: int | None = None,
     preload: bool = True,
-    prefetch: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """q: [B, H, D]; row b attends slot ``slots[b]`` at positions 0..pos[b] (< n_keys) -> [B,
     H * D]. Of those keys the kernel just before may have written only the newest, pos[b] (the
     decode step's q/k/v kernel): the first keys load before waiting for it, and that one after.
     Rows must not share a slot. ``block_l`` (keys a loop step), ``num_warps``, ``preload`` (the
-    first keys and values loaded before the wait): the benchmark's variants. ``prefetch``: a
-    contiguous tensor (a later kernel's weights) the split kernel pulls into L2 as it starts."""
+    first keys and values loaded before the wait): the benchmark's variants."""
     B, H, D = q.shape
     if num_warps is None:
         # 8 warps at head_dim 64: qwen 0.5b's step 0.800 -> 0.794 ms; at 128 no change
@@ -173,7 +167,6 @@ def attention(
         scale, H, s_slot, s_head, s_pos,
         SPLIT=split, G=G, D=D, BLOCK_G=max(16, triton.next_power_of_2(G)), BLOCK_L=block_l,
         PRELOAD=preload, num_warps=num_warps, num_stages=2, **pdl_args(q, pdl),
-        **prefetch_args(prefetch, B * Hkv * S, num_warps, q),
     )  # fmt: skip
     out = torch.empty(B, H * D, device=q.device, dtype=q.dtype)
     _attn_merge_kernel[(B * H,)](

@@ -22,19 +22,10 @@ import torch
 
 from . import kernels as K
 from .decode_attention import attention
-from .l2_prefetch import l2_prefetch_ok
 from .model import EngineModel
 from .pdl import PDL_LATE, PDL_OFF, pdl_mode
 from .step_ends import PICK_EMPTY, Pick, embed, feedback
 from .weights import bias_of, kernel_support, layer_weights, norm_of
-
-# A layer's kernels, in launch order (``FusedDecode._ahead``).
-KERNELS = ("qkv", "attention", "o", "up", "down")
-# Where the L2 prefetch is on (``l2_prefetch_ok``): each kernel asks for a later product's
-# weights: q/k/v for the output product's, attention (which reads little) for gate/up's,
-# gate/up for down's (not earlier: starcoder's two MLP weights together, 67 MB, would not fit
-# the 50 MB L2), down for the next layer's q/k/v. The vocabulary product (136-272 MB) never.
-PREFETCH_PLAN = {"qkv": "o", "attention": "up", "up": "down", "down": "next_qkv"}
 
 
 def fused_support(em: EngineModel) -> str | None:
@@ -59,8 +50,6 @@ class FusedDecode:
         # docs/performance.md, run 13.
         prefer = PDL_OFF if self.bigcode else PDL_LATE
         self.pdl = pdl_mode(em.device, prefer)
-        # Which kernel asks L2 for which weights (``_ahead``; empty: none).
-        self.prefetch: dict[str, str] = dict(PREFETCH_PLAN) if l2_prefetch_ok(em.device) else {}
         # Tile choices per product ("qkv", "o", "up", "down", "head"): ``Tiles.make`` keywords
         # that replace ``Tiles.choose``'s heuristic (bench/step_sweep.py, the tests).
         self.tile_kw: dict[str, dict] = {}
@@ -79,16 +68,6 @@ class FusedDecode:
     def _tiles(self, op: str, B: int, N: int, K_in: int) -> K.Tiles | None:
         kw = self.tile_kw.get(op)
         return None if kw is None else K.Tiles.make(B, N, K_in, **kw)
-
-    def _ahead(self, i: int) -> dict[str, torch.Tensor | None]:
-        """Layer i's L2 prefetches: the region each of its kernels ("qkv", "attention", "o",
-        "up", "down") asks for as it starts, by ``self.prefetch`` (kernel -> weight name, as in
-        ``PREFETCH_PLAN``); None where it asks for nothing."""
-        lw = self.layers[i]
-        nxt = self.layers[i + 1].w_qkv if i + 1 < len(self.layers) else None
-        weights = {"qkv": lw.w_qkv, "o": lw.w_o, "up": lw.w_up, "down": lw.w_down,
-                   "next_qkv": nxt}  # fmt: skip
-        return {k: weights[self.prefetch[k]] if k in self.prefetch else None for k in KERNELS}
 
     def decode(self, ids, pos, wpos, key_pos, pick: Pick | None = None):
         """ids, pos, wpos: [B, 1]; key_pos: [L] -> logits [B, V] float32 (as EngineModel).
@@ -117,29 +96,23 @@ class FusedDecode:
         for i, lw in enumerate(self.layers):
             k_cache, v_cache = cache.k[i], cache.v[i]  # [N, Hkv, M + 1, D]
             n_mid = lw.w_down.shape[1]
-            ahead = self._ahead(i)
             q = K.qkv_rope(
                 x, lw.w_qkv, lw.b_qkv,
                 n_heads=sh.n_heads, n_kv=sh.n_kv_heads, head_dim=sh.head_dim,
                 k_cache=k_cache, v_cache=v_cache, pos=pos, wpos=wpos, slots=slots,
                 cos=cos, sin=sin,
                 norm=self.norm_kind, norm_w=lw.ln1[0], norm_b=lw.ln1[1], eps=lw.ln1[2],
-                tiles=t_qkv, pdl=pdl, prefetch=ahead["qkv"],
+                tiles=t_qkv, pdl=pdl,
             )  # fmt: skip  # q: [R, H, D]
-            attn = attention(
-                q, k_cache, v_cache, pos, slots, n_keys, em.scaling, pdl=pdl,
-                prefetch=ahead["attention"],
-            )  # fmt: skip
-            K.linear(attn, lw.w_o, lw.b_o, accumulate=x, tiles=t_o, pdl=pdl, prefetch=ahead["o"])
+            attn = attention(q, k_cache, v_cache, pos, slots, n_keys, em.scaling, pdl=pdl)
+            K.linear(attn, lw.w_o, lw.b_o, accumulate=x, tiles=t_o, pdl=pdl)
             h = K.linear(
                 x, lw.w_up, lw.b_up,
                 norm=self.norm_kind, norm_w=lw.ln2[0], norm_b=lw.ln2[1], eps=lw.ln2[2],
                 act=mlp_act, tiles=self._tiles("up", R, n_mid, E), pdl=pdl,
-                prefetch=ahead["up"],
             )  # fmt: skip  # [R, I]
             K.linear(h, lw.w_down, lw.b_down, accumulate=x,
-                     tiles=self._tiles("down", R, E, n_mid), pdl=pdl,
-                     prefetch=ahead["down"])  # fmt: skip
+                     tiles=self._tiles("down", R, E, n_mid), pdl=pdl)  # fmt: skip
         w, b, eps = self.final
         logits = K.linear(
             x, self.head, self.head_bias,

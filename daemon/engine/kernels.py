@@ -36,7 +36,6 @@ import torch
 import triton
 import triton.language as tl
 
-from .l2_prefetch import prefetch_args, prefetch_l2
 from .pdl import after_previous, pdl_args, release_next
 from .step_ends import Pick, pick_args, pick_offer
 from .tile_math import dot
@@ -101,7 +100,7 @@ def _load_x(
 def _load_w(w_ptr, rows, row_ok, kk, K: tl.constexpr, DOT: tl.constexpr):
     # Weight rows ``rows`` [BN] at columns kk: [BK, BN] for a tensor-core product, else [BN, BK].
     k_ok = kk < K
-    if DOT == 1:
+    if DOT:
         w = tl.load(
             w_ptr + rows[None, :] * K + kk[:, None], mask=row_ok[None, :] & k_ok[:, None], other=0.0
         )
@@ -114,36 +113,14 @@ def _load_w(w_ptr, rows, row_ok, kk, K: tl.constexpr, DOT: tl.constexpr):
 
 @triton.jit
 def _product(x, w, DOT: tl.constexpr):
-    # x: [BM, BK] (model dtype) times a ``_load_w`` tile -> [BM, BN] float32. DOT 1 uses the
+    # x: [BM, BK] (model dtype) times a ``_load_w`` tile -> [BM, BN] float32. DOT uses the
     # tensor cores (BM >= 16); otherwise multiply-and-sum on the CUDA cores, which lets a small
-    # batch use a tile of just its own rows. DOT 2 (``Tiles.defer``): the products alone,
-    # [BM, BN, BK], which the accumulator sums once after the loop (``_acc_total``) instead of
-    # across the threads at every step.
-    if DOT == 1:
+    # batch use a tile of just its own rows.
+    if DOT:
         out = dot(x, w)
-    elif DOT == 2:
-        out = x.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :]
     else:
         out = tl.sum(x.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)
     return out
-
-
-@triton.jit
-def _acc_zeros(BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, DOT: tl.constexpr):
-    # A product's float32 accumulator: [BM, BN], or per input column [BM, BN, BK] for DOT 2.
-    if DOT == 2:
-        acc = tl.zeros([BM, BN, BK], tl.float32)
-    else:
-        acc = tl.zeros([BM, BN], tl.float32)
-    return acc
-
-
-@triton.jit
-def _acc_total(acc, DOT: tl.constexpr):
-    # The accumulator as [BM, BN] (DOT 2 sums its input columns here, once).
-    if DOT == 2:
-        acc = tl.sum(acc, axis=2)
-    return acc
 
 
 @triton.jit
@@ -160,23 +137,20 @@ def _linear_kernel(
     K_SPLIT: tl.constexpr, BLOCK_KS: tl.constexpr,
     PDL: tl.constexpr, PRELOAD: tl.constexpr,
     best_ptr, PICK: tl.constexpr,
-    pf_ptr, pf_bytes, pf_chunk, PF: tl.constexpr, PF_LANES: tl.constexpr,
 ):  # fmt: skip
     # x: [B, K]; w: [N, K] (or [2N, K] gate rows then up rows for ACT_SILU_MUL); y: [B, N].
     # PICK: y is the logits; each program also offers its tile's greedy token (``pick_offer``).
     # Program (n, m, k) computes a [BLOCK_M, BLOCK_N] tile over inputs k*K_SPLIT..+K_SPLIT.
     # ATOMIC: float32 y += the partial product (y is the residual stream: the residual add is
     # free, and splitting K gives a narrow output like o_proj enough programs to fill the GPU).
-    # PF: first ask L2 for a later kernel's weights (``l2_prefetch``).
-    prefetch_l2(pf_ptr, pf_bytes, pf_chunk, PF, PF_LANES)
     pid_n, pid_m, pid_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
     m_ok, n_ok = rm < B, rn < N
     w_dtype = w_ptr.dtype.element_ty
-    acc = _acc_zeros(BLOCK_M, BLOCK_N, BLOCK_K, DOT)
-    acc_up = _acc_zeros(BLOCK_M, BLOCK_N, BLOCK_K, DOT)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    acc_up = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     if PRELOAD:
         # The weights are no kernel's output: the first step's tile can load before the wait
         # and the row statistics, so its memory latency overlaps theirs (and, under PDL, the
@@ -199,7 +173,6 @@ def _linear_kernel(
         if ACT == 2:
             acc_up += _tile_product(x, w_ptr, rn + N, n_ok, kk, K, DOT)
     release_next(PDL)
-    acc, acc_up = _acc_total(acc, DOT), _acc_total(acc_up, DOT)
     if HAS_BIAS:
         first = (pid_k == 0).to(tl.float32)  # the bias once, from the first split
         acc += first * tl.load(b_ptr + rn, mask=n_ok, other=0.0).to(tl.float32)[None, :]
@@ -233,13 +206,10 @@ def _qkv_rope_kernel(
     NORM: tl.constexpr, HAS_BIAS: tl.constexpr, ROPE: tl.constexpr, DOT: tl.constexpr,
     D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_KS: tl.constexpr, PDL: tl.constexpr, PRELOAD: tl.constexpr,
-    pf_ptr, pf_bytes, pf_chunk, PF: tl.constexpr, PF_LANES: tl.constexpr,
 ):  # fmt: skip
     # x: [B, K]; w: [(H + 2 Hkv) D, K], q heads then k heads then v heads; q: [B, H, D];
     # k, v: one layer of the cache, [slots, Hkv, M + 1, D]; row b writes slot slot[b].
     # A program computes columns j and j + D/2 of one head, the pairs rope rotates together.
-    # PF: first ask L2 for a later kernel's weights (``l2_prefetch``).
-    prefetch_l2(pf_ptr, pf_bytes, pf_chunk, PF, PF_LANES)
     t, pid_j, pid_m = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     HALF: tl.constexpr = D // 2
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -248,8 +218,8 @@ def _qkv_rope_kernel(
     m_ok = rm < B
     row1, row2 = t * D + rj, t * D + HALF + rj
     j_ok = rj < HALF
-    acc1 = _acc_zeros(BLOCK_M, BLOCK_J, BLOCK_K, DOT)
-    acc2 = _acc_zeros(BLOCK_M, BLOCK_J, BLOCK_K, DOT)
+    acc1 = tl.zeros([BLOCK_M, BLOCK_J], tl.float32)
+    acc2 = tl.zeros([BLOCK_M, BLOCK_J], tl.float32)
     if PRELOAD:  # as in _linear_kernel: the first weight tile before the wait
         w1 = _load_w(w_ptr, row1, j_ok, rk, K, DOT)
         w2 = _load_w(w_ptr, row2, j_ok, rk, K, DOT)
@@ -265,7 +235,6 @@ def _qkv_rope_kernel(
         acc1 += _tile_product(x, w_ptr, row1, j_ok, kk, K, DOT)
         acc2 += _tile_product(x, w_ptr, row2, j_ok, kk, K, DOT)
     release_next(PDL)
-    acc1, acc2 = _acc_total(acc1, DOT), _acc_total(acc2, DOT)
     if HAS_BIAS:
         acc1 += tl.load(b_ptr + row1).to(tl.float32)[None, :]
         acc2 += tl.load(b_ptr + row2).to(tl.float32)[None, :]
@@ -332,22 +301,14 @@ class Tiles:
     block_j: int = 16  # q/k/v only: rotary pairs per program (below 16: multiply-and-sum only)
     num_stages: int = 3  # weight tiles in flight per program (Triton's software pipeline)
     preload: bool = False  # load the first weight tile before waiting for the previous kernel
-    defer: bool = False  # multiply-and-sum only: sum over the inputs once, after the loop
-
-    @property
-    def dot_mode(self) -> int:
-        """The kernels' DOT: 1 tensor cores, 0 multiply-and-sum, 2 the same, summed once."""
-        return 1 if self.dot else 2 if self.defer else 0
 
     @staticmethod
     def make(
         B: int, N: int, K: int, *, dot: bool, block_n: int, block_k: int,
         num_warps: int = 4, programs: int = 0, block_j: int = 16, num_stages: int = 3,
-        preload: bool = False, defer: bool = False,
+        preload: bool = False,
     ) -> Tiles:  # fmt: skip
         """``programs``: split K until about that many programs run (0: no split)."""
-        if defer and dot:
-            raise ValueError("defer is for multiply-and-sum tiles (dot=False)")
         if dot:
             block_m = 16 if B <= 16 else 32 if B <= 32 else 64
         else:
@@ -363,7 +324,7 @@ class Tiles:
         # chunk is 128 KiB of registers, which spills (batch 64 measured 2-4x slower than 32).
         block_ks = min(512, _pow2(K), max(64, 8192 // block_m))
         return Tiles(dot, block_m, block_n, block_k, k_split, block_ks, num_warps, block_j,
-                     num_stages, preload, defer)  # fmt: skip
+                     num_stages, preload)  # fmt: skip
 
     @staticmethod
     def choose(
@@ -425,15 +386,13 @@ def linear(
     tiles: Tiles | None = None,
     pdl: int | None = None,
     pick: Pick | None = None,
-    prefetch: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``act(norm(x) @ w.T + bias)``; x: [B, K] -> [B, N] (N = rows of w, halved for
     ``ACT_SILU_MUL``). ``accumulate``: a float32 [B, N] tensor that the product is added to in
     place (split over K, atomically) and returned; no activation then. ``tiles``: overrides
     the heuristic (the benchmark's tile sweep). ``pdl``: how it launches (``pdl_mode``).
     ``pick``: the output is logits; also offer each row's greedy token (``Pick``; then
-    ``feedback``). ``prefetch``: a contiguous tensor (a later kernel's weights) to pull into
-    L2 as this kernel starts (``l2_prefetch``; None on devices without it)."""
+    ``feedback``)."""
     B, K = x.shape
     if pick is not None and (accumulate is not None or act != ACT_NONE or B > pick.rows):
         raise ValueError("pick takes a plain product of at most pick.rows rows")
@@ -455,11 +414,10 @@ def linear(
         norm_w if norm_w is not None else dummy, norm_b if norm_b is not None else dummy, out,
         B, N, K, eps,
         NORM=norm, HAS_BIAS=bias is not None, ACT=act, ATOMIC=accumulate is not None,
-        DOT=t.dot_mode, BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k,
+        DOT=t.dot, BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k,
         K_SPLIT=t.k_split, BLOCK_KS=t.block_ks, PRELOAD=t.preload, num_warps=t.num_warps,
         num_stages=t.num_stages,
         **pick_args(pick, dummy), **pdl_args(x, pdl),
-        **prefetch_args(prefetch, grid[0] * grid[1] * grid[2], t.num_warps, dummy),
     )  # fmt: skip
     return out
 
@@ -485,13 +443,11 @@ def qkv_rope(
     eps: float = 1e-6,
     tiles: Tiles | None = None,
     pdl: int | None = None,
-    prefetch: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """x: [B, E] -> q: [B, H, D]; writes k, v of row b into slot ``slots[b]`` at ``wpos[b]``.
 
     k_cache, v_cache: one layer, [slots, Hkv, M + 1, D]; pos, wpos, slots: [B] int64; cos,
-    sin: [M + 1, D] (None: no rotary embedding, as in gpt_bigcode). ``prefetch``: as
-    ``linear``'s."""
+    sin: [M + 1, D] (None: no rotary embedding, as in gpt_bigcode)."""
     B, K = x.shape
     D = head_dim
     # The kernels index rows with plain offsets: a broadcast (stride-0) index would read wrong.
@@ -512,9 +468,8 @@ def qkv_rope(
         q, k_cache, v_cache,
         B, K, eps, n_heads, n_kv,
         s_slot, s_head, s_pos,
-        NORM=norm, HAS_BIAS=bias is not None, ROPE=rope, DOT=t.dot_mode,
+        NORM=norm, HAS_BIAS=bias is not None, ROPE=rope, DOT=t.dot,
         D=D, BLOCK_M=t.block_m, BLOCK_J=BJ, BLOCK_K=t.block_k, BLOCK_KS=t.block_ks,
         PRELOAD=t.preload, num_warps=t.num_warps, num_stages=t.num_stages, **pdl_args(x, pdl),
-        **prefetch_args(prefetch, grid[0] * grid[1] * grid[2], t.num_warps, dummy),
     )  # fmt: skip
     return q

@@ -32,20 +32,14 @@ def pdl_mode(device: torch.device | None = None, prefer: int = PDL_LATE) -> int:
     env = os.environ.get("LSPILOT_PDL", "").strip()
     if env not in ("", "0", "1", "2"):  # a GPU daemon refuses a typo when its engine loads
         raise ValueError(f"LSPILOT_PDL must be 0 (serial), 1 (early) or 2 (late), not {env!r}")
-    if not compiled_hopper(device):
+    on_cuda = torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda")
+    if triton.knobs.runtime.interpret or not on_cuda:
+        return PDL_OFF
+    if torch.cuda.get_device_capability(device)[0] < 9:
         return PDL_OFF
     if _pdl_override is not None:
         return _pdl_override
     return int(env) if env else prefer
-
-
-def compiled_hopper(device: torch.device | None = None) -> bool:
-    """Kernels compile (not Triton's interpreter) for a CUDA device of compute capability 9 or
-    later: where programmatic dependent launch and bulk L2 prefetch exist."""
-    on_cuda = torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda")
-    if triton.knobs.runtime.interpret or not on_cuda:
-        return False
-    return torch.cuda.get_device_capability(device)[0] >= 9
 
 
 def set_pdl_mode(mode: int | None) -> None:

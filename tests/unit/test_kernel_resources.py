@@ -36,12 +36,10 @@ COMPILE = textwrap.dedent(
         K=E, NORM=K.NORM_RMS, HAS_BIAS=False, ACT=K.ACT_NONE, ATOMIC=False, DOT=t.dot,
         BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k, K_SPLIT=t.k_split,
         BLOCK_KS=t.block_ks, PDL=2, PRELOAD=t.preload, PICK=True,
-        PF=True, PF_LANES=32 * t.num_warps,  # and the L2 prefetch's PTX assembles
     )
     fn = K._linear_kernel
     ptrs = dict(x_ptr="*fp32", w_ptr="*" + dtype, b_ptr="*" + dtype, nw_ptr="*" + dtype,
-                nb_ptr="*" + dtype, y_ptr="*fp32", best_ptr="*i64", eps="fp32",
-                pf_ptr="*" + dtype)
+                nb_ptr="*" + dtype, y_ptr="*fp32", best_ptr="*i64", eps="fp32")
     sig = {a: "constexpr" if a in const else ptrs.get(a, "i32") for a in fn.arg_names}
     src = ASTSource(fn, sig, constexprs={(fn.arg_names.index(k),): v for k, v in const.items()})
     opts = {"num_warps": t.num_warps, "num_stages": t.num_stages, "launch_pdl": True}
