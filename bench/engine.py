@@ -1030,6 +1030,12 @@ def bench_model(name, cfg, args, deadline):
         order = [("sjf1", {"shortest_first": True}), ("sjf0", {"shortest_first": False})]
         if args.shortest_first:  # prompts with the fewest tokens left first, or arrival order
             section("shortest_first", lambda: policies(order))
+        # The start burst: more prompts per prefill step, or longer first chunks of each.
+        burst = [("rows16", {}), ("rows32", {"prefill_rows": 32}), ("rows64", {"prefill_rows": 64}),
+                 ("chunk1024", {"prefill_chunk": 1024}),
+                 ("rows32_chunk1024", {"prefill_rows": 32, "prefill_chunk": 1024})]  # fmt: skip
+        if args.burst_policies:
+            section("burst_policies", lambda: policies(burst))
 
         def same_as_generate_batch():
             reqs = [(p, 32, None) for p, _, _ in traffic(random.Random(7), 64, vocab)]
@@ -1235,6 +1241,7 @@ def main() -> None:
     ap.add_argument(
         "--shortest-first", action="store_true", help="64 clients, shortest prompt first or not"
     )
+    ap.add_argument("--burst-policies", action="store_true", help="64 clients, prefill rows/chunk")
     ap.add_argument("--fused", choices=["auto", "on", "off"], default="auto")
     ap.add_argument("--packed", choices=["auto", "on", "off"], default="auto", help="prefill")
     ap.add_argument("--fused-max-batch", type=int, default=0, help="larger: eager (0: auto)")
