@@ -11,7 +11,8 @@ rounds, so every variant sees the same machine state:
   kernel, not before; ``head_bn128``, ``head_bk256``: the vocabulary product 128 wide (as before
   run 29), or 128 wide and 256 deep (the shipped tiles: 256 wide, 128 deep, 8 warps);
 - ``pdl_off``, ``pdl_late``: every kernel launched serially, or early with a late release
-  (``pdl.py``), whatever the architecture's default;
+  (``pdl.py``), whatever the architecture's default; ``flip_qkv``, ``flip_up``, ...: one
+  kernel of every layer (or the vocabulary product) launched the other way from the default;
 - ``pick_in_head``: ``graphs.decode_and_pick`` as it ships (the greedy ids offered inside the
   vocabulary product, then one feedback kernel); ``pick_torch``: the same step followed by the
   six torch kernels of the eager tail.
@@ -36,7 +37,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import engine as bench  # noqa: E402  (bench/engine.py: model configs, builder)
 
-VARIANTS = ["new", "no_attn_preload", "head_bn128", "head_bk256", "pdl_off", "pdl_late"]
+# Kernels whose launch mode a flip_<kernel> variant changes alone (``FusedDecode.pdl_by_op``).
+FLIP = ("qkv", "attention", "o", "up", "down", "head")
+VARIANTS = ["new", "no_attn_preload", "head_bn128", "head_bk256", "pdl_off", "pdl_late",
+            *(f"flip_{k}" for k in FLIP)]  # fmt: skip
 
 
 def capture_ms(fn, reps: int = 50) -> float:
@@ -69,6 +73,9 @@ def use_variant(F, em, name: str, stock: dict) -> None:
                    "num_warps": t.num_warps}  # fmt: skip
         em.fused.tile_kw = {"head": {**shipped, **head}}
     em.fused.pdl = {"pdl_off": PDL_OFF, "pdl_late": PDL_LATE}.get(name, stock["pdl"])
+    # flip_<kernel>: that one kernel launched the other way (serial <-> PDL released late).
+    flipped = name.removeprefix("flip_")
+    em.fused.pdl_by_op = {flipped: PDL_OFF if stock["pdl"] else PDL_LATE} if flipped in FLIP else {}
     if name == "no_attn_preload":
         F.attention = lambda *a, **k: stock["attention"](*a, **k, preload=False)
     if "torchembed" in name:

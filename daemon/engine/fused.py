@@ -50,6 +50,9 @@ class FusedDecode:
         # docs/performance.md, run 13.
         prefer = PDL_OFF if self.bigcode else PDL_LATE
         self.pdl = pdl_mode(em.device, prefer)
+        # Launch modes of single kernels ("embed", "qkv", "attention", "o", "up", "down", "head",
+        # "feedback") where they differ from ``pdl`` (bench/step_parts.py's per-kernel variants).
+        self.pdl_by_op: dict[str, int] = {}
         # Tile choices per product ("qkv", "o", "up", "down", "head"): ``Tiles.make`` keywords
         # that replace ``Tiles.choose``'s heuristic (bench/step_sweep.py, the tests).
         self.tile_kw: dict[str, dict] = {}
@@ -64,6 +67,9 @@ class FusedDecode:
     def pick_for(self, inputs: torch.Tensor, next_ids: torch.Tensor, trash: int) -> Pick:
         """The greedy choice's state for a step whose inputs are ``inputs`` [3, rows, 1]."""
         return Pick(inputs, next_ids, trash)
+
+    def _pdl(self, op: str) -> int:
+        return self.pdl_by_op.get(op, self.pdl)
 
     def _tiles(self, op: str, B: int, N: int, K_in: int) -> K.Tiles | None:
         kw = self.tile_kw.get(op)
@@ -86,10 +92,11 @@ class FusedDecode:
         -> logits [R, V] float32."""
         em, cache, sh = self.em, self.em.cache, self.em.shape
         # The residual stream in float32: the output and down projections add into it in place.
-        x = embed(ids, pos, self.wte, self.wpe, pdl=self.pdl)  # [R, E]
+        pdl = self._pdl
+        x = embed(ids, pos, self.wte, self.wpe, pdl=pdl("embed"))  # [R, E]
         cos, sin = (None, None) if self.bigcode else (em.cos, em.sin)
         mlp_act = K.ACT_GELU_TANH if self.bigcode else K.ACT_SILU_MUL
-        pdl, R = self.pdl, ids.shape[0]
+        R = ids.shape[0]
         E, n_qkv = x.shape[1], (sh.n_heads + 2 * sh.n_kv_heads) * sh.head_dim
         t_qkv = self._tiles("qkv", R, n_qkv, E)
         t_o = self._tiles("o", R, E, sh.n_heads * sh.head_dim)
@@ -102,26 +109,28 @@ class FusedDecode:
                 k_cache=k_cache, v_cache=v_cache, pos=pos, wpos=wpos, slots=slots,
                 cos=cos, sin=sin,
                 norm=self.norm_kind, norm_w=lw.ln1[0], norm_b=lw.ln1[1], eps=lw.ln1[2],
-                tiles=t_qkv, pdl=pdl,
+                tiles=t_qkv, pdl=pdl("qkv"),
             )  # fmt: skip  # q: [R, H, D]
-            attn = attention(q, k_cache, v_cache, pos, slots, n_keys, em.scaling, pdl=pdl)
-            K.linear(attn, lw.w_o, lw.b_o, accumulate=x, tiles=t_o, pdl=pdl)
+            attn = attention(
+                q, k_cache, v_cache, pos, slots, n_keys, em.scaling, pdl=pdl("attention")
+            )
+            K.linear(attn, lw.w_o, lw.b_o, accumulate=x, tiles=t_o, pdl=pdl("o"))
             h = K.linear(
                 x, lw.w_up, lw.b_up,
                 norm=self.norm_kind, norm_w=lw.ln2[0], norm_b=lw.ln2[1], eps=lw.ln2[2],
-                act=mlp_act, tiles=self._tiles("up", R, n_mid, E), pdl=pdl,
+                act=mlp_act, tiles=self._tiles("up", R, n_mid, E), pdl=pdl("up"),
             )  # fmt: skip  # [R, I]
             K.linear(h, lw.w_down, lw.b_down, accumulate=x,
-                     tiles=self._tiles("down", R, E, n_mid), pdl=pdl)  # fmt: skip
+                     tiles=self._tiles("down", R, E, n_mid), pdl=pdl("down"))  # fmt: skip
         w, b, eps = self.final
         logits = K.linear(
             x, self.head, self.head_bias,
             norm=self.norm_kind, norm_w=w, norm_b=b, eps=eps, out_dtype=torch.float32,
-            tiles=self._tiles("head", R, self.head.shape[0], E), pdl=pdl, pick=pick,
+            tiles=self._tiles("head", R, self.head.shape[0], E), pdl=pdl("head"), pick=pick,
         )  # fmt: skip
         if pick is not None:
             try:
-                feedback(pick, R, pdl=pdl)
+                feedback(pick, R, pdl=pdl("feedback"))
             except Exception:
                 # The product's offers are in; the next step's pick must not see them.
                 pick.best.fill_(PICK_EMPTY)

@@ -19,7 +19,15 @@ from tests.kernel_models import VOCAB, tiny_decoder  # noqa: E402
 
 MODES = [pdl.PDL_OFF]
 if torch.cuda.get_device_capability()[0] >= 9:
-    MODES += [pdl.PDL_EARLY, pdl.PDL_LATE]
+    MODES += [pdl.PDL_EARLY, pdl.PDL_LATE, "mixed"]
+# "mixed": released late but for some kernels launched serially, so that boundaries of every kind
+# (serial after PDL, PDL after serial) occur in one step (``FusedDecode.pdl_by_op``).
+MIXED = {"qkv": pdl.PDL_OFF, "o": pdl.PDL_OFF, "down": pdl.PDL_OFF, "head": pdl.PDL_OFF}
+
+
+def launch_as(fused, mode) -> None:
+    fused.pdl = pdl.PDL_LATE if mode == "mixed" else mode
+    fused.pdl_by_op = dict(MIXED) if mode == "mixed" else {}
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -49,7 +57,7 @@ def test_graphed_fused_step_matches_the_step_launched_serially(arch, rows, mode)
                 em.cache.k[:, b, :, p[b, 0]] = 0.0
                 em.cache.v[:, b, :, p[b, 0]] = 0.0
 
-        em.fused.pdl = mode
+        launch_as(em.fused, mode)
         em.fused.decode(new, p, p, key_pos)  # compiles outside the capture
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
@@ -57,7 +65,7 @@ def test_graphed_fused_step_matches_the_step_launched_serially(arch, rows, mode)
         for _ in range(2):
             new.copy_(torch.randint(0, VOCAB, (rows, 1), generator=g))
             eager = em.decode(new, p, p, key_pos).clone()
-            em.fused.pdl = pdl.PDL_OFF
+            launch_as(em.fused, pdl.PDL_OFF)
             want = em.fused.decode(new, p, p, key_pos).clone()
             k_want, v_want = em.cache.k.clone(), em.cache.v.clone()
             forget_new_token()
@@ -81,7 +89,7 @@ def test_graphed_pick_feeds_back_as_the_torch_tail(arch, mode):
 
     em = EngineModel(tiny_decoder(arch).cuda(), max_len=256, fused=True)
     em.allocate(4)
-    em.fused.pdl = mode
+    launch_as(em.fused, mode)
     io = DecodeIO(em, 4)
     io.upload([(0, 5, 3), (1, 17, 9), (3, 2, 40)])
     start = io.inputs.clone()
