@@ -185,7 +185,10 @@ class EngineBackend:
 
 
 def _kernel_launch(em) -> str:
-    """How the fused decode kernels launch (``FusedDecode.pdl``), for the backend's info."""
+    """How the fused decode kernels launch (``FusedDecode.pdl``, then any kernel launched
+    otherwise), for the backend's info: "pdl-late", "serial", "serial, attention pdl-late"."""
     if em.fused is None:
         return "none"
-    return ("serial", "pdl-early", "pdl-late")[em.fused.pdl]
+    names = ("serial", "pdl-early", "pdl-late")
+    others = [f"{op} {names[m]}" for op, m in em.fused.pdl_by_op.items() if m != em.fused.pdl]
+    return ", ".join([names[em.fused.pdl], *others])

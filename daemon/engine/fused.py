@@ -51,8 +51,15 @@ class FusedDecode:
         prefer = PDL_OFF if self.bigcode else PDL_LATE
         self.pdl = pdl_mode(em.device, prefer)
         # Launch modes of single kernels ("embed", "qkv", "attention", "o", "up", "down", "head",
-        # "feedback") where they differ from ``pdl`` (bench/step_parts.py's per-kernel variants).
+        # "feedback") where they differ from ``pdl``. One kernel at a time launched the other
+        # way (bench/step_parts.py's flip_*, run 35, batch 2, 1024 keys): for qwen 0.5b every
+        # per-layer kernel loses 28-59 µs a step launched serially (the vocabulary product 1);
+        # for starcoder each gains 5-7 µs serially, but attention, launched with PDL, saves 8
+        # (1376.4 -> 1368.7 µs, rounds within 2.3). So gpt_bigcode's attention launches with
+        # PDL unless a mode was forced (``LSPILOT_PDL``, ``set_pdl_mode``).
         self.pdl_by_op: dict[str, int] = {}
+        if self.bigcode and self.pdl == PDL_OFF and pdl_mode(em.device, PDL_LATE) == PDL_LATE:
+            self.pdl_by_op = {"attention": PDL_LATE}
         # Tile choices per product ("qkv", "o", "up", "down", "head"): ``Tiles.make`` keywords
         # that replace ``Tiles.choose``'s heuristic (bench/step_sweep.py, the tests).
         self.tile_kw: dict[str, dict] = {}

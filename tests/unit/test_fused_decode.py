@@ -188,6 +188,9 @@ def test_kernel_launch_mode_is_serial_here_and_a_bad_override_is_refused(monkeyp
     monkeypatch.setenv("LSPILOT_PDL", "2")
     assert pdl.pdl_mode(prefer=pdl.PDL_LATE) == pdl.PDL_OFF  # the interpreter
     assert EngineModel(tiny_decoder("qwen2"), max_len=64, fused=True).fused.pdl == pdl.PDL_OFF
+    monkeypatch.delenv("LSPILOT_PDL")
+    bigcode = EngineModel(tiny_decoder("gpt_bigcode"), max_len=64, fused=True).fused
+    assert (bigcode.pdl, bigcode.pdl_by_op) == (pdl.PDL_OFF, {})  # no PDL for attention either
     monkeypatch.setenv("LSPILOT_PDL", "yes")
     with pytest.raises(ValueError, match="LSPILOT_PDL must be 0"):
         pdl.pdl_mode()

@@ -19,15 +19,17 @@ from tests.kernel_models import VOCAB, tiny_decoder  # noqa: E402
 
 MODES = [pdl.PDL_OFF]
 if torch.cuda.get_device_capability()[0] >= 9:
-    MODES += [pdl.PDL_EARLY, pdl.PDL_LATE, "mixed"]
+    MODES += [pdl.PDL_EARLY, pdl.PDL_LATE, "mixed", "default"]
 # "mixed": released late but for some kernels launched serially, so that boundaries of every kind
 # (serial after PDL, PDL after serial) occur in one step (``FusedDecode.pdl_by_op``).
 MIXED = {"qkv": pdl.PDL_OFF, "o": pdl.PDL_OFF, "down": pdl.PDL_OFF, "head": pdl.PDL_OFF}
 
 
 def launch_as(fused, mode) -> None:
-    fused.pdl = pdl.PDL_LATE if mode == "mixed" else mode
-    fused.pdl_by_op = dict(MIXED) if mode == "mixed" else {}
+    """``mode``, or "default": as the fused step was built (gpt_bigcode: serial but attention)."""
+    if mode != "default":
+        fused.pdl = pdl.PDL_LATE if mode == "mixed" else mode
+        fused.pdl_by_op = dict(MIXED) if mode == "mixed" else {}
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -121,3 +123,15 @@ def test_graphed_pick_feeds_back_as_the_torch_tail(arch, mode):
     assert fused[-1][2][2, 2, 0] == io.trash  # the padding row's write position
     assert torch.equal(fused[-1][2][1, :, 0], start[1, :, 0] + torch.tensor([3, 3, 0, 3]).cuda())
     assert torch.equal(pick.best, torch.full_like(pick.best, step_ends.PICK_EMPTY))
+
+
+def test_gpt_bigcode_launches_only_attention_with_pdl_unless_a_mode_is_forced(monkeypatch):
+    monkeypatch.delenv("LSPILOT_PDL", raising=False)
+    fused = EngineModel(tiny_decoder("gpt_bigcode").cuda(), max_len=64, fused=True).fused
+    hopper = torch.cuda.get_device_capability()[0] >= 9
+    assert fused.pdl == pdl.PDL_OFF
+    assert fused.pdl_by_op == ({"attention": pdl.PDL_LATE} if hopper else {})
+    assert EngineModel(tiny_decoder("qwen2").cuda(), max_len=64, fused=True).fused.pdl_by_op == {}
+    monkeypatch.setenv("LSPILOT_PDL", "0")
+    fused = EngineModel(tiny_decoder("gpt_bigcode").cuda(), max_len=64, fused=True).fused
+    assert fused.pdl == pdl.PDL_OFF and fused.pdl_by_op == {}
