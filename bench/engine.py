@@ -1152,18 +1152,45 @@ def environment():
 KERNELS = ("qkv_rope", "attention", "o_proj", "up_act", "down")
 
 
-def plot(results: list[dict], path: Path) -> None:
+# Nsight Compute's parts of a layer (bench/profile_step.py), as the figure labels them.
+PROFILE_PARTS = {
+    "qkv_rope": "q/k/v + rope",
+    "attention_split": "attention",
+    "attention_merge": "attention merge",
+    "o_proj": "o_proj",
+    "gate_up": "norm + gate/up",
+    "down": "down",
+}
+
+
+def plot(results: list[dict], path: Path, profile: dict | None = None) -> None:
     """Left: decode ms/token at batch 1 per way of running the model, with the weight-read floor.
-    Middle: where a fused decode step spends its time, per layer and kernel, against the floor.
-    Right (when measured): engine completions/s against concurrent clients."""
+    Middle: where a fused decode step spends its time, per layer and kernel (``plot_layer``).
+    Right (when measured): engine completions/s against concurrent clients, or at 64 clients
+    against stock sequential ``generate``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     conc = [r for r in results if len(r.get("engine_concurrency", {})) > 1]
-    fig, axes = plt.subplots(1, 3 if conc else 2, figsize=(16 if conc else 12, 4.8))
-    a, b = axes[0], axes[1]
+    vs_stock = [
+        r for r in results if "stock_sequential" in r and "64" in r.get("engine_concurrency", {})
+    ]
+    right = bool(conc or vs_stock)
+    fig, axes = plt.subplots(1, 3 if right else 2, figsize=(17 if right else 12, 4.8))
+    plot_decode(axes[0], results)
+    plot_layer(axes[1], results, profile)
+    if conc:
+        plot_clients(axes[2], conc)
+    elif vs_stock:
+        plot_vs_stock(axes[2], vs_stock)
+    fig.suptitle("lspilot engine on one NVIDIA H200 (bf16, random weights of real architectures)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_decode(ax, results: list[dict]) -> None:
     names = [r["model"] for r in results]
     x = range(len(names))
     bars = [
@@ -1172,46 +1199,88 @@ def plot(results: list[dict], path: Path) -> None:
         ("eager_engine_decode", "engine, HF modules in CUDA graphs"),
         ("engine_decode", "engine, Triton kernels + lookahead"),
     ]
-    w = 0.2
+    bars = [(k, label) for k, label in bars if any(k in r for r in results)]
+    w = 0.8 / max(1, len(bars))
     for i, (key, label) in enumerate(bars):
         vals = [r.get(key, {}).get("ms_per_token", 0) or 0 for r in results]
-        a.bar([j + (i - 1.5) * w for j in x], vals, w, label=label)
-    a.scatter(list(x), [r["floor_ms_per_token"] for r in results], color="k", marker="_",
-              s=500, label="weights / 4.3 TB/s", zorder=3)  # fmt: skip
-    a.set_xticks(list(x), names, rotation=12, fontsize=8)
-    a.set_yscale("log")
-    a.set_ylabel("decode ms/token, batch 1 (log)")
-    a.set_ylim(top=a.get_ylim()[1] * 6)  # room above the bars for the legend
-    a.legend(fontsize=7, loc="upper left", ncol=2)
-    for j, r in enumerate(results):
-        kt = r.get("kernel_times", {})
+        ax.bar([j + (i - (len(bars) - 1) / 2) * w for j in x], vals, w, label=label)
+    ax.scatter(list(x), [r["floor_ms_per_token"] for r in results], color="k", marker="_",
+               s=500, label="weights / 4.3 TB/s", zorder=3)  # fmt: skip
+    ax.set_xticks(list(x), names, rotation=12, fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("decode ms/token, batch 1 (log)")
+    ax.set_ylim(top=ax.get_ylim()[1] * 6)  # room above the bars for the legend
+    ax.legend(fontsize=7, loc="upper left", ncol=2)
+
+
+def plot_layer(ax, results: list[dict], profile: dict | None) -> None:
+    """Per layer and kernel, against the weight bytes / 4.3 TB/s: from ``profile``
+    (bench/profile_step.py's JSON: each kernel alone, cold caches) when given, else from the
+    results' ``kernel_times`` (each kernel alone, its weights in L2)."""
+    if profile:
+        rows = {m: {k: (p["us"], p["dram_mb"]) for k, p in v["parts"].items()}
+                for m, v in profile["models"].items()}  # fmt: skip
+        xlabel = (f"µs per layer, each kernel alone, cold caches (Nsight Compute), batch "
+                  f"{profile['batch']}, {profile['keys']} keys")  # fmt: skip
+        parts = PROFILE_PARTS
+    else:
+        rows = {
+            r["model"]: {k: (t.get("us", 0.0), t.get("bytes", 0) / 1e6)
+                         for k, t in r.get("kernel_times", {}).items()}
+            for r in results
+        }  # fmt: skip
+        xlabel = "µs per layer, each kernel alone (its weights in L2: a lower bound), batch 2"
+        parts = {k: k for k in KERNELS}
+    for j, kt in enumerate(rows.values()):
         left = 0.0
-        for i, k in enumerate(KERNELS):
-            us = kt.get(k, {}).get("us", 0.0)
-            b.barh(j, us, left=left, color=f"C{i}", label=k if j == 0 else None)
+        for i, (k, label) in enumerate(parts.items()):
+            us = kt.get(k, (0.0, 0.0))[0]
+            ax.barh(j, us, left=left, color=f"C{i}", label=label if j == 0 else None)
             left += us
-        floor = sum(kt.get(k, {}).get("bytes", 0) for k in KERNELS if k != "attention") / 4.3e6
-        b.scatter([floor], [j], color="k", marker="|", s=300, zorder=3,
-                  label="weight bytes / 4.3 TB/s" if j == 0 else None)  # fmt: skip
-    b.set_yticks(list(x), names, fontsize=8)
-    b.set_xlabel("µs per layer, each kernel alone (its weights in L2: a lower bound), batch 2")
-    widest = max((sum(r.get("kernel_times", {}).get(k, {}).get("us", 0.0) for k in KERNELS)
-                  for r in results), default=0.0)  # fmt: skip
-    b.set_xlim(0, widest * 1.8 or 1)  # room on the right for the legend, clear of the bars
-    b.legend(fontsize=7, loc="center right")
-    if conc:
-        c = axes[2]
-        for r in conc:
-            pts = sorted(int(k) for k in r["engine_concurrency"])
-            c.plot(pts, [r["engine_concurrency"][str(k)]["completions_per_s"] for k in pts],
-                   marker="o", label=r["model"])  # fmt: skip
-        c.set_xlabel("concurrent clients")
-        c.set_ylabel("engine completions/s")
-        c.set_xscale("log", base=2)
-        c.legend(fontsize=8)
-    fig.suptitle("lspilot engine on one NVIDIA H200 (bf16, random weights of real architectures)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+        mb = sum(kt.get(k, (0.0, 0.0))[1] for k in parts if not k.startswith("attention"))
+        ax.scatter([mb / 4.3], [j], color="k", marker="|", s=300, zorder=3,
+                   label="weight bytes / 4.3 TB/s" if j == 0 else None)  # fmt: skip
+    ax.set_yticks(list(range(len(rows))), list(rows), fontsize=8)
+    ax.set_xlabel(xlabel, fontsize=8)
+    widest = max((sum(kt.get(k, (0.0, 0.0))[0] for k in parts) for kt in rows.values()),
+                 default=0.0)  # fmt: skip
+    ax.set_xlim(0, widest * 1.8 or 1)  # room on the right for the legend, clear of the bars
+    ax.legend(fontsize=7, loc="center right")
+
+
+def plot_clients(ax, conc: list[dict]) -> None:
+    for r in conc:
+        pts = sorted(int(k) for k in r["engine_concurrency"])
+        ax.plot(pts, [r["engine_concurrency"][str(k)]["completions_per_s"] for k in pts],
+                marker="o", label=r["model"])  # fmt: skip
+    ax.set_xlabel("concurrent clients")
+    ax.set_ylabel("engine completions/s")
+    ax.set_xscale("log", base=2)
+    ax.legend(fontsize=8)
+
+
+def plot_vs_stock(ax, results: list[dict]) -> None:
+    """Completions/s of stock sequential ``generate`` against the engine's 64 clients (2
+    requests each, half of them the start burst; and 16 each where measured), log scale."""
+    series = [("stock sequential generate", lambda r: r["stock_sequential"]),
+              ("engine, 64 clients x 2", lambda r: r["engine_concurrency"]["64"]),
+              ("engine, 64 clients x 16", lambda r: r.get("engine_sustained"))]  # fmt: skip
+    x = range(len(results))
+    w = 0.8 / len(series)
+    for i, (label, get) in enumerate(series):
+        vals = [(get(r) or {}).get("completions_per_s", 0) for r in results]
+        ax.bar([j + (i - 1) * w for j in x], vals, w, label=label)
+    for j, r in enumerate(results):
+        engine = (r.get("engine_sustained") or r["engine_concurrency"]["64"])["completions_per_s"]
+        stock = r["stock_sequential"].get("completions_per_s")  # absent: it ran out of time
+        if stock:
+            ax.annotate(f"{engine / stock:.0f}x", (j + w, engine), ha="center", va="bottom",
+                        fontsize=8)  # fmt: skip
+    ax.set_xticks(list(x), [r["model"] for r in results], rotation=12, fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("completions/s (log)")
+    ax.set_ylim(top=ax.get_ylim()[1] * 4)
+    ax.legend(fontsize=7, loc="upper left")
 
 
 def main() -> None:
@@ -1256,7 +1325,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     if args.plot:
         results = [json.loads(p.read_text()) for p in sorted(out.glob("engine_*.json"))]
-        plot([r for r in results if "model" in r], out / "performance.png")
+        prof = out / "profile_step.json"  # bench/profile_step.py's, for the middle panel
+        profile = json.loads(prof.read_text()) if prof.exists() else None
+        plot([r for r in results if "model" in r], out / "performance.png", profile)
         return
     _import_lspilot()
     import logging
