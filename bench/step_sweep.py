@@ -194,7 +194,7 @@ def sweep_model(name: str, workers: int) -> dict:
     res["best_tile_kw"] = best
     combined = {}
     for mode in (pdl.PDL_OFF, pdl.PDL_EARLY, pdl.PDL_LATE):
-        em.fused.pdl = mode
+        em.fused.pdl, em.fused.pdl_by_op = mode, {}  # every kernel alike
         for B in (2, 8):
             combined[f"pdl{mode}_B{B}_default"] = step_ms(em, {}, B)
             combined[f"pdl{mode}_B{B}_best"] = step_ms(em, best, B)
