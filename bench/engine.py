@@ -1152,14 +1152,12 @@ def environment():
 KERNELS = ("qkv_rope", "attention", "o_proj", "up_act", "down")
 
 
-# Nsight Compute's parts of a layer (bench/profile_step.py), as the figure labels them.
-PROFILE_PARTS = {
+# Nsight Compute's parts of a layer (bench/profile_step.py) renamed for the figure.
+PART_LABELS = {
     "qkv_rope": "q/k/v + rope",
     "attention_split": "attention",
     "attention_merge": "attention merge",
-    "o_proj": "o_proj",
     "gate_up": "norm + gate/up",
-    "down": "down",
 }
 
 
@@ -1222,7 +1220,8 @@ def plot_layer(ax, results: list[dict], profile: dict | None) -> None:
                 for m, v in profile["models"].items()}  # fmt: skip
         xlabel = (f"µs per layer, each kernel alone, cold caches (Nsight Compute), batch "
                   f"{profile['batch']}, {profile['keys']} keys")  # fmt: skip
-        parts = PROFILE_PARTS
+        per_step = ("embed", "head")  # once a step, not per layer
+        parts = {k: PART_LABELS.get(k, k) for k in next(iter(rows.values())) if k not in per_step}
     else:
         rows = {
             r["model"]: {k: (t.get("us", 0.0), t.get("bytes", 0) / 1e6)
@@ -1269,7 +1268,7 @@ def plot_vs_stock(ax, results: list[dict]) -> None:
     w = 0.8 / len(series)
     for i, (label, get) in enumerate(series):
         vals = [(get(r) or {}).get("completions_per_s", 0) for r in results]
-        ax.bar([j + (i - 1) * w for j in x], vals, w, label=label)
+        ax.bar([j + (i - (len(series) - 1) / 2) * w for j in x], vals, w, label=label)
     for j, r in enumerate(results):
         engine = (r.get("engine_sustained") or r["engine_concurrency"]["64"])["completions_per_s"]
         stock = r["stock_sequential"].get("completions_per_s")  # absent: it ran out of time

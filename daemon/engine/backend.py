@@ -190,5 +190,5 @@ def _kernel_launch(em) -> str:
     if em.fused is None:
         return "none"
     names = ("serial", "pdl-early", "pdl-late")
-    others = [f"{op} {names[m]}" for op, m in em.fused.pdl_by_op.items() if m != em.fused.pdl]
+    others = [f"{op} {names[m]}" for op, m in em.fused.pdl_by_op.items()]
     return ", ".join([names[em.fused.pdl], *others])

@@ -56,10 +56,11 @@ class FusedDecode:
         # per-layer kernel loses 28-59 µs a step launched serially (the vocabulary product 1);
         # for starcoder each gains 5-7 µs serially, but attention, launched with PDL, saves 8
         # (1376.4 -> 1368.7 µs, rounds within 2.3). So gpt_bigcode's attention launches with
-        # PDL unless a mode was forced (``LSPILOT_PDL``, ``set_pdl_mode``).
-        self.pdl_by_op: dict[str, int] = {}
-        if self.bigcode and self.pdl == PDL_OFF and pdl_mode(em.device, PDL_LATE) == PDL_LATE:
-            self.pdl_by_op = {"attention": PDL_LATE}
+        # PDL. Each kernel's preference goes through ``pdl_mode`` as the step's does, so a forced
+        # mode (``LSPILOT_PDL``, ``set_pdl_mode``) or a GPU without PDL launches them all alike.
+        prefer_by_op = {"attention": PDL_LATE} if self.bigcode else {}
+        modes = {op: pdl_mode(em.device, p) for op, p in prefer_by_op.items()}
+        self.pdl_by_op: dict[str, int] = {op: m for op, m in modes.items() if m != self.pdl}
         # Tile choices per product ("qkv", "o", "up", "down", "head"): ``Tiles.make`` keywords
         # that replace ``Tiles.choose``'s heuristic (bench/step_sweep.py, the tests).
         self.tile_kw: dict[str, dict] = {}
