@@ -33,6 +33,9 @@ HOST_PHASES = ("_reap", "_admit", "_prefill_step", "_decode_step", "_sample", "_
                "_flush")  # fmt: skip
 
 
+DEFAULT_SWITCH_S = 0.005  # CPython's
+
+
 class Timeline:
     """Host time per phase, and device spans of the steps, on the scheduler's thread."""
 
@@ -121,6 +124,7 @@ def window_summary(spans: list[dict], until_ms: float) -> dict:
     idle = sum(idle_gaps)
     first = min((s["start_ms"] for s in spans), default=0.0)
     return {
+        "first_step_ms": first,
         "window_ms": until_ms - first,
         "prefill_busy_ms": busy["prefill"],
         "decode_busy_ms": busy["decode"],
@@ -171,22 +175,35 @@ def run_model(name: str, cfg, args) -> dict:
         loop.run_until_complete(be.warmup())
         tl = Timeline()
         instrument(be._sched, tl)
-        for r in range(args.rounds + 1):  # round 0 warms the traffic's buckets, not reported
-            firsts, wall = loop.run_until_complete(
-                burst(be, cfg.vocab_size, 64, 2, tl, f"round{r}")
-            )
-            spans = tl.device_spans()
-            firsts.sort()
-            p95 = bench.pct(firsts, 0.95)
-            host = {k: {"calls": len(v), "total_ms": sum(v) * 1000} for k, v in tl.host.items()}
-            rec = {"first_token_p95_ms": p95, "first_token_ms": firsts, "wall_s": wall,
-                   "window": window_summary(spans, p95), "host": host}  # fmt: skip
-            if r == 0:
-                continue
-            if args.spans:
-                rec["spans"] = spans
-            out["rounds"].append(rec)
-            print_round(name, r, rec)
+        # Round 0 warms the traffic's buckets, not reported; the intervals alternate within a
+        # round, so each sees the same machine state.
+        for r in range(args.rounds + 1):
+            for si in args.switch_intervals:
+                sys.setswitchinterval(si)
+                firsts, wall = loop.run_until_complete(
+                    burst(be, cfg.vocab_size, 64, 2, tl, f"round{r}si{si}")
+                )
+                spans = tl.device_spans()
+                firsts.sort()
+                p95 = bench.pct(firsts, 0.95)
+                host = {k: {"calls": len(v), "total_ms": sum(v) * 1000} for k, v in tl.host.items()}
+                rec = {"switch_interval_s": si, "first_token_p95_ms": p95, "wall_s": wall,
+                       "first_token_ms": firsts, "window": window_summary(spans, p95),
+                       "host": host}  # fmt: skip
+                if args.sustained and r > 0:
+                    tl.origin = None  # no spans: the sustained run is timed from outside
+                    rec["sustained"] = loop.run_until_complete(
+                        bench.engine_concurrency(
+                            be, random.Random(16), cfg.vocab_size, 64, 16, tag=f"r{r}si{si}"
+                        )
+                    )
+                if r == 0:
+                    continue
+                if args.spans:
+                    rec["spans"] = spans
+                out["rounds"].append(rec)
+                print_round(name, r, rec)
+        sys.setswitchinterval(DEFAULT_SWITCH_S)
         loop.run_until_complete(be.close())
     finally:
         loop.close()
@@ -197,7 +214,16 @@ def run_model(name: str, cfg, args) -> dict:
 
 def print_round(name: str, r: int, rec: dict) -> None:
     w = rec["window"]
-    print(f"== {name} round {r}: burst p95 first token {rec['first_token_p95_ms']:.1f} ms")
+    print(
+        f"== {name} round {r}, switch interval {rec['switch_interval_s'] * 1000:g} ms: burst p95 "
+        f"first token {rec['first_token_p95_ms']:.1f} ms, first step at {w['first_step_ms']:.1f}"
+    )
+    if "sustained" in rec:
+        c = rec["sustained"]
+        print(
+            f"   64 x 16: p95 first token {c['ttft_p95_ms']:.1f} ms, p95 gap {c['gap_p95_ms']:.1f}"
+            f" ms, {c['completions_per_s']:.1f} completions/s"
+        )
     print(f"   window {w['window_ms']:.1f} ms: prefill {w['prefill_busy_ms']:.1f} "
           f"({w['prefill_steps']} steps), decode {w['decode_busy_ms']:.1f} ({w['decode_steps']} "
           f"steps), idle {w['idle_ms']:.1f} in {w['idle_gaps']} gaps (p50 "
@@ -212,6 +238,14 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=["qwen2.5-coder-0.5b"])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--spans", action="store_true", help="keep every device span in the JSON")
+    ap.add_argument(
+        "--switch-intervals",
+        nargs="*",
+        type=float,
+        default=[DEFAULT_SWITCH_S],
+        help="sys.setswitchinterval values to alternate (seconds)",
+    )
+    ap.add_argument("--sustained", action="store_true", help="also 64 x 16 per interval")
     args = ap.parse_args()
     bench._import_lspilot()
     out = Path(args.out)
@@ -219,15 +253,19 @@ def main() -> None:
     configs = bench.model_configs()
     for name in args.models:
         res = run_model(name, configs[name], args)
-        p95s = [r["first_token_p95_ms"] for r in res["rounds"]]
-        idle = [r["window"]["idle_ms"] for r in res["rounds"]]
-        res["median_p95_ms"], res["median_idle_ms"] = (
-            statistics.median(p95s),
-            statistics.median(idle),
-        )
-        print(
-            f"== {name}: median p95 {res['median_p95_ms']:.1f} ms, idle {res['median_idle_ms']:.1f}"
-        )
+        res["medians"] = {}
+        for si in args.switch_intervals:
+            rounds = [r for r in res["rounds"] if r["switch_interval_s"] == si]
+            med = {
+                "p95_ms": statistics.median(r["first_token_p95_ms"] for r in rounds),
+                "idle_ms": statistics.median(r["window"]["idle_ms"] for r in rounds),
+                "first_step_ms": statistics.median(r["window"]["first_step_ms"] for r in rounds),
+            }
+            if args.sustained:
+                for k in ("ttft_p95_ms", "gap_p95_ms", "completions_per_s"):
+                    med[f"sustained_{k}"] = statistics.median(r["sustained"][k] for r in rounds)
+            res["medians"][str(si)] = med
+            print(f"== {name}, switch interval {si * 1000:g} ms: medians {med}")
         (out / f"burst_timeline_{name}.json").write_text(json.dumps(res, indent=1))
 
 

@@ -298,7 +298,9 @@ def traffic(rng, n_requests, vocab, max_prompt=2048):
     return reqs
 
 
-async def engine_concurrency(be, rng, vocab, clients, per_client):
+async def engine_concurrency(be, rng, vocab, clients, per_client, tag=""):
+    """``clients`` clients of ``per_client`` requests each; ``tag`` prefixes the documents'
+    cache keys, so runs of the same traffic under different tags reuse no prefixes."""
     work = [traffic(rng, per_client, vocab) for _ in range(clients)]
     before = be.stats()
     ttfts, gaps, after_cancel, done = [], [], [], 0
@@ -310,7 +312,7 @@ async def engine_concurrency(be, rng, vocab, clients, per_client):
         nonlocal done, tokens
         for ri, (p, n, cancel) in enumerate(work[ci]):
             t0, times, toks, seq = await engine_run(
-                be, p, n, key=f"c{ci}r{ri}", cancel_after=cancel, rid=f"{ci}.{ri}"
+                be, p, n, key=f"{tag}c{ci}r{ri}", cancel_after=cancel, rid=f"{ci}.{ri}"
             )
             if times:
                 ttfts.append((times[0] - t0) * 1000)
@@ -1017,7 +1019,7 @@ def bench_model(name, cfg, args, deadline):
                         setattr(cfg, k, v)
                     for per in (2, args.sustained):
                         out[f"{label}_{c}x{per}"] = loop.run_until_complete(
-                            engine_concurrency(be, random.Random(per), vocab, c, per)
+                            engine_concurrency(be, random.Random(per), vocab, c, per, tag=label)
                         )
             finally:
                 for k, v in saved.items():
