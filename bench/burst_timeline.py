@@ -7,7 +7,9 @@ every packed prefill step and decode step (the device's busy spans and the idle 
 them), and host clocks around the scheduler's phases (admission, ordering, the upload, the
 launch, sampling, streaming). The window that decides the burst's p95 first token is from the
 first arrival to the 61st first token; inside it the script reports how much of the device's
-time was prefill, decode, and idle, and what the host was doing meanwhile.
+time was prefill, decode, and idle, and what the host was doing meanwhile. Each round runs
+the burst once per variant (``VARIANTS``: the scheduler's prefill lookahead on and off, a
+shorter GIL switch interval), and with ``--sustained`` the 64 x 16 traffic after each.
 
 ``python3 bench/burst_timeline.py --out $OUT [--models qwen2.5-coder-0.5b starcoder-1b]``:
 a table per model and ``burst_timeline_<model>.json``.
@@ -34,6 +36,13 @@ HOST_PHASES = ("_reap", "_admit", "_prefill_step", "_decode_step", "_sample", "_
 
 
 DEFAULT_SWITCH_S = 0.005  # CPython's
+# What a round alternates: label -> (sys.setswitchinterval, scheduler attributes). Run 37 found
+# the switch interval moves nothing; the prefill lookahead is the scheduler's own switch.
+VARIANTS = {
+    "ahead": (DEFAULT_SWITCH_S, {"prefill_lookahead": True}),
+    "plain": (DEFAULT_SWITCH_S, {"prefill_lookahead": False}),
+    "si0.5": (0.0005, {}),
+}
 
 
 class Timeline:
@@ -101,8 +110,9 @@ def instrument(sched, tl: Timeline) -> None:
         setattr(sched, name, tl.timed_host(name, getattr(sched, name)))
     packed = sched.packed
     packed._upload = tl.timed_host("upload", packed._upload)
+    packed.read = tl.timed_host("read picks", packed.read)
     packed.run = tl.timed_device(
-        "prefill", packed.run, lambda chunks: sum(len(c[2]) for c in chunks)
+        "prefill", packed.run, lambda chunks, fed=None: sum(len(c[2]) for c in chunks)
     )
     sched._run_step = tl.timed_device("decode", sched._run_step)
 
@@ -178,23 +188,26 @@ def run_model(name: str, cfg, args) -> dict:
         # Round 0 warms the traffic's buckets, not reported; the intervals alternate within a
         # round, so each sees the same machine state.
         for r in range(args.rounds + 1):
-            for si in args.switch_intervals:
+            for label in args.variants:
+                si, attrs = VARIANTS[label]
                 sys.setswitchinterval(si)
+                for k, v in attrs.items():
+                    setattr(be._sched, k, v)
                 firsts, wall = loop.run_until_complete(
-                    burst(be, cfg.vocab_size, 64, 2, tl, f"round{r}si{si}")
+                    burst(be, cfg.vocab_size, 64, 2, tl, f"round{r}{label}")
                 )
                 spans = tl.device_spans()
                 firsts.sort()
                 p95 = bench.pct(firsts, 0.95)
                 host = {k: {"calls": len(v), "total_ms": sum(v) * 1000} for k, v in tl.host.items()}
-                rec = {"switch_interval_s": si, "first_token_p95_ms": p95, "wall_s": wall,
-                       "first_token_ms": firsts, "window": window_summary(spans, p95),
-                       "host": host}  # fmt: skip
+                rec = {"variant": label, "switch_interval_s": si, "first_token_p95_ms": p95,
+                       "wall_s": wall, "first_token_ms": firsts, "host": host,
+                       "window": window_summary(spans, p95)}  # fmt: skip
                 if args.sustained and r > 0:
                     tl.origin = None  # no spans: the sustained run is timed from outside
                     rec["sustained"] = loop.run_until_complete(
                         bench.engine_concurrency(
-                            be, random.Random(16), cfg.vocab_size, 64, 16, tag=f"r{r}si{si}"
+                            be, random.Random(16), cfg.vocab_size, 64, 16, tag=f"r{r}{label}"
                         )
                     )
                 if r == 0:
@@ -215,7 +228,7 @@ def run_model(name: str, cfg, args) -> dict:
 def print_round(name: str, r: int, rec: dict) -> None:
     w = rec["window"]
     print(
-        f"== {name} round {r}, switch interval {rec['switch_interval_s'] * 1000:g} ms: burst p95 "
+        f"== {name} round {r}, {rec['variant']}: burst p95 "
         f"first token {rec['first_token_p95_ms']:.1f} ms, first step at {w['first_step_ms']:.1f}"
     )
     if "sustained" in rec:
@@ -238,13 +251,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=["qwen2.5-coder-0.5b"])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--spans", action="store_true", help="keep every device span in the JSON")
-    ap.add_argument(
-        "--switch-intervals",
-        nargs="*",
-        type=float,
-        default=[DEFAULT_SWITCH_S],
-        help="sys.setswitchinterval values to alternate (seconds)",
-    )
+    ap.add_argument("--variants", nargs="*", default=["ahead", "plain"], choices=list(VARIANTS))
     ap.add_argument("--sustained", action="store_true", help="also 64 x 16 per interval")
     args = ap.parse_args()
     bench._import_lspilot()
@@ -254,8 +261,8 @@ def main() -> None:
     for name in args.models:
         res = run_model(name, configs[name], args)
         res["medians"] = {}
-        for si in args.switch_intervals:
-            rounds = [r for r in res["rounds"] if r["switch_interval_s"] == si]
+        for label in args.variants:
+            rounds = [r for r in res["rounds"] if r["variant"] == label]
             med = {
                 "p95_ms": statistics.median(r["first_token_p95_ms"] for r in rounds),
                 "idle_ms": statistics.median(r["window"]["idle_ms"] for r in rounds),
@@ -264,8 +271,8 @@ def main() -> None:
             if args.sustained:
                 for k in ("ttft_p95_ms", "gap_p95_ms", "completions_per_s"):
                     med[f"sustained_{k}"] = statistics.median(r["sustained"][k] for r in rounds)
-            res["medians"][str(si)] = med
-            print(f"== {name}, switch interval {si * 1000:g} ms: medians {med}")
+            res["medians"][label] = med
+            print(f"== {name}, {label}: medians {med}")
         (out / f"burst_timeline_{name}.json").write_text(json.dumps(res, indent=1))
 
 

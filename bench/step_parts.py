@@ -10,8 +10,9 @@ rounds, so every variant sees the same machine state:
 - ``no_attn_preload``: attention's first keys and values loaded after the wait for the q/k/v
   kernel, not before; ``head_bn128``, ``head_bk256``: the vocabulary product 128 wide (as before
   run 29), or 128 wide and 256 deep (the shipped tiles: 256 wide, 128 deep, 8 warps);
-- ``pdl_off``, ``pdl_late``: every kernel launched serially, or early with a late release
-  (``pdl.py``), whatever the architecture's default; ``flip_qkv``, ``flip_up``, ...: one
+- ``pdl_off``, ``pdl_late``, ``pdl_early``: every kernel launched serially, or early with a
+  late release, or early with an early release (``pdl.py``), whatever the architecture's
+  default; ``flip_qkv``, ``flip_up``, ...: one
   kernel of every layer (or the vocabulary product) launched the other way from how it ships
   (run 35 ran them before gpt_bigcode's attention shipped with PDL);
 - ``pick_in_head``: ``graphs.decode_and_pick`` as it ships (the greedy ids offered inside the
@@ -41,7 +42,7 @@ import engine as bench  # noqa: E402  (bench/engine.py: model configs, builder)
 # Kernels whose launch mode a flip_<kernel> variant changes alone (``FusedDecode.pdl_by_op``).
 FLIP = ("qkv", "attention", "o", "up", "down", "head")
 VARIANTS = ["new", "no_attn_preload", "head_bn128", "head_bk256", "pdl_off", "pdl_late",
-            *(f"flip_{k}" for k in FLIP)]  # fmt: skip
+            "pdl_early", *(f"flip_{k}" for k in FLIP)]  # fmt: skip
 
 
 def capture_ms(fn, reps: int = 50) -> float:
@@ -58,7 +59,7 @@ def use_variant(F, em, name: str, stock: dict) -> None:
     """Point the fused step's attention and embedding (names in ``F``, the ``fused`` module) at
     the variant's, and set its launch mode (``stock``: the originals)."""
     from lspilot.daemon.engine import kernels as K
-    from lspilot.daemon.engine.pdl import PDL_LATE, PDL_OFF
+    from lspilot.daemon.engine.pdl import PDL_EARLY, PDL_LATE, PDL_OFF
 
     F.attention, F.embed = stock["attention"], stock["embed"]
     # The vocabulary product's shipped tiles with one change (head_bk256 as run 29 timed it:
@@ -73,11 +74,12 @@ def use_variant(F, em, name: str, stock: dict) -> None:
         shipped = {"dot": t.dot, "block_n": t.block_n, "block_k": t.block_k,
                    "num_warps": t.num_warps}  # fmt: skip
         em.fused.tile_kw = {"head": {**shipped, **head}}
-    em.fused.pdl = {"pdl_off": PDL_OFF, "pdl_late": PDL_LATE}.get(name, stock["pdl"])
+    modes = {"pdl_off": PDL_OFF, "pdl_late": PDL_LATE, "pdl_early": PDL_EARLY}
+    em.fused.pdl = modes.get(name, stock["pdl"])
     # Kernels launched otherwise than the rest as shipped (gpt_bigcode's attention), but none
     # for pdl_off / pdl_late; flip_<kernel>: that one kernel launched the other way from how it
     # ships (serial <-> PDL released late).
-    by_op = {} if name in ("pdl_off", "pdl_late") else dict(stock["pdl_by_op"])
+    by_op = {} if name in modes else dict(stock["pdl_by_op"])
     flipped = name.removeprefix("flip_")
     if flipped in FLIP:
         by_op[flipped] = PDL_OFF if by_op.get(flipped, stock["pdl"]) else PDL_LATE

@@ -39,6 +39,7 @@ class EngineBackend:
         fused_max_batch: int | None = None,
         decode_feed_max: int | None = None,
         lookahead: bool | None = None,
+        prefill_lookahead: bool | None = None,
         packed_prefill: bool | None = None,
         ride_prefill: bool = True,
         shortest_first: bool = True,
@@ -50,7 +51,8 @@ class EngineBackend:
         ``fused_max_batch``: larger batches take the eager
         step (None: where that measured faster). ``compile``: torch.compile the eager decode step
         before capture, where the fused one does not run. ``lookahead``: launch a steady greedy
-        batch's next step before reading this one's tokens (None: with CUDA graphs).
+        batch's next step before reading this one's tokens (None: with CUDA graphs);
+        ``prefill_lookahead`` the same for the packed prefill's steps (None: as ``lookahead``).
         ``packed_prefill``: prompt chunks packed into one graph-captured forward (None: with CUDA
         graphs where Triton imports). ``ride_prefill``: while prompts wait, the decoding rows
         take their token in the packed prefill step instead of a decode step of their own.
@@ -77,6 +79,7 @@ class EngineBackend:
             cuda_graphs=cuda_graphs,
             decode_feed_max=decode_feed_max,
             lookahead=lookahead,
+            prefill_lookahead=prefill_lookahead,
             packed_prefill=packed_prefill,
             ride_prefill=ride_prefill,
             shortest_first=shortest_first,
@@ -169,7 +172,9 @@ class EngineBackend:
                 "decode_rows_total",
                 "decode_steps_after_cancel_total",
                 "decode_steps_lookahead_total",
+                "prefill_steps_lookahead_total",
                 "decode_rows_in_prefill_total",
+                "decode_rows_fed_on_device_total",
                 "packed_prefill_failures_total",
             )
         }

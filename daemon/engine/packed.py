@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -39,6 +40,14 @@ def packed_support(em: EngineModel) -> str | None:
     return None
 
 
+@dataclass
+class Fed:
+    """Chunks whose one token is an earlier step's greedy pick, still on the device."""
+
+    ids: torch.Tensor  # that step's ``PackedPrefill.pick`` ids, one per chunk of it
+    rows: list[tuple[int, int]]  # (chunk index in this step, chunk index in that one)
+
+
 class PackedPrefill:
     """``run(chunks)``: logits at the last token of each (slot, first position, tokens) chunk.
 
@@ -54,15 +63,23 @@ class PackedPrefill:
         self.max_chunks = max_chunks
         self.buckets = fine_buckets(max_tokens, min(64, max_tokens))
         T = self.max_tokens = max_tokens
-        # One static buffer: ids, pos, wpos, slots ([T] each) | block table [NB, 4] | out rows.
+        # One static buffer: ids, pos, wpos, slots ([T] each) | block table [NB, 4] | out rows
+        # | fed rows: where a chunk's token comes from the device, and from which earlier pick.
         self._table_at = 4 * T
         self._rows_at = self._table_at + 4 * blocks_for(T, max_chunks)
-        n = self._rows_at + max_chunks
+        self._fed_at = self._rows_at + max_chunks
+        n = self._fed_at + 2 * max_chunks
         dev = em.device
+        cuda = dev.type == "cuda"
         self._static = torch.zeros(n, dtype=torch.long, device=dev)
-        self._host = torch.zeros(n, dtype=torch.long, pin_memory=dev.type == "cuda")
+        self._host = torch.zeros(n, dtype=torch.long, pin_memory=cuda)
         self._host_view = self._host.numpy()
-        self._uploaded = torch.cuda.Event() if dev.type == "cuda" else None
+        self._uploaded = torch.cuda.Event() if cuda else None
+        # Greedy picks on their way to the host (``pick``): two buffers, so a step's picks can be
+        # read after the next step was launched and picked into the other one.
+        self._picked = torch.zeros(2, max_chunks, dtype=torch.long, pin_memory=cuda)
+        self._picked_events = [torch.cuda.Event(), torch.cuda.Event()] if cuda else None
+        self._turn = 0
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] | None = (
             {} if graphs else None
         )
@@ -78,11 +95,14 @@ class PackedPrefill:
 
     # -- the host side ------------------------------------------------------------------------
 
-    def run(self, chunks: list[tuple[int, int, list[int]]]) -> torch.Tensor:
+    def run(self, chunks: list[tuple[int, int, list[int]]], fed: Fed | None = None) -> torch.Tensor:
         """chunks: (slot, first position, tokens) each -> logits [len(chunks), V] float32.
 
+        ``fed``: chunks of one token whose id is not on the host yet but in an earlier step's
+        ``pick`` (the scheduler's prefill lookahead); their tokens here are placeholders.
         With graphs the logits are a view of the graph's output, overwritten by the next run:
-        use them (as the scheduler's sampling does, on the same stream) before calling again."""
+        use them (as the scheduler's sampling and ``pick`` do, on the same stream) before
+        calling again."""
         total = sum(len(t) for _, _, t in chunks)
         if not chunks or total > self.max_tokens or len(chunks) > self.max_chunks:
             raise ValueError(
@@ -90,7 +110,7 @@ class PackedPrefill:
                 f"chunks of at most {self.max_tokens} tokens"
             )
         T = bucket_for(total, self.buckets)
-        self._upload(chunks, T)
+        self._upload(chunks, T, fed)
         if self.graphs is None:
             logits = self._step(T)
         else:
@@ -98,7 +118,23 @@ class PackedPrefill:
             graph.replay()
         return logits[: len(chunks)]
 
-    def _upload(self, chunks, T: int) -> None:
+    def pick(self, logits: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Each chunk's greedy id from ``run``'s logits, left on the device and started on its
+        way to the host without waiting: (ids [chunks], ticket for ``read``)."""
+        ids = logits.argmax(-1)
+        turn, self._turn = self._turn, self._turn ^ 1
+        self._picked[turn, : len(ids)].copy_(ids, non_blocking=True)
+        if self._picked_events is not None:
+            self._picked_events[turn].record()
+        return ids, turn
+
+    def read(self, ticket: int, n: int) -> list[int]:
+        """The ids of a ``pick`` of ``n`` chunks; waits for that step only."""
+        if self._picked_events is not None:
+            self._picked_events[ticket].synchronize()
+        return self._picked[ticket, :n].tolist()
+
+    def _upload(self, chunks, T: int, fed: Fed | None = None) -> None:
         M = self.max_tokens
         if self._uploaded is not None:
             self._uploaded.synchronize()  # the previous upload has left the pinned buffer
@@ -106,8 +142,10 @@ class PackedPrefill:
         h[:] = 0
         h[2 * M : 3 * M] = self.em.cache.trash  # padding tokens write to the trash row
         row = 0
+        starts = []
         for i, (slot, start, tokens) in enumerate(chunks):
             n = len(tokens)
+            starts.append(row)
             h[row : row + n] = tokens
             h[M + row : M + row + n] = np.arange(start, start + n)
             h[2 * M + row : 2 * M + row + n] = h[M + row : M + row + n]
@@ -116,9 +154,17 @@ class PackedPrefill:
             row += n
         table = block_table([(s, p, len(t)) for s, p, t in chunks], self._blocks(T))
         h[self._table_at : self._table_at + len(table)] = table
+        C = self.max_chunks
+        for j, (chunk, src) in enumerate(fed.rows if fed else ()):
+            h[self._fed_at + j] = starts[chunk]
+            h[self._fed_at + C + j] = src
         self._static.copy_(self._host, non_blocking=True)
         if self._uploaded is not None:
             self._uploaded.record()
+        if fed and fed.rows:  # the fed tokens, from the device, over the placeholders
+            n, at = len(fed.rows), self._fed_at
+            dst, src = self._static[at : at + n], self._static[at + C : at + C + n]
+            self._static[:M].index_copy_(0, dst, fed.ids.index_select(0, src))
 
     def _blocks(self, T: int) -> int:
         """Rows of the block table a step of bucket ``T`` reads."""

@@ -28,6 +28,9 @@ class EngineConfig:
     # Launch the next decode step before reading this one's tokens while the batch is steady
     # and greedy. None: on with CUDA graphs, where the host's share of a step is the largest.
     lookahead: bool | None = None
+    # The same for the packed prefill: launch the next prefill step before reading this one's
+    # greedy tokens (``Scheduler._prefill_step``). None: as ``lookahead``.
+    prefill_lookahead: bool | None = None
     # Prefill chunks packed into one forward, captured per token bucket (``packed``). None: on
     # with CUDA graphs where Triton imports; True: also elsewhere (the CPU only under Triton's
     # interpreter, which the tests use).

@@ -105,6 +105,17 @@ class _Launched:
     picks: list[RowPick] = field(default_factory=list)  # one per emitting row, for ``sample``
 
 
+@dataclass(eq=False)
+class _PrefillLaunched:
+    """A packed prefill step handed to the device whose greedy tokens the host has not read."""
+
+    emitting: list[Request]  # rows that get a token from it (their prompt's end, or riders)
+    chunks: list[int]  # each emitting row's chunk index in the step
+    n_chunks: int
+    ids: torch.Tensor  # the step's greedy pick per chunk, on the device (``PackedPrefill.pick``)
+    ticket: int  # their copy to the host
+
+
 class Scheduler:
     def __init__(self, em: EngineModel, cfg: EngineConfig) -> None:
         self.em = em
@@ -121,6 +132,9 @@ class Scheduler:
         self.lookahead = ahead if ahead is not None else self.graphs is not None
         self.packed = self._packed_prefill(cfg.packed_prefill, graphs=self.graphs is not None)
         self._inflight: _Launched | None = None  # a decode step launched ahead, not read yet
+        ahead = cfg.prefill_lookahead
+        self.prefill_lookahead = self.lookahead if ahead is None else ahead
+        self._prefill_inflight: _PrefillLaunched | None = None  # likewise, a prefill step
         self.slots = [_Slot() for _ in range(cfg.max_batch)]
         self.waiting: collections.deque[Request] = collections.deque()
         self.active: list[Request] = []  # in admission order
@@ -207,7 +221,7 @@ class Scheduler:
                     self._iteration()
                 except Exception as e:
                     log.exception("engine step failed; failing %d sequences", len(self.active))
-                    self._inflight = None
+                    self._inflight = self._prefill_inflight = None
                     for req in list(self.active):
                         self._finish(req, error=e)
                 self._flush()
@@ -318,7 +332,7 @@ class Scheduler:
 
     def _prefill_step(self) -> bool:
         """A step of prompt chunks; True when the decoding rows rode in it (their token for
-        this iteration is out, so no decode step follows).
+        this iteration is on its way, so no decode step follows).
 
         Riding: with the packed prefill, while prompts wait and no decode step is in flight,
         every row with tokens to feed through the decode step (its next token, or the last few
@@ -329,32 +343,60 @@ class Scheduler:
         token rose a little, since riders can lift a small step into the next token bucket.
         All the decoding rows ride or none do, and only while they leave the prompts at least a
         chunk of the budget.
+
+        Looking ahead (``prefill_lookahead``): when every row the step gives a token is greedy,
+        the step's picks stay on the device and start to the host without a wait, and the
+        next iteration launches its step before reading them: the rows whose token is still
+        unread ride in it on that token, fed on the device (``packed.Fed``), and the host reads
+        and streams the earlier step's tokens while the device runs the next. So the device
+        does not wait between prefill steps for the host to sample, stream, admit and upload
+        (docs/performance.md, run 37: ~2.4 ms a step, a sixth of the start burst's p95).
         """
         cfg = self.cfg
         feed = self.decode_feed_max
-        decoders = [r for r in self.active if 0 < len(r.pending) <= feed]
+        prev, self._prefill_inflight = self._prefill_inflight, None
         waiting = [r for r in self.active if len(r.pending) > feed]
+        can_ride = cfg.ride_prefill and self.packed is not None and self._inflight is None
+        if prev is not None and not (waiting and can_ride):
+            self._read_prefill(prev, fed=())  # its rows go on as decoders, or as riders below
+            prev = None
         if not waiting:
             return False
         if cfg.shortest_first:
             waiting = prefill_order(waiting, time.monotonic(), cfg.prompt_wait_max_s)
+        decoders = [r for r in self.active if 0 < len(r.pending) <= feed]
+        onboard = [r for r in prev.emitting if self._rides_on_its_pick(r)] if prev else []
         riders: list[Request] = []
-        if cfg.ride_prefill and self.packed is not None and self._inflight is None:
-            room = cfg.prefill_token_budget - sum(len(r.pending) for r in decoders)
+        if can_ride:
+            room = cfg.prefill_token_budget - sum(len(r.pending) for r in decoders) - len(onboard)
             if room >= min(cfg.prefill_chunk, cfg.prefill_token_budget // 2):
                 riders = decoders
+            elif prev is not None:  # no room for the rows on the device's picks: read them
+                self._read_prefill(prev, fed=())
+                return self._prefill_step()
         # Rows in a step in flight are decoding too, with nothing pending on the host.
-        decoding = self._inflight is not None or bool(decoders)
-        rows = self._prompt_rows(waiting, riders, decoding)
+        decoding = self._inflight is not None or bool(decoders) or bool(onboard)
+        rows = self._prompt_rows(waiting, riders, decoding, extra=len(onboard))
         if not rows:
+            if prev is not None:
+                self._read_prefill(prev, fed=())
             return False
         for req, _ in rows:
             req.steps_run += 1
+        for req in onboard:
+            req.steps_run += 1
+        chunks = [(r.slot, len(self.slots[r.slot].tokens), r.pending[:n]) for r, n in rows]
+        fed = None
+        if onboard:  # each on its unread token, at the position after its recorded ones
+            from .packed import Fed  # only with the packed prefill, which needs Triton
+
+            src = {id(r): c for r, c in zip(prev.emitting, prev.chunks, strict=True)}
+            fed = Fed(prev.ids, [(len(chunks) + i, src[id(r)]) for i, r in enumerate(onboard)])
+            chunks += [(r.slot, len(self.slots[r.slot].tokens), [0]) for r in onboard]
         logits = None
         if self.packed is not None:
-            chunks = [(r.slot, len(self.slots[r.slot].tokens), r.pending[:n]) for r, n in rows]
             try:
-                logits = self.packed.run(chunks)  # [rows, V]
+                logits = self.packed.run(chunks, fed) if fed else self.packed.run(chunks)
             except Exception:
                 # A bucket that fails to compile or capture (memory, a driver) must not fail
                 # every request from now on: the padded prefill computes the same step, and
@@ -363,35 +405,82 @@ class Scheduler:
                 log.exception("packed prefill failed; using the padded prefill from now on")
                 self.packed = None
                 self.counters["packed_prefill_failures_total"] += 1
-                for req, _ in rows:
+                for req in [r for r, _ in rows] + onboard:
                     req.steps_run -= 1
+                if prev is not None:
+                    self._read_prefill(prev, fed=())
                 return self._prefill_step()
         if logits is None:
             logits = self._padded_prefill(rows)
-        if riders:
-            self.counters["decode_rows_in_prefill_total"] += len(riders)
+        if riders or onboard:
+            self.counters["decode_rows_in_prefill_total"] += len(riders) + len(onboard)
+            self.counters["decode_rows_fed_on_device_total"] += len(onboard)
         self.counters["prefill_steps_total"] += 1
         self.counters["prefill_tokens_total"] += sum(n for _, n in rows)
-        done = []
+        emitting, at = [], []
         for b, (req, n) in enumerate(rows):
             self.slots[req.slot].tokens.extend(req.pending[:n])
             del req.pending[:n]
             if not req.pending:
-                done.append((b, req))
-        if done:
-            reqs = [req for _, req in done]
-            steps = self._sample(logits, [b for b, _ in done], [self._pick(r) for r in reqs])
+                emitting.append(req)
+                at.append(b)
+        emitting += onboard
+        at += [len(rows) + i for i in range(len(onboard))]
+        picks = [self._pick(r) for r in emitting]
+        ahead = self.prefill_lookahead and self.packed is not None
+        if emitting and ahead and all(p.greedy for p in picks):
+            ids, ticket = self.packed.pick(logits)
+            launched = _PrefillLaunched(emitting, at, len(chunks), ids, ticket)
+            if prev is not None:  # read while the device runs the step just launched
+                self.counters["prefill_steps_lookahead_total"] += 1
+                self._read_prefill(prev, fed=onboard)
+            self._prefill_inflight = launched
+            return bool(riders) or bool(onboard)
+        if prev is not None:
+            self._read_prefill(prev, fed=onboard)
+        live = [i for i, r in enumerate(emitting) if self._owns(r)]  # onboard may have stopped
+        if live:
+            reqs = [emitting[i] for i in live]
+            steps = self._sample(logits, [at[i] for i in live], [picks[i] for i in live])
             self._emit_tokens(reqs, steps)
-        return bool(riders)
+        return bool(riders) or bool(onboard)
 
-    def _prompt_rows(self, waiting, riders, decoding: bool) -> list[tuple[Request, int]]:
+    def _rides_on_its_pick(self, req: Request) -> bool:
+        """Whether ``req``, whose token from the step in flight is unread, may take one more
+        from the next step on that token: it goes on after it, whatever it is, as far as the
+        host can tell (a stop token it cannot: then the next step's token is dropped)."""
+        if not self._owns(req) or not self._greedy_from_now(req):
+            return False
+        if len(req.generated) + 1 >= req.seq.params.max_new_tokens:
+            return False
+        return len(self.slots[req.slot].tokens) + 1 < self.cfg.max_len
+
+    def _read_prefill(self, step: _PrefillLaunched, *, fed) -> None:
+        """Read ``step``'s tokens and stream them; ``fed``: rows riding in the step launched
+        after it, on these tokens (their KV is on its way)."""
+        ids = self.packed.read(step.ticket, step.n_chunks)
+        on = {id(r) for r in fed}
+        for riding in (True, False):
+            rows = [
+                (r, c)
+                for r, c in zip(step.emitting, step.chunks, strict=True)
+                if self._owns(r) and (id(r) in on) == riding
+            ]
+            if rows:
+                steps = [TokenStep(ids[c]) for _, c in rows]
+                self._emit_tokens([r for r, _ in rows], steps, fed=riding)
+
+    def _prompt_rows(
+        self, waiting, riders, decoding: bool, extra: int = 0
+    ) -> list[tuple[Request, int]]:
         """(request, tokens this step) for the waiting prompts (``chunk_sizes``), then the
-        riders with all their pending tokens, which the prompts' budget leaves room for."""
+        riders with all their pending tokens, which the prompts' budget leaves room for, as
+        it does for ``extra`` more tokens."""
         cfg = self.cfg
         sizes = chunk_sizes(
             [len(r.pending) for r in waiting],
             chunk=cfg.prefill_chunk if decoding else cfg.prefill_token_budget,
-            budget=cfg.prefill_token_budget - sum(len(r.pending) for r in riders),
+            budget=cfg.prefill_token_budget - sum(len(r.pending) for r in riders) - extra,
             max_rows=cfg.prefill_rows,
             fill=self.packed is not None,
         )

@@ -1,0 +1,178 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The scheduler's prefill lookahead (``Scheduler._prefill_step``), on the CPU through Triton's
+interpreter in float32: the next packed prefill step is launched before the host reads this
+one's greedy tokens, and the rows whose token is unread ride in it on that token, fed on the
+device. Every stream must stay token-identical to ``generate``, with lookahead or without, when
+a stream stops on a token the host had not read, and when one is closed mid-flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("triton")
+if os.environ.get("TRITON_INTERPRET") != "1":  # set by tests/conftest.py before any import
+    pytest.skip("needs Triton's interpreter (TRITON_INTERPRET=1)", allow_module_level=True)
+
+from lspilot.daemon.backends.base import SamplingParams, Sequence  # noqa: E402
+from lspilot.daemon.engine import EngineBackend  # noqa: E402
+from tests.kernel_models import VOCAB, tiny_decoder  # noqa: E402
+
+from .test_fused_decode import collect, greedy  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_decoder("qwen2")
+
+
+def prompts(seed: int, *lengths: int) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in lengths]
+
+
+def engine(model, ahead: bool, max_batch: int = 3) -> EngineBackend:
+    # A 32-token budget: a 90-token prompt takes several prefill steps for the streams to ride.
+    return EngineBackend(
+        model, device="cpu", max_batch=max_batch, max_len=192, packed_prefill=True,
+        prefill_chunk=16, prefill_token_budget=32, prefill_rows=3, prefill_lookahead=ahead,
+    )  # fmt: skip
+
+
+async def start(be, seq):
+    """The stream of ``seq`` and its first token: decoding from here on."""
+    agen = be.generate(seq)
+    return agen, [(await anext(agen)).token_id]
+
+
+@pytest.mark.parametrize("ahead", [True, False], ids=["lookahead", "plain"])
+def test_rows_riding_on_the_devices_picks_match_generate(model, ahead):
+    a, c, b = prompts(21, 12, 20, 90)
+
+    async def run():
+        be = engine(model, ahead)
+        try:
+            agen_a, got_a = await start(be, Sequence("a", a, SamplingParams(max_new_tokens=14)))
+            agen_c, got_c = await start(be, Sequence("c", c, SamplingParams(max_new_tokens=9)))
+            got_b = asyncio.create_task(collect(be, Sequence("b", b, SamplingParams(5))))
+            got_a += [s.token_id async for s in agen_a]
+            got_c += [s.token_id async for s in agen_c]
+            return got_a, got_c, await got_b, be.stats()
+        finally:
+            await be.close()
+
+    got_a, got_c, got_b, stats = asyncio.run(run())
+    assert got_a == greedy(model, a, 14)
+    assert got_c == greedy(model, c, 9)
+    assert got_b == greedy(model, b, 5)
+    assert stats["decode_rows_in_prefill_total"] >= 4  # both streams rode at least twice
+    if ahead:
+        assert stats["prefill_steps_lookahead_total"] >= 2
+        assert stats["decode_rows_fed_on_device_total"] >= 2
+    else:
+        assert stats["prefill_steps_lookahead_total"] == 0
+        assert stats["decode_rows_fed_on_device_total"] == 0
+
+
+def test_a_stop_token_the_host_had_not_read_ends_the_stream_and_its_kv_is_not_counted(model):
+    """The stream stops on a token that the next prefill step was already fed: that step's
+    token for it is dropped, and the slot does not count the KV that step wrote, so the next
+    request for the document reuses exactly the tokens it fed."""
+    a, b = prompts(22, 14, 90)
+    ref = greedy(model, a, 14)
+    # A token late enough that the stream is riding by then, and new there.
+    stop = next(t for i, t in enumerate(ref) if i >= 8 and t not in ref[:i])
+    want = ref[: ref.index(stop) + 1]
+
+    async def run():
+        be = engine(model, True)
+        try:
+            params = SamplingParams(max_new_tokens=14, stop_token_ids=frozenset({stop}))
+            agen_a, got_a = await start(be, Sequence("a", a, params, cache_key="doc"))
+            got_b = asyncio.create_task(collect(be, Sequence("b", b, SamplingParams(4))))
+            got_a += [s.token_id async for s in agen_a]
+            fed_on_device = be.stats()["decode_rows_fed_on_device_total"]
+            await got_b
+            follow = a + want + [42]
+            seq = Sequence("f", follow, SamplingParams(max_new_tokens=5), cache_key="doc")
+            again = await collect(be, seq)
+            return got_a, await got_b, fed_on_device, follow, again, seq.cached_tokens
+        finally:
+            await be.close()
+
+    got_a, got_b, fed_on_device, follow, again, cached = asyncio.run(run())
+    assert got_a == want
+    assert got_b == greedy(model, b, 4)
+    assert fed_on_device >= 1  # the stream rode on an unread token before it stopped
+    assert again == greedy(model, follow, 5)
+    # Every token of the prompt and the stream but the stop token's own KV, which no step fed.
+    assert cached == len(a) + len(want) - 1
+
+
+def test_closing_a_stream_with_a_prefill_step_in_flight_frees_its_slot(model):
+    a, b, c = prompts(23, 12, 90, 30)
+
+    async def run():
+        be = engine(model, True, max_batch=2)
+        try:
+            agen_a, got_a = await start(be, Sequence("a", a, SamplingParams(max_new_tokens=40)))
+            got_b = asyncio.create_task(collect(be, Sequence("b", b, SamplingParams(4))))
+            while be.stats()["decode_rows_fed_on_device_total"] < 1:
+                got_a.append((await anext(agen_a)).token_id)
+            await agen_a.aclose()
+            # Both slots were taken: this one needs the closed stream's.
+            got_c = await collect(be, Sequence("c", c, SamplingParams(max_new_tokens=6)))
+            return got_a, await got_b, got_c, be.stats()
+        finally:
+            await be.close()
+
+    got_a, got_b, got_c, stats = asyncio.run(run())
+    assert got_a == greedy(model, a, len(got_a))
+    assert got_b == greedy(model, b, 4)
+    assert got_c == greedy(model, c, 6)
+    assert stats["cancelled_total"] == 1
+    assert stats["decode_steps_after_cancel_total"] <= 1
+
+
+def test_many_streams_arriving_stopping_and_closing_each_match_generate(model):
+    """Ten streams of mixed prompts through 4 slots with the lookahead on: they wait for slots,
+    ride on each other's picks, stop on tokens the host had not read, and two close early;
+    each stream gets exactly ``generate``'s tokens, up to where it ends."""
+    g = torch.Generator().manual_seed(24)
+    lengths = [int(n) for n in torch.randint(5, 80, (10,), generator=g)]
+    docs = prompts(25, *lengths)
+    refs = [greedy(model, d, 12) for d in docs]
+    stops = {i: refs[i][6] for i in (1, 4, 7)}  # may stop earlier: the token may come sooner
+    closes = {2: 3, 8: 5}  # stream -> tokens it takes before closing
+
+    async def one(be, i):
+        stop = frozenset({stops[i]}) if i in stops else frozenset()
+        params = SamplingParams(max_new_tokens=12, stop_token_ids=stop)
+        agen = be.generate(Sequence(str(i), docs[i], params, cache_key=f"d{i % 3}"))
+        got = []
+        async for s in agen:
+            got.append(s.token_id)
+            if len(got) == closes.get(i):
+                break
+        await agen.aclose()
+        return got
+
+    async def run():
+        be = engine(model, True, max_batch=4)
+        try:
+            return await asyncio.gather(*(one(be, i) for i in range(10))), be.stats()
+        finally:
+            await be.close()
+
+    got, stats = asyncio.run(run())
+    for i, ref in enumerate(refs):
+        want = ref[: ref.index(stops[i]) + 1] if i in stops else ref
+        assert got[i] == want[: closes.get(i, len(want))], f"stream {i}"
+    assert stats["prefill_steps_lookahead_total"] >= 1
+    assert stats["decode_rows_fed_on_device_total"] >= 1
+    assert stats["decode_steps_after_cancel_total"] <= 2  # at most one for each closed stream
