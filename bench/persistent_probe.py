@@ -235,6 +235,23 @@ def stage_kernel(
 
 
 @triton.jit
+def _barrier_then_tile(
+    counter_ptr, target, failed, w_ptr, pid, G, N, K: tl.constexpr, BN: tl.constexpr,
+    BK: tl.constexpr, MODE: tl.constexpr, EARLY: tl.constexpr, SPIN: tl.constexpr,
+    MAX_SPIN: tl.constexpr,
+):  # fmt: skip
+    # A grid barrier with the next stage's first weight tile loaded between its arrive and its
+    # wait (EARLY), or after the wait -> (the tile's two halves, failed).
+    _arrive(counter_ptr)
+    if EARLY:
+        wa, wb = _first_tile(w_ptr, pid, G, N, K, BN, BK, MODE)
+    failed = _wait(counter_ptr, target, failed, SPIN, MAX_SPIN)
+    if not EARLY:
+        wa, wb = _first_tile(w_ptr, pid, G, N, K, BN, BK, MODE)
+    return wa, wb, failed
+
+
+@triton.jit
 def persistent_kernel(
     wqkv_ptr, wo_ptr, wgu_ptr, wd_ptr, qkv_ptr, h_ptr, act_ptr,
     counter_ptr, err_ptr, smid_ptr, L,
@@ -264,29 +281,15 @@ def persistent_kernel(
 
         _stage(x_in, x_in, q_out, wqkv_ptr + layer * QKV * H, qa, qb, pid, G, QKV,
                H, BN_QKV, BK_QKV, 0)  # fmt: skip
-        _arrive(counter_ptr)
-        if EARLY:
-            oa, ob = _first_tile(wo, pid, G, H, H, BN_O, BK_O, 1)
-        failed = _wait(counter_ptr, (b + 1) * G, failed, SPIN, MAX_SPIN)
-        if not EARLY:
-            oa, ob = _first_tile(wo, pid, G, H, H, BN_O, BK_O, 1)
-
+        oa, ob, failed = _barrier_then_tile(counter_ptr, (b + 1) * G, failed, wo, pid, G, H, H,
+                                            BN_O, BK_O, 1, EARLY, SPIN, MAX_SPIN)  # fmt: skip
         _stage(q_out, x_in, h_mid, wo, oa, ob, pid, G, H, H, BN_O, BK_O, 1)
-        _arrive(counter_ptr)
-        if EARLY:
-            ga, gb = _first_tile(wgu, pid, G, INTER, H, BN_GU, BK_GU, 2)
-        failed = _wait(counter_ptr, (b + 2) * G, failed, SPIN, MAX_SPIN)
-        if not EARLY:
-            ga, gb = _first_tile(wgu, pid, G, INTER, H, BN_GU, BK_GU, 2)
-
+        ga, gb, failed = _barrier_then_tile(counter_ptr, (b + 2) * G, failed, wgu, pid, G, INTER,
+                                            H, BN_GU, BK_GU, 2, EARLY, SPIN, MAX_SPIN)  # fmt: skip
         _stage(h_mid, h_mid, a_out, wgu, ga, gb, pid, G, INTER, H, BN_GU, BK_GU, 2)
-        _arrive(counter_ptr)
-        if EARLY:
-            da, db = _first_tile(wd, pid, G, H, INTER, BN_D, BK_D, 1)
-        failed = _wait(counter_ptr, (b + 3) * G, failed, SPIN, MAX_SPIN)
-        if not EARLY:
-            da, db = _first_tile(wd, pid, G, H, INTER, BN_D, BK_D, 1)
-
+        da, db, failed = _barrier_then_tile(counter_ptr, (b + 3) * G, failed, wd, pid, G,
+                                            H, INTER, BN_D, BK_D, 1, EARLY, SPIN,
+                                            MAX_SPIN)  # fmt: skip
         _stage(a_out, h_mid, h_out, wd, da, db, pid, G, H, INTER, BN_D, BK_D, 1)
         wq_next = wqkv_ptr + tl.minimum(layer + 1, L - 1) * QKV * H  # (the last: a spare load)
         if layer + 1 < L:
