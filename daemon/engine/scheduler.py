@@ -22,7 +22,10 @@ the logits; rows that sample, are constrained or want log-probabilities go throu
 Looking ahead (``EngineConfig.lookahead``): a greedy step also writes its picks into the next
 step's inputs on the device, so while the batch stays the same, step k + 1 is launched before
 step k's tokens are read, and the device never waits for the host between steps
-(``_decode_step`` says when and how).
+(``_decode_step`` says when and how). The packed prefill looks ahead the same way
+(``EngineConfig.prefill_lookahead``): its greedy picks stay on the device, the next prefill
+step is launched before they are read, and the rows they belong to ride in it on them
+(``_prefill_step``).
 
 A slot keeps its KV after its sequence ends: ``_Slot.tokens`` says which tokens it holds, and
 the next prompt for that document starts where they differ. A prompt whose remaining tokens are
