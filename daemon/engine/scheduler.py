@@ -411,12 +411,12 @@ class Scheduler:
                 # rewrites whatever KV the failed one left at these positions. It pads every
                 # row to the longest, so it takes the prompts alone, in chunks, without filling.
                 log.exception("packed prefill failed; using the padded prefill from now on")
+                if prev is not None:  # its picks were made before: they stand
+                    self._read_prefill(prev, fed=())
                 self.packed = None
                 self.counters["packed_prefill_failures_total"] += 1
                 for req in [r for r, _ in rows] + onboard:
                     req.steps_run -= 1
-                if prev is not None:
-                    self._read_prefill(prev, fed=())
                 return self._prefill_step()
         if logits is None:
             logits = self._padded_prefill(rows)
@@ -435,7 +435,9 @@ class Scheduler:
         emitting += onboard
         at += [len(rows) + i for i in range(len(onboard))]
         picks = [self._pick(r) for r in emitting]
-        ahead = self.prefill_lookahead and self.packed is not None
+        # Only where the next step may take these rows on their picks: otherwise they would
+        # wait for their tokens until the next iteration read them.
+        ahead = self.prefill_lookahead and can_ride and self.packed is not None
         if emitting and ahead and all(p.greedy for p in picks):
             ids, ticket = self.packed.pick(logits)
             launched = _PrefillLaunched(emitting, at, len(chunks), ids, ticket)

@@ -176,3 +176,31 @@ def test_many_streams_arriving_stopping_and_closing_each_match_generate(model):
     assert stats["prefill_steps_lookahead_total"] >= 1
     assert stats["decode_rows_fed_on_device_total"] >= 1
     assert stats["decode_steps_after_cancel_total"] <= 2  # at most one for each closed stream
+
+
+def test_a_failing_packed_step_with_a_step_in_flight_falls_back_and_loses_nothing(model):
+    a, b = prompts(26, 12, 90)
+
+    async def run():
+        be = engine(model, True, max_batch=2)
+        try:
+            agen_a, got_a = await start(be, Sequence("a", a, SamplingParams(max_new_tokens=16)))
+            got_b = asyncio.create_task(collect(be, Sequence("b", b, SamplingParams(4))))
+            packed = be._sched.packed
+            while be.stats()["decode_rows_fed_on_device_total"] < 1:
+                got_a.append((await anext(agen_a)).token_id)
+
+            def broken(chunks, fed=None):
+                raise RuntimeError("injected: bucket capture failed")
+
+            packed.run = broken  # the next step fails with the one before it still unread
+            got_a += [s.token_id async for s in agen_a]
+            return got_a, await got_b, be.stats(), be._sched.packed
+        finally:
+            await be.close()
+
+    got_a, got_b, stats, packed_after = asyncio.run(run())
+    assert got_a == greedy(model, a, 16)
+    assert got_b == greedy(model, b, 4)
+    assert stats["packed_prefill_failures_total"] == 1
+    assert packed_after is None
