@@ -64,3 +64,41 @@ def test_fast_layer_compiled_matches_the_hf_modules(arch):
     real = slice(0, 256)  # the trash row holds whatever the padding tokens wrote
     assert torch.allclose(k_got[:, :, :, real], k_want[:, :, :, real], atol=1e-5)
     assert torch.allclose(v_got[:, :, :, real], v_want[:, :, :, real], atol=1e-5)
+
+
+@pytest.mark.parametrize("ahead", [True, False], ids=["lookahead", "plain"])
+def test_streams_riding_on_the_devices_picks_in_graphed_steps_match_generate(ahead):
+    """The prefill's lookahead on the GPU (its default there): graphed prefill steps launched
+    before the last one's picks are read, the picks fed to the next step on the device, while
+    the CUDA decode graphs run the streams between; float32 and the eager decode step (the
+    fused one is compared by tolerance, not tokens), so every stream equals ``generate``'s
+    greedy tokens."""
+    import asyncio
+
+    from lspilot.daemon.backends.base import SamplingParams, Sequence
+    from lspilot.daemon.engine import EngineBackend
+
+    from .test_fused_decode import collect, greedy
+
+    model = tiny_decoder("qwen2").cuda()
+    g = torch.Generator().manual_seed(27)
+    docs = [torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in (12, 20, 200, 150)]
+    news = (14, 9, 5, 4)
+
+    async def run():
+        be = EngineBackend(
+            model, device="cuda", max_batch=4, max_len=256, prefill_chunk=16, fused=False,
+            prefill_token_budget=64, prefill_rows=3, prefill_lookahead=ahead,
+        )  # fmt: skip
+        try:
+            seqs = [Sequence(str(i), d, SamplingParams(max_new_tokens=n))
+                    for i, (d, n) in enumerate(zip(docs, news, strict=True))]  # fmt: skip
+            got = await asyncio.gather(*(collect(be, s) for s in seqs))
+            return got, be.stats()
+        finally:
+            await be.close()
+
+    got, stats = asyncio.run(run())
+    assert got == [greedy(model, d, n) for d, n in zip(docs, news, strict=True)]
+    assert stats["prefill_graphs"] >= 1
+    assert (stats["decode_rows_fed_on_device_total"] > 0) == ahead
