@@ -184,22 +184,28 @@ def test_a_failing_packed_step_with_a_step_in_flight_falls_back_and_loses_nothin
     async def run():
         be = engine(model, True, max_batch=2)
         try:
+            packed = be._sched.packed
+            real_run, fed_steps = packed.run, []
+
+            def flaky(chunks, fed=None):
+                # The step after the first one fed on the device fails: that one is unread.
+                if fed_steps:
+                    raise RuntimeError("injected: bucket capture failed")
+                if fed is not None:
+                    fed_steps.append(len(fed.rows))
+                    return real_run(chunks, fed)
+                return real_run(chunks)
+
+            packed.run = flaky
             agen_a, got_a = await start(be, Sequence("a", a, SamplingParams(max_new_tokens=16)))
             got_b = asyncio.create_task(collect(be, Sequence("b", b, SamplingParams(4))))
-            packed = be._sched.packed
-            while be.stats()["decode_rows_fed_on_device_total"] < 1:
-                got_a.append((await anext(agen_a)).token_id)
-
-            def broken(chunks, fed=None):
-                raise RuntimeError("injected: bucket capture failed")
-
-            packed.run = broken  # the next step fails with the one before it still unread
             got_a += [s.token_id async for s in agen_a]
-            return got_a, await got_b, be.stats(), be._sched.packed
+            return got_a, await got_b, be.stats(), be._sched.packed, fed_steps
         finally:
             await be.close()
 
-    got_a, got_b, stats, packed_after = asyncio.run(run())
+    got_a, got_b, stats, packed_after, fed_steps = asyncio.run(run())
+    assert fed_steps == [1]  # the stream rode on its unread pick once, then the step failed
     assert got_a == greedy(model, a, 16)
     assert got_b == greedy(model, b, 4)
     assert stats["packed_prefill_failures_total"] == 1
