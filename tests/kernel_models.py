@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Tiny random decoders for the engine's kernel tests (no tokenizer: ids only).
+"""Tiny random decoders for the engine's kernel tests (no tokenizer: ids only), and
+``generate``'s greedy tokens and a backend's stream to compare them with.
 
 Head dim 32 (the kernels' smallest), and norms and biases away from their defaults so a kernel
 that skipped one would show. Shared by the interpreter tests and the GPU-only ones.
@@ -43,3 +44,19 @@ def tiny_decoder(arch: str):
     model.config.bos_token_id = model.config.eos_token_id = None
     model.generation_config.bos_token_id = model.generation_config.eos_token_id = None
     return model.eval()
+
+
+def greedy(model, ids: list[int], n: int) -> list[int]:
+    """``model.generate``'s greedy continuation of ``ids``, exactly ``n`` tokens."""
+    x = torch.tensor([ids], device=next(model.parameters()).device)
+    with torch.no_grad():
+        out = model.generate(
+            x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n,
+            do_sample=False, pad_token_id=0,
+        )  # fmt: skip
+    return out[0, len(ids) :].tolist()
+
+
+async def collect(be, seq):
+    """Every token id of ``seq``'s stream from backend ``be``."""
+    return [s.token_id async for s in be.generate(seq)]

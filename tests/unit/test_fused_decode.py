@@ -25,7 +25,7 @@ from lspilot.daemon.backends.base import SamplingParams, Sequence  # noqa: E402
 from lspilot.daemon.engine import EngineBackend, UnsupportedModel  # noqa: E402
 from lspilot.daemon.engine.model import EngineModel  # noqa: E402
 from lspilot.daemon.engine.packed import PackedPrefill  # noqa: E402
-from tests.kernel_models import VOCAB, tiny_decoder  # noqa: E402
+from tests.kernel_models import VOCAB, greedy, tiny_decoder  # noqa: E402
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "llama", "gpt_bigcode"])
@@ -89,21 +89,6 @@ def test_engine_with_fused_decode_matches_generate():
             await be.close()
 
     assert asyncio.run(run()) == ref
-
-
-def greedy(model, ids: list[int], n: int) -> list[int]:
-    """``model.generate``'s greedy continuation of ``ids``, exactly ``n`` tokens."""
-    x = torch.tensor([ids])
-    with torch.no_grad():
-        out = model.generate(
-            x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n,
-            do_sample=False, pad_token_id=0,
-        )  # fmt: skip
-    return out[0, len(ids) :].tolist()
-
-
-async def collect(be, seq):
-    return [s.token_id async for s in be.generate(seq)]
 
 
 def test_fused_decode_refuses_what_it_cannot_run():

@@ -29,9 +29,7 @@ from lspilot.daemon.engine.chunk_attention import (  # noqa: E402
 )
 from lspilot.daemon.engine.model import EngineModel  # noqa: E402
 from lspilot.daemon.engine.packed import PackedPrefill  # noqa: E402
-from tests.kernel_models import VOCAB, tiny_decoder  # noqa: E402
-
-from .test_fused_decode import collect, greedy  # noqa: E402
+from tests.kernel_models import VOCAB, collect, greedy, tiny_decoder  # noqa: E402
 
 
 def test_block_table_splits_chunks_into_blocks_and_pads():

@@ -77,8 +77,7 @@ def test_streams_riding_on_the_devices_picks_in_graphed_steps_match_generate(ahe
 
     from lspilot.daemon.backends.base import SamplingParams, Sequence
     from lspilot.daemon.engine import EngineBackend
-
-    from .test_fused_decode import collect, greedy
+    from tests.kernel_models import collect, greedy
 
     model = tiny_decoder("qwen2").cuda()
     g = torch.Generator().manual_seed(27)

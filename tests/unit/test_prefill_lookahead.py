@@ -21,9 +21,7 @@ if os.environ.get("TRITON_INTERPRET") != "1":  # set by tests/conftest.py before
 
 from lspilot.daemon.backends.base import SamplingParams, Sequence  # noqa: E402
 from lspilot.daemon.engine import EngineBackend  # noqa: E402
-from tests.kernel_models import VOCAB, tiny_decoder  # noqa: E402
-
-from .test_fused_decode import collect, greedy  # noqa: E402
+from tests.kernel_models import VOCAB, collect, greedy, tiny_decoder  # noqa: E402
 
 
 @pytest.fixture(scope="module")
