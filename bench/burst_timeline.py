@@ -41,7 +41,7 @@ DEFAULT_SWITCH_S = 0.005  # CPython's
 VARIANTS = {
     "ahead": (DEFAULT_SWITCH_S, {"prefill_lookahead": True}),
     "plain": (DEFAULT_SWITCH_S, {"prefill_lookahead": False}),
-    "si0.5": (0.0005, {}),
+    "si0.5": (0.0005, {"prefill_lookahead": False}),  # run 37's, which had no lookahead
 }
 
 
