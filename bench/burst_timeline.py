@@ -12,7 +12,8 @@ the burst once per variant (``VARIANTS``: the scheduler's prefill lookahead on a
 shorter GIL switch interval), and with ``--sustained`` the 64 x 16 traffic after each.
 
 ``python3 bench/burst_timeline.py --out $OUT [--models qwen2.5-coder-0.5b starcoder-1b]``:
-a table per model and ``burst_timeline_<model>.json``.
+a table per model and ``burst_timeline_<model>.json``; ``--out DIR --plot PNG`` draws that JSON
+(needs matplotlib).
 """
 
 from __future__ import annotations
@@ -245,6 +246,48 @@ def print_round(name: str, r: int, rec: dict) -> None:
         print(f"   host {k:<16} {v['calls']:>6} calls {v['total_ms']:>9.1f} ms")
 
 
+def plot(folder: Path, path: Path) -> None:
+    """Each model's burst window per variant, from ``burst_timeline_*.json`` in ``folder``: the
+    median round's time before the first step, prefill, decode and device idle, stacked, with
+    the p95 first token marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = [json.loads(f.read_text()) for f in sorted(folder.glob("burst_timeline_*.json"))]
+    fig, axes = plt.subplots(1, len(results), figsize=(4.8 * len(results), 3.6), squeeze=False)
+    parts = [("first_step_ms", "before the first step", "#bbbbbb"),
+             ("prefill_busy_ms", "prefill steps", "#4c72b0"),
+             ("decode_busy_ms", "decode steps", "#55a868"),
+             ("idle_ms", "device idle between steps", "#c44e52")]  # fmt: skip
+    for ax, res in zip(axes[0], results, strict=True):
+        labels = list(res["medians"])
+        for x, label in enumerate(labels):
+            rounds = sorted((r for r in res["rounds"] if r["variant"] == label),
+                            key=lambda r: r["first_token_p95_ms"])  # fmt: skip
+            w = rounds[len(rounds) // 2]["window"]
+            bottom = 0.0
+            for key, name, color in parts:
+                ax.bar(x, w[key], bottom=bottom, color=color, width=0.6,
+                       label=name if x == 0 else None)  # fmt: skip
+                bottom += w[key]
+            p95 = res["medians"][label]["p95_ms"]
+            ax.plot([x - 0.35, x + 0.35], [p95, p95], color="black", lw=1.5,
+                    label="p95 first token (median)" if x == 0 else None)  # fmt: skip
+            ax.annotate(f"{p95:.0f} ms", (x, p95), xytext=(0, 3), textcoords="offset points",
+                        ha="center", fontsize=8)  # fmt: skip
+        names = {"ahead": "prefill lookahead", "plain": "without", "si0.5": "0.5 ms GIL switch"}
+        ax.set_xticks(range(len(labels)), [names.get(v, v) for v in labels])
+        ax.set_title(f"{res['model']}: 64 editors start at once", fontsize=9)
+        ax.set_ylabel("ms from the arrivals to the 61st first token")
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.45)  # room for the legend above the bars
+    axes[0][0].legend(fontsize=7, loc="upper left", ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="bench/out")
@@ -253,7 +296,11 @@ def main() -> None:
     ap.add_argument("--spans", action="store_true", help="keep every device span in the JSON")
     ap.add_argument("--variants", nargs="*", default=["ahead", "plain"], choices=list(VARIANTS))
     ap.add_argument("--sustained", action="store_true", help="also 64 x 16 per interval")
+    ap.add_argument("--plot", metavar="PNG", help="only draw the JSON in --out into PNG")
     args = ap.parse_args()
+    if args.plot:
+        plot(Path(args.out), Path(args.plot))
+        return
     bench._import_lspilot()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
