@@ -178,7 +178,7 @@ class PackedPrefill:
         ids, pos, wpos, slots = (s[i * M : i * M + T][None] for i in range(4))  # [1, T] each
         nb = self._blocks(T)
         meta = s[self._table_at : self._table_at + 4 * nb].view(nb, 4)
-        out_rows = s[self._rows_at :]
+        out_rows = s[self._rows_at : self._rows_at + self.max_chunks]  # not the fed rows after
         x = em._embed(ids, pos)  # [1, T, E]
         if self.fast:
             x = x[0]  # [T, E]
@@ -227,9 +227,11 @@ class PackedPrefill:
         t_start = time.perf_counter()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            self._step(T)
-        torch.cuda.current_stream().wait_stream(side)
+        try:
+            with torch.cuda.stream(side):
+                self._step(T)
+        finally:  # a warm-up that fails halfway still orders its cache writes before the rest
+            torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             out = self._step(T)

@@ -29,7 +29,8 @@ class EngineConfig:
     # and greedy. None: on with CUDA graphs, where the host's share of a step is the largest.
     lookahead: bool | None = None
     # The same for the packed prefill: launch the next prefill step before reading this one's
-    # greedy tokens (``Scheduler._prefill_step``). None: as ``lookahead``.
+    # greedy tokens (``Scheduler._prefill_step``). None: as ``lookahead``. Only while the rows
+    # can ride (``ride_prefill``), since the next step takes them on their unread tokens.
     prefill_lookahead: bool | None = None
     # Prefill chunks packed into one forward, captured per token bucket (``packed``). None: on
     # with CUDA graphs where Triton imports; True: also elsewhere (the CPU only under Triton's

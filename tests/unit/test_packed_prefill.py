@@ -121,6 +121,32 @@ def test_packed_step_refuses_more_than_it_holds():
         packed.run([(0, 0, [1]), (1, 0, [1]), (0, 5, [1])])
 
 
+def test_fed_chunks_take_their_token_from_an_earlier_pick_on_the_device():
+    """``run(chunks, fed)``: a chunk's placeholder token replaced by an earlier step's greedy
+    pick (``pick``) gives the logits of the same chunk with that token from the host; a pick
+    from a step of many chunks feeds a step of few (its index past the small step's tokens), and
+    the step computes the vocabulary product for its chunks' rows only."""
+    from lspilot.daemon.engine.packed import Fed
+
+    em = EngineModel(tiny_decoder("qwen2"), max_len=256)
+    em.allocate(72)
+    packed = PackedPrefill(em, max_tokens=128, max_chunks=72, graphs=False)
+    g = torch.Generator().manual_seed(5)
+    first = [(slot, 0, torch.randint(0, VOCAB, (1,), generator=g).tolist()) for slot in range(70)]
+    with torch.inference_mode():
+        logits = packed.run(first)  # 70 chunks: the 128-token bucket
+        ids, ticket = packed.pick(logits)
+        picked = packed.read(ticket, 70)
+        assert picked == logits.argmax(-1).tolist()
+        # Slot 69 goes on on its pick, at index 69 of that step: past the next step's 64 rows.
+        nxt = [(3, 1, [7]), (69, 1, [0])]
+        got = packed.run(nxt, Fed(ids, [(1, 69)])).clone()
+        want = packed.run([(3, 1, [7]), (69, 1, [picked[69]])])
+        assert got.shape == (2, VOCAB)
+        assert torch.equal(got, want)
+        assert packed._step(64).shape[0] == 72  # one row per chunk, not the fed rows' indices
+
+
 def test_engine_with_packed_prefill_matches_generate_with_chunks_and_reuse():
     model = tiny_decoder("qwen2")
     g = torch.Generator().manual_seed(8)

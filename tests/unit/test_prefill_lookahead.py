@@ -34,11 +34,13 @@ def prompts(seed: int, *lengths: int) -> list[list[int]]:
     return [torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in lengths]
 
 
-def engine(model, ahead: bool, max_batch: int = 3) -> EngineBackend:
+def engine(model, ahead: bool, max_batch: int = 3, decode_ahead: bool = False) -> EngineBackend:
     # A 32-token budget: a 90-token prompt takes several prefill steps for the streams to ride.
+    # ``decode_ahead``: the decode steps' lookahead too (on with CUDA graphs, off on the CPU).
     return EngineBackend(
         model, device="cpu", max_batch=max_batch, max_len=192, packed_prefill=True,
         prefill_chunk=16, prefill_token_budget=32, prefill_rows=3, prefill_lookahead=ahead,
+        lookahead=decode_ahead,
     )  # fmt: skip
 
 
@@ -81,32 +83,42 @@ def test_a_stop_token_the_host_had_not_read_ends_the_stream_and_its_kv_is_not_co
     """The stream stops on a token that the next prefill step was already fed: that step's
     token for it is dropped, and the slot does not count the KV that step wrote, so the next
     request for the document reuses exactly the tokens it fed."""
-    a, b = prompts(22, 14, 90)
+    a, b = prompts(22, 14, 170)  # 170 prompt tokens: ~6 prefill steps for the stream to ride
     ref = greedy(model, a, 14)
-    # A token late enough that the stream is riding by then, and new there.
-    stop = next(t for i, t in enumerate(ref) if i >= 8 and t not in ref[:i])
+    stop = next(t for i, t in enumerate(ref) if i >= 2 and t not in ref[:i])
     want = ref[: ref.index(stop) + 1]
 
     async def run():
         be = engine(model, True)
+        sched, read_unread = be._sched, []
+        emit = sched._emit_tokens
+
+        # Tokens read while the next step had them (fed=True: only the prefill's lookahead here;
+        # the decode steps' is off on the CPU).
+        def spy(rows, steps, *, fed=False):
+            if fed:
+                pairs = zip(rows, steps, strict=True)
+                read_unread.extend((r.seq.request_id, st.token_id) for r, st in pairs)
+            return emit(rows, steps, fed=fed)
+
+        sched._emit_tokens = spy
         try:
             params = SamplingParams(max_new_tokens=14, stop_token_ids=frozenset({stop}))
             agen_a, got_a = await start(be, Sequence("a", a, params, cache_key="doc"))
             got_b = asyncio.create_task(collect(be, Sequence("b", b, SamplingParams(4))))
             got_a += [s.token_id async for s in agen_a]
-            fed_on_device = be.stats()["decode_rows_fed_on_device_total"]
             await got_b
             follow = a + want + [42]
             seq = Sequence("f", follow, SamplingParams(max_new_tokens=5), cache_key="doc")
             again = await collect(be, seq)
-            return got_a, await got_b, fed_on_device, follow, again, seq.cached_tokens
+            return got_a, await got_b, read_unread, follow, again, seq.cached_tokens
         finally:
             await be.close()
 
-    got_a, got_b, fed_on_device, follow, again, cached = asyncio.run(run())
+    got_a, got_b, read_unread, follow, again, cached = asyncio.run(run())
     assert got_a == want
     assert got_b == greedy(model, b, 4)
-    assert fed_on_device >= 1  # the stream rode on an unread token before it stopped
+    assert ("a", stop) in read_unread  # the stop token was read with the next step fed on it
     assert again == greedy(model, follow, 5)
     # Every token of the prompt and the stream but the stop token's own KV, which no step fed.
     assert cached == len(a) + len(want) - 1
@@ -137,7 +149,8 @@ def test_closing_a_stream_with_a_prefill_step_in_flight_frees_its_slot(model):
     assert stats["decode_steps_after_cancel_total"] <= 1
 
 
-def test_many_streams_arriving_stopping_and_closing_each_match_generate(model):
+@pytest.mark.parametrize("decode_ahead", [False, True], ids=["prefill-ahead", "both-ahead"])
+def test_many_streams_arriving_stopping_and_closing_each_match_generate(model, decode_ahead):
     """Ten streams of mixed prompts through 4 slots with the lookahead on: they wait for slots,
     ride on each other's picks, stop on tokens the host had not read, and two close early;
     each stream gets exactly ``generate``'s tokens, up to where it ends."""
@@ -161,7 +174,7 @@ def test_many_streams_arriving_stopping_and_closing_each_match_generate(model):
         return got
 
     async def run():
-        be = engine(model, True, max_batch=4)
+        be = engine(model, True, max_batch=4, decode_ahead=decode_ahead)
         try:
             return await asyncio.gather(*(one(be, i) for i in range(10))), be.stats()
         finally:
