@@ -688,12 +688,9 @@ def measure_chain(sms: int, rounds: int, out: dict) -> None:
 def print_table(out: dict) -> None:
     print("\n| barrier | µs per round | net of launch | correct | SMs used |")
     print("| --- | --- | --- | --- | --- |")
-    for name, v in out.get("barrier", {}).items():
-        if "us_per_round" in v:
-            print(f"| {name} | {v['us_per_round']:.3f} | {v['us_per_round_net']:.3f} | "
-                  f"{v['correct']} | {v['distinct_sms']} |")  # fmt: skip
-        else:
-            print(f"| {name} | {v.get('error') or v.get('skipped') or 'not timed'} | | | |")
+    _print_rows(out.get("barrier", {}), "us_per_round", 5, lambda v: (
+        f"{v['us_per_round']:.3f} | {v['us_per_round_net']:.3f} | {v['correct']} | "
+        f"{v['distinct_sms']}"))  # fmt: skip
     floor = out.get("launch_floor_us_per_kernel")
     if floor:
         print("| launch floor, µs per kernel | "
@@ -702,13 +699,19 @@ def print_table(out: dict) -> None:
           f"{out.get('chain_weights_us_at_4.3TBps', 0):.0f} µs at 4.3 TB/s) | µs per step | "
           "µs per layer | TB/s | regs | spills |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- |")
-    for name, v in out.get("chain", {}).items():
-        if "step_us" in v:
-            print(f"| {name} | {v['step_us']['median_us']:.1f} | {v['layer_us']:.2f} | "
-                  f"{v['TBps']:.2f} | {v.get('regs', '')} | {v.get('spills', '')} |")  # fmt: skip
+    _print_rows(out.get("chain", {}), "step_us", 6, lambda v: (
+        f"{v['step_us']['median_us']:.1f} | {v['layer_us']:.2f} | {v['TBps']:.2f} | "
+        f"{v.get('regs', '')} | {v.get('spills', '')}"))  # fmt: skip
+
+
+def _print_rows(section: dict, timed_key: str, columns: int, cells) -> None:
+    """One table row per variant of ``section``: ``cells(v)`` where it was timed, else why not."""
+    for name, v in section.items():
+        if timed_key in v:
+            print(f"| {name} | {cells(v)} |")
         else:
             why = v.get("error") or v.get("skipped") or f"not timed (ok {v.get('ok')})"
-            print(f"| {name} | {why} | | | | |")
+            print(f"| {name} | {why} |" + " |" * (columns - 2))
 
 
 # -- compile check without a GPU --------------------------------------------------------------

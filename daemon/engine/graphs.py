@@ -50,6 +50,31 @@ def bucket_for(value: int, options: list[int]) -> int:
     return options[bisect.bisect_left(options, value)]
 
 
+class IdsToHost:
+    """Token ids copied from the device to the host without a wait, into one of two pinned
+    buffers (plain ones on the CPU), so a step's ids can still be read after the next step was
+    launched and sent its own: ``send`` returns a ticket, ``read`` waits for that copy only.
+    The decode step's picks (``DecodeIO``) and the packed prefill's (``PackedPrefill.pick``)
+    cross this way for the scheduler's lookahead."""
+
+    def __init__(self, n: int, cuda: bool) -> None:
+        self._host = torch.zeros(2, n, dtype=torch.long, pin_memory=cuda)  # [2, n]
+        self._events = [torch.cuda.Event(), torch.cuda.Event()] if cuda else None
+        self._turn = 0
+
+    def send(self, ids: torch.Tensor) -> int:
+        turn, self._turn = self._turn, self._turn ^ 1
+        self._host[turn, : len(ids)].copy_(ids, non_blocking=True)
+        if self._events is not None:
+            self._events[turn].record()
+        return turn
+
+    def read(self, ticket: int, n: int) -> list[int]:
+        if self._events is not None:
+            self._events[ticket].synchronize()
+        return self._host[ticket, :n].tolist()
+
+
 class DecodeIO:
     """The decode step's static tensors, allocated once, and the transfers across to the host.
 
@@ -82,10 +107,8 @@ class DecodeIO:
         self._host_view = self._host_inputs.numpy()  # fills from a Python list in one call
         # Inputs of an idle row: token 0 at position 0, written to the trash row.
         self._blank = [0] * (2 * N) + [self.trash] * N
-        self._host_ids = torch.zeros(2, N, dtype=torch.long, pin_memory=pin)  # [2, N]
-        self._turn = 0
+        self._ids_out = IdsToHost(N, pin)
         self._uploaded = torch.cuda.Event() if self.cuda else None
-        self._fetched = [torch.cuda.Event(), torch.cuda.Event()] if self.cuda else None
 
     def upload(self, feeds: list[tuple[int, int, int]]) -> None:
         """Set the inputs: one (slot, token id, position) per real row; other rows are padding."""
@@ -104,17 +127,11 @@ class DecodeIO:
 
     def fetch(self, B: int) -> int:
         """Start copying the ids the last step picked for rows 0..B-1; returns a ticket."""
-        turn, self._turn = self._turn, self._turn ^ 1
-        self._host_ids[turn, :B].copy_(self.next_ids[:B], non_blocking=True)
-        if self._fetched is not None:
-            self._fetched[turn].record()
-        return turn
+        return self._ids_out.send(self.next_ids[:B])
 
     def read(self, ticket: int, B: int) -> list[int]:
         """The ids of a ``fetch``, indexed by slot; waits for that step only."""
-        if self._fetched is not None:
-            self._fetched[ticket].synchronize()
-        return self._host_ids[ticket, :B].tolist()
+        return self._ids_out.read(ticket, B)
 
 
 def decode_and_pick(em: EngineModel, io: DecodeIO, B: int, L: int) -> torch.Tensor:

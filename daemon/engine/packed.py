@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from . import prefill_kernels as PK
 from .chunk_attention import block_table, blocks_for, chunk_attention
-from .graphs import bucket_for, fine_buckets
+from .graphs import IdsToHost, bucket_for, fine_buckets
 from .model import EngineModel
 from .weights import LayerWeights, kernel_support, layer_weights
 
@@ -75,11 +75,7 @@ class PackedPrefill:
         self._host = torch.zeros(n, dtype=torch.long, pin_memory=cuda)
         self._host_view = self._host.numpy()
         self._uploaded = torch.cuda.Event() if cuda else None
-        # Greedy picks on their way to the host (``pick``): two buffers, so a step's picks can be
-        # read after the next step was launched and picked into the other one.
-        self._picked = torch.zeros(2, max_chunks, dtype=torch.long, pin_memory=cuda)
-        self._picked_events = [torch.cuda.Event(), torch.cuda.Event()] if cuda else None
-        self._turn = 0
+        self._picks_out = IdsToHost(max_chunks, cuda)  # greedy picks on their way (``pick``)
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] | None = (
             {} if graphs else None
         )
@@ -122,17 +118,11 @@ class PackedPrefill:
         """Each chunk's greedy id from ``run``'s logits, left on the device and started on its
         way to the host without waiting: (ids [chunks], ticket for ``read``)."""
         ids = logits.argmax(-1)
-        turn, self._turn = self._turn, self._turn ^ 1
-        self._picked[turn, : len(ids)].copy_(ids, non_blocking=True)
-        if self._picked_events is not None:
-            self._picked_events[turn].record()
-        return ids, turn
+        return ids, self._picks_out.send(ids)
 
     def read(self, ticket: int, n: int) -> list[int]:
         """The ids of a ``pick`` of ``n`` chunks; waits for that step only."""
-        if self._picked_events is not None:
-            self._picked_events[ticket].synchronize()
-        return self._picked[ticket, :n].tolist()
+        return self._picks_out.read(ticket, n)
 
     def _upload(self, chunks, T: int, fed: Fed | None = None) -> None:
         M = self.max_tokens

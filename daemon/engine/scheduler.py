@@ -114,7 +114,6 @@ class _PrefillLaunched:
 
     emitting: list[Request]  # rows that get a token from it (their prompt's end, or riders)
     chunks: list[int]  # each emitting row's chunk index in the step
-    n_chunks: int
     ids: torch.Tensor  # the step's greedy pick per chunk, on the device (``PackedPrefill.pick``)
     ticket: int  # their copy to the host
 
@@ -404,7 +403,7 @@ class Scheduler:
         logits = None
         if self.packed is not None:
             try:
-                logits = self.packed.run(chunks, fed) if fed else self.packed.run(chunks)
+                logits = self.packed.run(chunks, fed)
             except Exception:
                 # A bucket that fails to compile or capture (memory, a driver) must not fail
                 # every request from now on: the padded prefill computes the same step, and
@@ -440,7 +439,7 @@ class Scheduler:
         ahead = self.prefill_lookahead and can_ride and self.packed is not None
         if emitting and ahead and all(p.greedy for p in picks):
             ids, ticket = self.packed.pick(logits)
-            launched = _PrefillLaunched(emitting, at, len(chunks), ids, ticket)
+            launched = _PrefillLaunched(emitting, at, ids, ticket)
             if prev is not None:  # read while the device runs the step just launched
                 self.counters["prefill_steps_lookahead_total"] += 1
                 self._read_prefill(prev, fed=onboard)
@@ -468,7 +467,7 @@ class Scheduler:
     def _read_prefill(self, step: _PrefillLaunched, *, fed) -> None:
         """Read ``step``'s tokens and stream them; ``fed``: rows riding in the step launched
         after it, on these tokens (their KV is on its way)."""
-        ids = self.packed.read(step.ticket, step.n_chunks)
+        ids = self.packed.read(step.ticket, len(step.ids))
         on = {id(r) for r in fed}
         for riding in (True, False):
             rows = [

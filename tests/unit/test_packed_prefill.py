@@ -191,8 +191,8 @@ def test_a_failing_packed_step_falls_back_to_the_padded_prefill_and_loses_nothin
             packed = be._sched.packed
             real_run = packed.run
 
-            def broken(chunks):
-                real_run(chunks)  # leave whatever KV a failing step might have written
+            def broken(chunks, fed=None):
+                real_run(chunks, fed)  # leave whatever KV a failing step might have written
                 raise RuntimeError("injected: bucket capture failed")
 
             packed.run = broken
@@ -260,7 +260,7 @@ def test_a_failing_packed_step_with_riders_falls_back_and_loses_nothing():
             agen = be.generate(Sequence("a", short, SamplingParams(max_new_tokens=8)))
             a = [(await anext(agen)).token_id]
 
-            def broken(chunks):
+            def broken(chunks, fed=None):
                 sizes.append(len(chunks))
                 raise RuntimeError("injected: bucket capture failed")
 

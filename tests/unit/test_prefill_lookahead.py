@@ -204,8 +204,7 @@ def test_a_failing_packed_step_with_a_step_in_flight_falls_back_and_loses_nothin
                     raise RuntimeError("injected: bucket capture failed")
                 if fed is not None:
                     fed_steps.append(len(fed.rows))
-                    return real_run(chunks, fed)
-                return real_run(chunks)
+                return real_run(chunks, fed)
 
             packed.run = flaky
             agen_a, got_a = await start(be, Sequence("a", a, SamplingParams(max_new_tokens=16)))
