@@ -8,7 +8,8 @@ them), and host clocks around the scheduler's phases (admission, ordering, the u
 launch, sampling, streaming). The window that decides the burst's p95 first token is from the
 first arrival to the 61st first token; inside it the script reports how much of the device's
 time was prefill, decode, and idle, and what the host was doing meanwhile. Each round runs
-the burst once per variant (``VARIANTS``: the scheduler's prefill lookahead on and off, a
+the burst once per variant (``VARIANTS``: the scheduler's prefill lookahead always, only into
+full steps, and off, a
 shorter GIL switch interval), and with ``--sustained`` the 64 x 16 traffic after each.
 
 ``python3 bench/burst_timeline.py --out $OUT [--models qwen2.5-coder-0.5b starcoder-1b]``:
@@ -39,8 +40,11 @@ HOST_PHASES = ("_reap", "_admit", "_prefill_step", "_decode_step", "_sample", "_
 DEFAULT_SWITCH_S = 0.005  # CPython's
 # What a round alternates: label -> (sys.setswitchinterval, scheduler attributes). Run 37 found
 # the switch interval moves nothing; the prefill lookahead is the scheduler's own switch.
+# "ahead" looks ahead at every prefill step (run 39's), "full" only while the waiting prompts
+# fill the next step (``EngineConfig.prefill_lookahead_only_full``).
 VARIANTS = {
-    "ahead": (DEFAULT_SWITCH_S, {"prefill_lookahead": True}),
+    "ahead": (DEFAULT_SWITCH_S, {"prefill_lookahead": True, "prefill_lookahead_only_full": False}),
+    "full": (DEFAULT_SWITCH_S, {"prefill_lookahead": True, "prefill_lookahead_only_full": True}),
     "plain": (DEFAULT_SWITCH_S, {"prefill_lookahead": False}),
     "si0.5": (0.0005, {"prefill_lookahead": False}),  # run 37's, which had no lookahead
 }
@@ -277,7 +281,8 @@ def plot(folder: Path, path: Path) -> None:
                     label="p95 first token (median)" if x == 0 else None)  # fmt: skip
             ax.annotate(f"{p95:.0f} ms", (x, p95), xytext=(0, 3), textcoords="offset points",
                         ha="center", fontsize=8)  # fmt: skip
-        names = {"ahead": "prefill lookahead", "plain": "without", "si0.5": "0.5 ms GIL switch"}
+        names = {"ahead": "lookahead", "full": "into full steps", "plain": "without",
+                 "si0.5": "0.5 ms GIL switch"}  # fmt: skip
         ax.set_xticks(range(len(labels)), [names.get(v, v) for v in labels])
         ax.set_title(f"{res['model']}: 64 editors start at once", fontsize=9)
         ax.set_ylabel("ms from the arrivals to the 61st first token")
@@ -294,7 +299,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=["qwen2.5-coder-0.5b"])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--spans", action="store_true", help="keep every device span in the JSON")
-    ap.add_argument("--variants", nargs="*", default=["ahead", "plain"], choices=list(VARIANTS))
+    ap.add_argument("--variants", nargs="*", default=list(VARIANTS)[:3], choices=list(VARIANTS))
     ap.add_argument("--sustained", action="store_true", help="also 64 x 16 per interval")
     ap.add_argument("--plot", metavar="PNG", help="only draw the JSON in --out into PNG")
     args = ap.parse_args()

@@ -40,6 +40,7 @@ class EngineBackend:
         decode_feed_max: int | None = None,
         lookahead: bool | None = None,
         prefill_lookahead: bool | None = None,
+        prefill_lookahead_only_full: bool = True,
         packed_prefill: bool | None = None,
         ride_prefill: bool = True,
         shortest_first: bool = True,
@@ -52,7 +53,8 @@ class EngineBackend:
         step (None: where that measured faster). ``compile``: torch.compile the eager decode step
         before capture, where the fused one does not run. ``lookahead``: launch a steady greedy
         batch's next step before reading this one's tokens (None: with CUDA graphs);
-        ``prefill_lookahead`` the same for the packed prefill's steps (None: as ``lookahead``).
+        ``prefill_lookahead`` the same for the packed prefill's steps (None: as ``lookahead``),
+        only while the waiting prompts fill the next step with ``prefill_lookahead_only_full``.
         ``packed_prefill``: prompt chunks packed into one graph-captured forward (None: with CUDA
         graphs where Triton imports). ``ride_prefill``: while prompts wait, the decoding rows
         take their token in the packed prefill step instead of a decode step of their own.
@@ -80,6 +82,7 @@ class EngineBackend:
             decode_feed_max=decode_feed_max,
             lookahead=lookahead,
             prefill_lookahead=prefill_lookahead,
+            prefill_lookahead_only_full=prefill_lookahead_only_full,
             packed_prefill=packed_prefill,
             ride_prefill=ride_prefill,
             shortest_first=shortest_first,

@@ -32,6 +32,10 @@ class EngineConfig:
     # greedy tokens (``Scheduler._prefill_step``). None: as ``lookahead``. Only while the rows
     # can ride (``ride_prefill``), since the next step takes them on their unread tokens.
     prefill_lookahead: bool | None = None
+    # ... and only while the prompts still waiting fill the next step (``fills_step``): a prompt
+    # arriving meanwhile could not join that step anyway, so launching it early delays nobody.
+    # Otherwise that arrival waits one step more (docs/performance.md, runs 39-40).
+    prefill_lookahead_only_full: bool = True
     # Prefill chunks packed into one forward, captured per token bucket (``packed``). None: on
     # with CUDA graphs where Triton imports; True: also elsewhere (the CPU only under Triton's
     # interpreter, which the tests use).
@@ -76,6 +80,13 @@ def chunk_sizes(
             sizes[i] += extra
             budget -= extra
     return sizes
+
+
+def fills_step(pending: list[int], *, budget: int, max_rows: int) -> bool:
+    """Whether prompts with ``pending`` tokens left (in prefill order) fill the ``budget`` of a
+    packed prefill step as ``chunk_sizes`` shares it with ``fill``: the first ``max_rows`` of
+    them take the whole budget, so no prompt arriving now could get into that step."""
+    return sum(pending[:max_rows]) >= budget
 
 
 class Waiting(Protocol):

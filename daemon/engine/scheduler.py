@@ -47,7 +47,7 @@ import torch
 from ..backends.base import Sequence, TokenStep
 from .graphs import DecodeGraphs, DecodeIO, decode_and_pick
 from .model import EngineModel, triton_part
-from .policy import EngineConfig, chunk_sizes, common_prefix, prefill_order
+from .policy import EngineConfig, chunk_sizes, common_prefix, fills_step, prefill_order
 from .sampling import RowPick, sample
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,7 @@ class Scheduler:
         self._inflight: _Launched | None = None  # a decode step launched ahead, not read yet
         ahead = cfg.prefill_lookahead
         self.prefill_lookahead = self.lookahead if ahead is None else ahead
+        self.prefill_lookahead_only_full = cfg.prefill_lookahead_only_full
         self._prefill_inflight: _PrefillLaunched | None = None  # likewise, a prefill step
         self.slots = [_Slot() for _ in range(cfg.max_batch)]
         self.waiting: collections.deque[Request] = collections.deque()
@@ -437,7 +438,7 @@ class Scheduler:
         # Only where the next step may take these rows on their picks: otherwise they would
         # wait for their tokens until the next iteration read them.
         ahead = self.prefill_lookahead and can_ride and self.packed is not None
-        if emitting and ahead and all(p.greedy for p in picks):
+        if emitting and ahead and all(p.greedy for p in picks) and self._next_step_full(emitting):
             ids, ticket = self.packed.pick(logits)
             launched = _PrefillLaunched(emitting, at, ids, ticket)
             if prev is not None:  # read while the device runs the step just launched
@@ -453,6 +454,23 @@ class Scheduler:
             steps = self._sample(logits, [at[i] for i in live], [picks[i] for i in live])
             self._emit_tokens(reqs, steps)
         return bool(riders) or bool(onboard)
+
+    def _next_step_full(self, emitting: list[Request]) -> bool:
+        """Whether the next prefill step is full of prompts already waiting, with ``emitting``
+        riding in it on their picks (``prefill_lookahead_only_full``): when it is not, a prompt
+        arriving before this step ends may still get into it, which looking ahead would
+        prevent, as the next step's rows are chosen now."""
+        if not self.prefill_lookahead_only_full:
+            return True
+        cfg, feed = self.cfg, self.decode_feed_max
+        waiting = [r for r in self.active if len(r.pending) > feed]
+        if cfg.shortest_first:
+            waiting = prefill_order(waiting, time.monotonic(), cfg.prompt_wait_max_s)
+        riding = len(emitting) + sum(len(r.pending) for r in self.active if len(r.pending) <= feed)
+        budget = cfg.prefill_token_budget - riding
+        return fills_step(
+            [len(r.pending) for r in waiting], budget=budget, max_rows=cfg.prefill_rows
+        )
 
     def _rides_on_its_pick(self, req: Request) -> bool:
         """Whether ``req``, whose token from the step in flight is unread, may take one more

@@ -11,6 +11,7 @@ the previous step's tokens are read, on by default only with CUDA graphs) off an
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 
 import pytest
@@ -177,6 +178,16 @@ def test_chunk_sizes_share_first_then_fill_the_budget_oldest_first():
     assert sizes([8, 8, 8], chunk=8, budget=12, max_rows=4, fill=True) == [8, 4]
     assert sizes([9, 9, 9], chunk=4, budget=100, max_rows=2, fill=True) == [9, 9]
     assert sizes([], chunk=8, budget=16, max_rows=4, fill=True) == []
+
+
+def test_a_step_is_full_exactly_when_chunk_sizes_gives_out_its_budget():
+    g = random.Random(5)
+    for _ in range(500):
+        pending = [g.randint(1, 40) for _ in range(g.randint(0, 8))]
+        budget, rows, chunk = g.randint(1, 120), g.randint(1, 6), g.randint(1, 20)
+        sizes = policy.chunk_sizes(pending, chunk=chunk, budget=budget, max_rows=rows, fill=True)
+        full = policy.fills_step(pending, budget=budget, max_rows=rows)
+        assert full == (sum(sizes) == budget), (pending, budget, rows, chunk)
 
 
 def test_prefill_order_is_shortest_first_but_late_prompts_go_ahead():

@@ -66,8 +66,11 @@ def test_fast_layer_compiled_matches_the_hf_modules(arch):
     assert torch.allclose(v_got[:, :, :, real], v_want[:, :, :, real], atol=1e-5)
 
 
-@pytest.mark.parametrize("ahead", [True, False], ids=["lookahead", "plain"])
-def test_streams_riding_on_the_devices_picks_in_graphed_steps_match_generate(ahead):
+@pytest.mark.parametrize(
+    "ahead, only_full", [(True, False), (True, True), (False, True)],
+    ids=["lookahead", "into-full-steps", "plain"],
+)  # fmt: skip
+def test_streams_riding_on_the_devices_picks_in_graphed_steps_match_generate(ahead, only_full):
     """The prefill's lookahead on the GPU (its default there): graphed prefill steps launched
     before the last one's picks are read, the picks fed to the next step on the device, while
     the CUDA decode graphs run the streams between; float32 and the eager decode step (the
@@ -88,6 +91,7 @@ def test_streams_riding_on_the_devices_picks_in_graphed_steps_match_generate(ahe
         be = EngineBackend(
             model, device="cuda", max_batch=4, max_len=256, prefill_chunk=16, fused=False,
             prefill_token_budget=64, prefill_rows=3, prefill_lookahead=ahead,
+            prefill_lookahead_only_full=only_full,
         )  # fmt: skip
         try:
             seqs = [Sequence(str(i), d, SamplingParams(max_new_tokens=n))

@@ -34,13 +34,19 @@ def prompts(seed: int, *lengths: int) -> list[list[int]]:
     return [torch.randint(0, VOCAB, (n,), generator=g).tolist() for n in lengths]
 
 
-def engine(model, ahead: bool, max_batch: int = 3, decode_ahead: bool = False) -> EngineBackend:
-    # A 32-token budget: a 90-token prompt takes several prefill steps for the streams to ride.
+BUDGET = 32  # prompt tokens a step: a 90-token prompt takes several steps for others to ride
+
+
+def engine(
+    model, ahead: bool, max_batch: int = 3, decode_ahead: bool = False, only_full: bool = False
+) -> EngineBackend:
     # ``decode_ahead``: the decode steps' lookahead too (on with CUDA graphs, off on the CPU).
+    # ``only_full``: the shipped default, look ahead only into steps the waiting prompts fill;
+    # off, every step looks ahead, which the tests of riding on unread picks want.
     return EngineBackend(
         model, device="cpu", max_batch=max_batch, max_len=192, packed_prefill=True,
-        prefill_chunk=16, prefill_token_budget=32, prefill_rows=3, prefill_lookahead=ahead,
-        lookahead=decode_ahead,
+        prefill_chunk=16, prefill_token_budget=BUDGET, prefill_rows=3, prefill_lookahead=ahead,
+        prefill_lookahead_only_full=only_full, lookahead=decode_ahead,
     )  # fmt: skip
 
 
@@ -77,6 +83,50 @@ def test_rows_riding_on_the_devices_picks_match_generate(model, ahead):
     else:
         assert stats["prefill_steps_lookahead_total"] == 0
         assert stats["decode_rows_fed_on_device_total"] == 0
+
+
+@pytest.mark.parametrize("only_full", [True, False], ids=["into-full-steps", "every-step"])
+def test_looking_ahead_only_into_full_steps_leaves_room_for_arrivals(model, only_full):
+    """An 80-token prompt while two streams decode: 30 of its tokens fill each of two steps
+    with the streams' two rows, the last 20 do not. Only into full steps, just the second step
+    is launched ahead (no prompt arriving meanwhile could have joined it); every step, the
+    third too. The streams match ``generate`` either way."""
+    a, c, b = prompts(27, 12, 20, 80)
+    steps = []  # (tokens, fed on the device) per packed step
+
+    async def run():
+        be = engine(model, True, only_full=only_full)
+        packed = be._sched.packed
+        real_run = packed.run
+
+        def spy(chunks, fed=None):
+            steps.append((sum(len(t) for _, _, t in chunks), fed is not None))
+            return real_run(chunks, fed)
+
+        packed.run = spy
+        try:
+            agen_a, got_a = await start(be, Sequence("a", a, SamplingParams(max_new_tokens=12)))
+            agen_c, got_c = await start(be, Sequence("c", c, SamplingParams(max_new_tokens=12)))
+            steps.clear()  # from the long prompt's first step on
+            got_b = asyncio.create_task(collect(be, Sequence("b", b, SamplingParams(5))))
+            got_a += [s.token_id async for s in agen_a]
+            got_c += [s.token_id async for s in agen_c]
+            return got_a, got_c, await got_b
+        finally:
+            await be.close()
+
+    got_a, got_c, got_b = asyncio.run(run())
+    assert (got_a, got_c, got_b) == (
+        greedy(model, a, 12),
+        greedy(model, c, 12),
+        greedy(model, b, 5),
+    )
+    fed = [tokens for tokens, on_device in steps if on_device]
+    assert steps[0] == (BUDGET, False)  # the prompt's first 30 tokens and the streams' rows
+    if only_full:
+        assert fed == [BUDGET]
+    else:
+        assert fed == [BUDGET, 22]  # the prompt's last 20 tokens and the two fed rows
 
 
 def test_a_stop_token_the_host_had_not_read_ends_the_stream_and_its_kv_is_not_counted(model):
