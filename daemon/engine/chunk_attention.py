@@ -19,55 +19,84 @@ import torch
 import triton
 import triton.language as tl
 
-from .decode_attention import softmax_fold
 from .tile_math import dot
 
 BLOCK_M = 64  # queries per program; also the packing granule of the block table
 
 
+LOG2E = 1.4426950408889634  # scores in base 2: exp2 is the hardware's, exp one multiply more
+
+
+@triton.jit
+def _fold2(scores, v, m_i, l_i, acc):
+    # ``softmax_fold`` in base 2: scores [R, L] already scaled by log2(e).
+    m_new = tl.maximum(m_i, tl.max(scores, axis=1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(scores - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    acc = acc * alpha[:, None] + dot(p.to(v.dtype), v)
+    return m_new, l_i, acc
+
+
 @triton.jit
 def _attend_keys(
     q, q_pos, m_i, l_i, acc, k_ptr, v_ptr, kv, l0, end, s_pos, scale,
-    D: tl.constexpr, BLOCK_N: tl.constexpr,
+    D: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
 ):  # fmt: skip
-    # One online-softmax step over keys l0..l0+BLOCK_N of one slot and KV head.
+    # One online-softmax step over keys l0..l0+BLOCK_N of one slot and KV head. Unmasked, every
+    # key is below every query's position (and ``end``), which saves the mask's work on all the
+    # tiles but the block's diagonal ones.
     rn = tl.arange(0, BLOCK_N)
     rd = tl.arange(0, D)
     ll = l0 + rn
-    l_ok = ll < end
     offs = kv + ll[:, None] * s_pos + rd[None, :]
-    k = tl.load(k_ptr + offs, mask=l_ok[:, None], other=0.0)  # [BLOCK_N, D]
-    scores = dot(q, tl.trans(k)) * scale  # [BLOCK_M, BLOCK_N]
-    seen = l_ok[None, :] & (ll[None, :] <= q_pos[:, None])
-    scores = tl.where(seen, scores, float("-inf"))
-    v = tl.load(v_ptr + offs, mask=l_ok[:, None], other=0.0)
-    return softmax_fold(scores, v, m_i, l_i, acc)
+    if MASKED:
+        l_ok = ll < end
+        k = tl.load(k_ptr + offs, mask=l_ok[:, None], other=0.0)  # [BLOCK_N, D]
+        scores = dot(q, tl.trans(k)) * scale  # [BLOCK_M, BLOCK_N]
+        seen = l_ok[None, :] & (ll[None, :] <= q_pos[:, None])
+        scores = tl.where(seen, scores, float("-inf"))
+        v = tl.load(v_ptr + offs, mask=l_ok[:, None], other=0.0)
+    else:
+        k = tl.load(k_ptr + offs)
+        scores = dot(q, tl.trans(k)) * scale
+        v = tl.load(v_ptr + offs)
+    return _fold2(scores, v, m_i, l_i, acc)
 
 
 @triton.jit
 def _attend_up_to(
-    q, q_pos, k_ptr, v_ptr, kv, end, s_pos, scale,
+    q, q_pos, k_ptr, v_ptr, kv, visible, end, s_pos, scale,
     D: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr, INTERPRET: tl.constexpr,
 ):  # fmt: skip
     # Softmax attention of q [ROWS, D] (query positions q_pos [ROWS]) over keys 0..end-1 of one
-    # slot and KV head, causally masked -> [ROWS, D] float32.
+    # slot and KV head, causally masked -> [ROWS, D] float32. Keys 0..visible-1 are seen by
+    # every query: whole tiles of them go unmasked, the rest (the diagonal) masked.
     m_i = tl.full([ROWS], -1e30, tl.float32)
     l_i = tl.zeros([ROWS], tl.float32)
     acc = tl.zeros([ROWS, D], tl.float32)
+    open_end = visible // BLOCK_N * BLOCK_N
     # The same steps either way: the interpreter cannot run a for loop to a bound loaded from
     # memory, and the compiler pipelines a for loop's loads where it would not a while loop's.
     if INTERPRET:
         l0 = 0
         while l0 < end:
             m_i, l_i, acc = _attend_keys(
-                q, q_pos, m_i, l_i, acc, k_ptr, v_ptr, kv, l0, end, s_pos, scale, D, BLOCK_N
-            )
+                q, q_pos, m_i, l_i, acc, k_ptr, v_ptr, kv, l0, end, s_pos, scale, D, BLOCK_N,
+                l0 >= open_end,
+            )  # fmt: skip
             l0 += BLOCK_N
     else:
-        for l0 in range(0, end, BLOCK_N):
+        for l0 in range(0, open_end, BLOCK_N):
             m_i, l_i, acc = _attend_keys(
-                q, q_pos, m_i, l_i, acc, k_ptr, v_ptr, kv, l0, end, s_pos, scale, D, BLOCK_N
-            )
+                q, q_pos, m_i, l_i, acc, k_ptr, v_ptr, kv, l0, end, s_pos, scale, D, BLOCK_N,
+                False,
+            )  # fmt: skip
+        for l0 in range(open_end, end, BLOCK_N):
+            m_i, l_i, acc = _attend_keys(
+                q, q_pos, m_i, l_i, acc, k_ptr, v_ptr, kv, l0, end, s_pos, scale, D, BLOCK_N,
+                True,
+            )  # fmt: skip
     return acc / tl.maximum(l_i, 1e-30)[:, None]
 
 
@@ -76,6 +105,7 @@ def _chunk_attn_kernel(
     q_ptr, k_ptr, v_ptr, o_ptr, meta_ptr,
     scale, n_heads, G, s_slot, s_head, s_pos,
     D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, INTERPRET: tl.constexpr,
+    MASK_ALL: tl.constexpr,
 ):  # fmt: skip
     # q, o: [T, H, D]; k, v: one layer of the cache, [slots, Hkv, M + 1, D]; meta: [NB, 4].
     blk, h = tl.program_id(0), tl.program_id(1)
@@ -91,8 +121,11 @@ def _chunk_attn_kernel(
     q = tl.load(q_ptr + q_offs, mask=m_ok[:, None], other=0.0)
     kv = slot * s_slot + (h // G) * s_head
     end = p0 + n  # keys 0..end-1: the cached prefix and this chunk up to the block's last query
+    visible = p0  # keys before the block's first query, which need no mask
+    if MASK_ALL:
+        visible = 0
     out = _attend_up_to(
-        q, q_pos, k_ptr, v_ptr, kv, end, s_pos, scale, D, BLOCK_M, BLOCK_N, INTERPRET
+        q, q_pos, k_ptr, v_ptr, kv, visible, end, s_pos, scale, D, BLOCK_M, BLOCK_N, INTERPRET
     )  # fmt: skip
     tl.store(o_ptr + q_offs, out.to(o_ptr.dtype.element_ty), mask=m_ok[:, None])
 
@@ -108,11 +141,13 @@ def chunk_attention(
     block_n: int | None = None,
     num_warps: int = 4,
     num_stages: int = 3,
+    mask_all: bool = False,
 ) -> torch.Tensor:
     """q: [T, H, D] packed queries; k_cache, v_cache: one layer, [slots, Hkv, M + 1, D];
     meta: [NB, 4] int64 block table (module docstring) built with the same ``block_m``
     -> [T, H * D] (zeros where no block covers a row: the packing's padding). The tile
-    arguments are for the benchmark's sweep. (A KV head's query heads in one program, each key
+    arguments, and ``mask_all`` (every key tile masked, the kernel's form before run 41), are
+    for the benchmark. (A KV head's query heads in one program, each key
     tile loaded once for all of them, measured slower: 191 against 186 us for qwen 0.5b's 8192
     token burst, 639 against 614 cold; docs/performance.md, run 28.)"""
     T, H, D = q.shape
@@ -126,8 +161,8 @@ def chunk_attention(
     interpret = triton.knobs.runtime.interpret
     _chunk_attn_kernel[(meta.shape[0], H)](
         q, k_cache, v_cache, out, meta,
-        scale, H, H // Hkv, s_slot, s_head, s_pos,
-        D=D, BLOCK_M=block_m, BLOCK_N=block_n, INTERPRET=interpret,
+        scale * LOG2E, H, H // Hkv, s_slot, s_head, s_pos,
+        D=D, BLOCK_M=block_m, BLOCK_N=block_n, INTERPRET=interpret, MASK_ALL=mask_all,
         num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
     return out.view(T, H * D)
