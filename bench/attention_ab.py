@@ -1,7 +1,10 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The packed prefill's attention kernel (``chunk_attention``) as it ships against its earlier
-form, side by side in one process: every key tile masked (``mask_all``, before run 41) or only
-the block's diagonal tiles, the ones holding keys at or after its first query.
+"""The packed prefill's attention kernel (``chunk_attention``) as it ships against its form
+before run 41, side by side in one process. Now: only a block's diagonal key tiles are masked
+(those holding keys at or after its first query), the blocks that see the most keys go first,
+64 keys a step. Before: every key tile masked (``mask_all``), the chunks' order, 32 keys a
+step at head size 128. ``--sweep``: the shipped form at other tiles, in either order.
+(Run 42 timed the mask alone: the chunks' order, and 32 keys at head size 128, on both sides.)
 
 Per model's head shape (query heads, KV heads, head size) and per step shape, the kernel alone
 in a CUDA graph (``bench/engine.py``'s ``_graph_us``), µs and TFLOP/s (4 x keys seen x heads x
@@ -16,6 +19,7 @@ fill 8192 tokens ("burst", the burst's first step).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import statistics
@@ -55,7 +59,14 @@ def keys_seen(chunks) -> int:
     return sum(sum(p + 1 for p in range(s, s + n)) for _, s, n in chunks)
 
 
-def measure(model: str, reps: int) -> dict:
+def timed(fn, reps: int, rounds: int = 3) -> dict:
+    us = [bench._graph_us(fn, reps=reps) for _ in range(rounds)]
+    return {"us": statistics.median(us), "rounds_us": us}
+
+
+def measure(model: str, reps: int, sweep: bool) -> dict:
+    """Both forms at the shipped tiles, the outputs compared; with ``sweep``, the shipped form
+    at other tiles and with the heaviest blocks first (``block_table``'s ``heavy_first``)."""
     import torch
 
     from lspilot.daemon.engine.chunk_attention import block_table, blocks_for, chunk_attention
@@ -69,21 +80,33 @@ def measure(model: str, reps: int) -> dict:
         T = sum(n for *_, n in chunks)
         q = torch.randn(T, H, D, device="cuda", generator=g).bfloat16()
         nb = blocks_for(T, len(chunks))
-        meta = torch.tensor(block_table(chunks, nb), device="cuda").view(nb, 4)
+        tables = {}
+        for heavy in (False, True):
+            table = block_table(chunks, nb, heavy_first=heavy)
+            tables[heavy] = torch.tensor(table, device="cuda").view(nb, 4)
         flop = 4 * keys_seen(chunks) * H * D
-        row, results = {}, {}
-        for form, mask_all in (("diagonal", False), ("mask_all", True)):
 
-            def fn(q=q, meta=meta, m=mask_all):
-                return chunk_attention(q, kc, vc, meta, D**-0.5, mask_all=m)
+        def fn(meta=tables[True], q=q, **kw):
+            return chunk_attention(q, kc, vc, meta, D**-0.5, **kw)
 
-            results[form] = fn()
-            us = [bench._graph_us(fn, reps=reps) for _ in range(3)]
-            row[form] = {"us": statistics.median(us), "rounds_us": us}
+        # Before run 41: every tile masked, the chunks' order, 32 keys a step at head size 128.
+        before = dict(meta=tables[False], mask_all=True, block_n=64 if D <= 64 else 32)
+        row = {"shipped": timed(fn, reps), "before": timed(lambda b=before: fn(**b), reps)}
+        diff = (fn().float() - fn(**before).float()).abs().max().item()
+        row.update(max_abs_diff=diff, speedup=row["before"]["us"] / row["shipped"]["us"])
+        if sweep:
+            row["sweep"] = {}
+            for heavy, bn, warps, stages in itertools.product(
+                (False, True), (32, 64, 128), (4, 8), (2, 3, 4)
+            ):
+                key = f"heavy{int(heavy)}|bn{bn}|w{warps}|s{stages}"
+                kw = dict(meta=tables[heavy], block_n=bn, num_warps=warps, num_stages=stages)
+                try:
+                    row["sweep"][key] = timed(lambda kw=kw: fn(**kw), reps, rounds=1)["us"]
+                except Exception as e:  # noqa: BLE001 - a tile that does not fit
+                    row["sweep"][key] = type(e).__name__
+        for form in ("shipped", "before"):
             row[form]["tflop_s"] = flop / row[form]["us"] / 1e6
-        diff = (results["diagonal"].float() - results["mask_all"].float()).abs().max().item()
-        row["max_abs_diff"] = diff
-        row["speedup"] = row["mask_all"]["us"] / row["diagonal"]["us"]
         out[shape] = row
     return out
 
@@ -93,20 +116,24 @@ def main() -> None:
     ap.add_argument("--out", default="bench/out")
     ap.add_argument("--models", nargs="*", default=list(HEADS))
     ap.add_argument("--reps", type=int, default=10, help="kernel calls per graph")
+    ap.add_argument("--sweep", nargs="*", default=[], help="models to sweep tiles and order for")
     args = ap.parse_args()
     bench._import_lspilot()
     import torch
 
     res = {"device": torch.cuda.get_device_name(), "models": {}}
-    print("| model | step | every tile masked (µs) | diagonal only (µs) | TFLOP/s | x | max diff |")
+    print("| model | step | before run 41 (µs) | as shipped (µs) | TFLOP/s | x | max diff |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for model in args.models:
-        res["models"][model] = rows = measure(model, args.reps)
+        res["models"][model] = rows = measure(model, args.reps, model in args.sweep)
         for shape, r in rows.items():
-            old, new = r["mask_all"], r["diagonal"]
+            old, new = r["before"], r["shipped"]
             print(f"| {model} | {shape} | {old['us']:.1f} | {new['us']:.1f} | "
                   f"{old['tflop_s']:.0f} -> {new['tflop_s']:.0f} | {r['speedup']:.2f} | "
                   f"{r['max_abs_diff']:.2g} |")  # fmt: skip
+            times = {k: v for k, v in r.get("sweep", {}).items() if isinstance(v, float)}
+            for key in sorted(times, key=times.get)[:4]:
+                print(f"|   sweep | {shape} {key} | | {times[key]:.1f} | | | |")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "attention_ab.json").write_text(json.dumps(res, indent=1))

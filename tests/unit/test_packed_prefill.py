@@ -33,7 +33,8 @@ from tests.kernel_models import VOCAB, collect, greedy, tiny_decoder  # noqa: E4
 
 
 def test_block_table_splits_chunks_into_blocks_and_pads():
-    table = block_table([(3, 10, BLOCK_M + 5), (1, 0, 2)], n_blocks=5)
+    chunks = [(3, 10, BLOCK_M + 5), (1, 0, 2)]
+    table = block_table(chunks, n_blocks=5, heavy_first=False)
     rows = [table[i : i + 4] for i in range(0, len(table), 4)]
     assert rows == [
         [0, BLOCK_M, 3, 10],
@@ -42,6 +43,9 @@ def test_block_table_splits_chunks_into_blocks_and_pads():
         [0, 0, 0, 0],
         [0, 0, 0, 0],
     ]
+    # As shipped: the same blocks, the ones that see the most keys first, then the padding.
+    heavy = block_table(chunks, n_blocks=5)
+    assert [heavy[i : i + 4] for i in range(0, len(heavy), 4)] == [rows[i] for i in (1, 0, 2, 3, 4)]
     with pytest.raises(ValueError, match="blocks"):
         block_table([(0, 0, 3 * BLOCK_M)], n_blocks=2)
 
@@ -88,11 +92,15 @@ def test_packed_step_matches_eager_prefill_of_each_chunk(arch, fast):
     assert torch.allclose(em.cache.v[:, :, :, real], v_want[:, :, :, real], atol=1e-5)
 
 
-@pytest.mark.parametrize("mask_all", [False, True], ids=["diagonal-masked", "all-masked"])
-def test_chunk_attention_against_torch(mask_all):
+@pytest.mark.parametrize(
+    "mask_all, heavy_first", [(False, False), (True, False), (False, True)],
+    ids=["diagonal-masked", "all-masked", "heavy-blocks-first"],
+)  # fmt: skip
+def test_chunk_attention_against_torch(mask_all, heavy_first):
     # 3 query heads per KV head (not a power of two), chunks from position 0, after a cached
     # prefix (whole key tiles unmasked before the block's first query), of one token, and longer
-    # than a block (70 > 64 queries); every tile masked, as the benchmark times it, the same.
+    # than a block (70 > 64 queries); every tile masked, as the benchmark times it, and the
+    # blocks in another order in the table, the same.
     g = torch.Generator().manual_seed(11)
     H, Hkv, D, M = 6, 2, 32, 256
     kc, vc = torch.randn(2, 3, Hkv, M + 1, D, generator=g).unbind(0)
@@ -100,7 +108,7 @@ def test_chunk_attention_against_torch(mask_all):
     T = sum(n for *_, n in chunks)
     q = torch.randn(T, H, D, generator=g)
     nb = blocks_for(T, len(chunks))
-    meta = torch.tensor(block_table(chunks, nb)).view(nb, 4)
+    meta = torch.tensor(block_table(chunks, nb, heavy_first=heavy_first)).view(nb, 4)
     got = chunk_attention(q, kc, vc, meta, 0.3, mask_all=mask_all).view(T, H, D)
     row = 0
     for slot, start, n in chunks:
