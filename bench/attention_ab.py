@@ -13,7 +13,8 @@ head size), the two forms' outputs compared. Step shapes: one 8192-token prompt 
 chunks); 16 prompts from position 0 of the start burst's lengths (256-2047, random), cut to
 fill 8192 tokens ("burst", the burst's first step).
 
-``python3 bench/attention_ab.py --out $OUT``: a table and ``attention_ab.json``.
+``python3 bench/attention_ab.py --out $OUT``: a table and ``attention_ab.json``; ``--out DIR
+--plot PNG`` draws that JSON (needs matplotlib).
 """
 
 from __future__ import annotations
@@ -111,13 +112,43 @@ def measure(model: str, reps: int, sweep: bool) -> dict:
     return out
 
 
+def plot(res: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(res["models"])
+    shapes = list(res["models"][models[0]])
+    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3.4), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        rows = res["models"][model]
+        for i, shape in enumerate(shapes):
+            before, now = rows[shape]["before"]["tflop_s"], rows[shape]["shipped"]["tflop_s"]
+            ax.bar(i - 0.2, before, 0.4, color="#bbbbbb", label="before run 41" if i == 0 else None)
+            ax.bar(i + 0.2, now, 0.4, color="#4c72b0", label="as shipped" if i == 0 else None)
+            ax.annotate(f"{now / before:.2f}x", (i + 0.2, now), xytext=(0, 2),
+                        textcoords="offset points", ha="center", fontsize=7)  # fmt: skip
+        H, Hkv, D = HEADS[model]
+        ax.set_title(f"{model}\n{H} heads of {D}, {Hkv} KV", fontsize=8)
+        ax.set_xticks(range(len(shapes)), shapes, fontsize=8)
+    axes[0][0].set_ylabel("TFLOP/s, the kernel alone (H200, bf16)")
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="bench/out")
     ap.add_argument("--models", nargs="*", default=list(HEADS))
     ap.add_argument("--reps", type=int, default=10, help="kernel calls per graph")
     ap.add_argument("--sweep", nargs="*", default=[], help="models to sweep tiles and order for")
+    ap.add_argument("--plot", metavar="PNG", help="only draw the JSON in --out into PNG")
     args = ap.parse_args()
+    if args.plot:
+        return plot(json.loads((Path(args.out) / "attention_ab.json").read_text()), args.plot)
     bench._import_lspilot()
     import torch
 
