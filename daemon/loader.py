@@ -113,7 +113,7 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
     except Exception as exc:
         raise ModelLoadError(f"cannot load model from {path}: {exc}") from exc
-    model.to(device).eval()
+    model.to(device).eval()  # type: ignore[arg-type]  # transformers types ``to`` as a wrapper
     if quantize == "int8":
         model = _quantize_int8(model, device)
     fim = detect_fim_format(tokenizer, fim_override)

@@ -185,7 +185,8 @@ class Servicer:
     async def status(self, request: StatusRequest) -> StatusReply:
         svc = self.state.service
         c = svc.counters if svc else None
-        stats = getattr(svc.backend, "stats", lambda: {})() if svc else {}
+        stats: dict[str, float] = getattr(svc.backend, "stats", dict)() if svc else {}
+        prefix = f"{svc.backend.info.name}." if svc else ""
         return StatusReply(
             protocol_version=PROTOCOL_VERSION,
             model=svc.model.name if svc else "",
@@ -203,7 +204,7 @@ class Servicer:
             pid=os.getpid(),
             # Backend counters under their own prefix: "cancelled" there means "closed early",
             # which includes completions the stop rules ended.
-            extra={f"{svc.backend.info.name}.{k}": float(v) for k, v in stats.items()},
+            extra={f"{prefix}{k}": float(v) for k, v in stats.items()},
         )
 
 

@@ -66,7 +66,7 @@ def merge(current: Settings, options: Any, warn=log.warning) -> Settings:
         field = fields.get(name)
         if field is None:
             continue  # unknown keys are tolerated: other tools share the settings object
-        expected = field.type if isinstance(field.type, type) else eval(field.type)  # noqa: S307
+        expected = field.type if isinstance(field.type, type) else eval(str(field.type))  # noqa: S307
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):

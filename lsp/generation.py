@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 
 from lspilot.protocol.client import DaemonClient, DaemonError
 from lspilot.protocol.messages import CompleteRequest
 
+from .core.multiline import Decision
 from .core.typethrough import ShownSuggestion
 from .documents import Snapshot
 
@@ -40,7 +42,8 @@ class Generation:
         self.snap = snap
         self.request = request
         self.context_versions = context_versions  # other documents in the prompt, for the cache
-        self.decision = None  # the stop decision made for this cursor (set by the suggester)
+        # The stop decision made for this cursor (set by the suggester).
+        self.decision: Decision | None = None
         self.texts = [""] * request.n
         self.finish_reason = ""
         self.timings: dict = {}
@@ -100,7 +103,7 @@ class Generation:
 
         while True:
             async with self._changed:
-                await self._changed.wait_for(lambda s=seen: grown_or_done(s))
+                await self._changed.wait_for(functools.partial(grown_or_done, seen))
             if len(self.texts[0]) != seen:
                 seen = len(self.texts[0])
                 yield self.texts[0]

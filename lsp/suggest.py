@@ -23,6 +23,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from lspilot.protocol.client import DaemonUnavailable
 from lspilot.protocol.messages import CompleteRequest, StopPolicy
@@ -33,7 +34,7 @@ from .core import postprocess as post
 from .core.cache import CompletionCache
 from .core.context import clip_context, current_line_prefix, cursor_window, infer_indent
 from .core.debounce import AdaptiveDebounce, DebounceConfig
-from .core.multiline import Decision, decide_stop_policy
+from .core.multiline import Decision, Policy, decide_stop_policy
 from .core.snippets import SnippetStore, select_snippets
 from .core.typethrough import track
 from .documents import Snapshot
@@ -121,7 +122,9 @@ class Suggester:
             gen, typed = None, ""
         # A typed-through remainder keeps the decision of the request that started the stream:
         # a fresh one, made inside the block, would cut the rest of the block at this line.
-        decision = gen.decision if gen is not None else self._decide(snap, s)
+        decision = gen.decision if gen is not None else None
+        if decision is None:
+            decision = self._decide(snap, s)
         if not decision.complete:
             self._supersede(snap.uri)
             return Outcome(request_id, [], source="skipped")
@@ -142,6 +145,7 @@ class Suggester:
                 self._supersede(snap.uri)
                 return Outcome(request_id, self._finish(ctx, [cached], s), source="cache")
         task = asyncio.current_task()
+        assert task is not None  # suggest runs as the LSP request's task
         if gen is None:
             self._supersede(snap.uri)
             self._waiting[snap.uri] = task
@@ -188,7 +192,7 @@ class Suggester:
         decision = decide_stop_policy(snap.core)
         log.debug("stop policy %s (%s)", decision.policy, decision.reason)
         if s.stop != "auto":  # the user's choice of policy; the block is still the tree's
-            return Decision(s.stop, "configured", decision.block_indent)
+            return Decision(cast(Policy, s.stop), "configured", decision.block_indent)
         return decision
 
     def _reusable(self, snap: Snapshot, n: int) -> tuple[Generation | None, str]:

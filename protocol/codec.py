@@ -68,7 +68,7 @@ def _convert(tp: Any, raw: Any, path: str) -> Any:
             return None
         (inner,) = [o for o in options if o is not type(None)]
         return _convert(inner, raw, path)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _convert_dataclass(tp, raw, path)
     if origin is tuple:
         (item_tp, _ellipsis) = typing.get_args(tp)

@@ -12,7 +12,7 @@ and reports steps it ran after ``Sequence.cancelled`` was set in ``Sequence.step
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -70,8 +70,9 @@ class BackendInfo:
 class Backend(Protocol):
     info: BackendInfo
 
-    def generate(self, seq: Sequence) -> AsyncIterator[TokenStep]:
-        """Stream the sequence's new tokens; stop at max_new_tokens or a stop token id."""
+    def generate(self, seq: Sequence) -> AsyncGenerator[TokenStep, None]:
+        """Stream the sequence's new tokens; stop at max_new_tokens or a stop token id. An
+        async generator: its ``aclose`` (the caller's cancel) frees the sequence's work."""
         ...
 
     def active_sequences(self) -> int: ...

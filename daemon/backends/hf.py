@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import torch
 
@@ -36,7 +36,7 @@ class TransformersBackend:
     async def close(self) -> None:
         pass
 
-    async def generate(self, seq: Sequence) -> AsyncIterator[TokenStep]:
+    async def generate(self, seq: Sequence) -> AsyncGenerator[TokenStep, None]:
         self._active += 1
         try:
             async for step in self._generate(seq):
@@ -44,7 +44,7 @@ class TransformersBackend:
         finally:
             self._active -= 1
 
-    async def _generate(self, seq: Sequence) -> AsyncIterator[TokenStep]:
+    async def _generate(self, seq: Sequence) -> AsyncGenerator[TokenStep, None]:
         from transformers import DynamicCache
 
         generator = None

@@ -11,7 +11,7 @@ read with getattr) removes the sequence at the next step boundary.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import torch
 
@@ -107,7 +107,7 @@ class EngineBackend:
         )
         self._sched.start()
 
-    async def generate(self, seq: Sequence) -> AsyncIterator[TokenStep]:
+    async def generate(self, seq: Sequence) -> AsyncGenerator[TokenStep, None]:
         req = Request(
             seq,
             asyncio.get_running_loop(),
@@ -143,14 +143,14 @@ class EngineBackend:
     def _capture(self, max_keys: int | None):
         import concurrent.futures
 
-        if self._sched.graphs is None:
+        sched, graphs = self._sched, self._sched.graphs
+        if graphs is None:
             done: concurrent.futures.Future = concurrent.futures.Future()
             done.set_result(0)
             return done
-        sched = self._sched
 
         def capture() -> int:
-            n = sched.graphs.capture_all(max_keys)
+            n = graphs.capture_all(max_keys)
             return n + (sched.packed.capture_all() if sched.packed is not None else 0)
 
         return sched.call(capture)

@@ -98,7 +98,7 @@ class FusedDecode:
         row attends its slot at positions 0..pos, and writes only its newest key there (at pos;
         padding rows write the trash row), one row per slot, as ``attention`` requires.
         -> logits [R, V] float32."""
-        em, cache, sh = self.em, self.em.cache, self.em.shape
+        em, cache, sh = self.em, self.em.kv, self.em.shape
         # The residual stream in float32: the output and down projections add into it in place.
         pdl = self._pdl
         x = embed(ids, pos, self.wte, self.wpe, pdl=pdl("embed"))  # [R, E]

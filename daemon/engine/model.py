@@ -210,6 +210,13 @@ class EngineModel:
 
         return triton_part("fused decode", fused, load, self)
 
+    @property
+    def kv(self) -> KVCache:
+        """The cache ``allocate`` made; every step runs after it."""
+        if self.cache is None:
+            raise RuntimeError("no KV cache yet: allocate() comes first")
+        return self.cache
+
     def allocate(self, slots: int) -> KVCache:
         self.cache = KVCache(self.shape, slots, self.max_len, self.device, self.dtype)
         # Made here, not lazily: a tensor first made inside a CUDA-graph capture would live in

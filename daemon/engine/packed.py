@@ -87,7 +87,7 @@ class PackedPrefill:
         self._gelu = em.layers[0].mlp.act if self.bigcode else None
         # Stacked now, not at the first step: stacking re-points the HF modules' weights at new
         # memory, which a decode graph captured before it would still read the old way.
-        self.layers = layer_weights(em) if self.fast else None
+        self.layers = layer_weights(em) if self.fast else []
 
     # -- the host side ------------------------------------------------------------------------
 
@@ -130,7 +130,7 @@ class PackedPrefill:
             self._uploaded.synchronize()  # the previous upload has left the pinned buffer
         h = self._host_view
         h[:] = 0
-        h[2 * M : 3 * M] = self.em.cache.trash  # padding tokens write to the trash row
+        h[2 * M : 3 * M] = self.em.kv.trash  # padding tokens write to the trash row
         row = 0
         starts = []
         for i, (slot, start, tokens) in enumerate(chunks):
@@ -153,8 +153,8 @@ class PackedPrefill:
             self._uploaded.record()
         if fed and fed.rows:  # the fed tokens, from the device, over the placeholders
             n, at = len(fed.rows), self._fed_at
-            dst, src = self._static[at : at + n], self._static[at + C : at + C + n]
-            self._static[:M].index_copy_(0, dst, fed.ids.index_select(0, src))
+            dst_rows, src_rows = self._static[at : at + n], self._static[at + C : at + C + n]
+            self._static[:M].index_copy_(0, dst_rows, fed.ids.index_select(0, src_rows))
 
     def _blocks(self, T: int) -> int:
         """Rows of the block table a step of bucket ``T`` reads."""
@@ -163,7 +163,7 @@ class PackedPrefill:
     # -- the device side (what a graph captures) ----------------------------------------------
 
     def _step(self, T: int) -> torch.Tensor:
-        em, cache, M = self.em, self.em.cache, self.max_tokens
+        em, cache, M = self.em, self.em.kv, self.max_tokens
         s = self._static
         ids, pos, wpos, slots = (s[i * M : i * M + T][None] for i in range(4))  # [1, T] each
         nb = self._blocks(T)
@@ -191,7 +191,7 @@ class PackedPrefill:
         """One decoder layer over x [T, E] on the stacked weights: one product for q/k/v and
         one for gate/up, the elementwise work in single passes (``prefill_kernels``), and the
         residual adds inside the output and down products (cuBLAS's beta = 1)."""
-        em, sh, cache = self.em, self.em.shape, self.em.cache
+        em, sh, cache = self.em, self.em.shape, self.em.kv
         rope = {} if self.bigcode else {"cos": em.cos, "sin": em.sin}
         qkv = F.linear(self._norm(x, lw.ln1), lw.w_qkv, lw.b_qkv)
         q = PK.qkv_scatter(
@@ -201,7 +201,7 @@ class PackedPrefill:
         attn = chunk_attention(q, cache.k[i], cache.v[i], meta, em.scaling)  # [T, H D]
         x = _add_linear(x, attn, lw.w_o, lw.b_o)
         up = F.linear(self._norm(x, lw.ln2), lw.w_up, lw.b_up)
-        act = self._gelu(up) if self.bigcode else PK.silu_mul(up)
+        act = self._gelu(up) if self._gelu is not None else PK.silu_mul(up)
         return _add_linear(x, act, lw.w_down, lw.b_down)
 
     def _norm(self, x, norm):
@@ -225,6 +225,7 @@ class PackedPrefill:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             out = self._step(T)
+        assert self.graphs is not None  # capture runs only with graphs on
         self.graphs[T] = (graph, out)
         log.info("captured prefill graph tokens=%d (%.2f s)", T, time.perf_counter() - t_start)
         return graph, out

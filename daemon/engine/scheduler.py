@@ -37,9 +37,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -142,12 +144,12 @@ class Scheduler:
         self.waiting: collections.deque[Request] = collections.deque()
         self.active: list[Request] = []  # in admission order
         self._inbox: list[Request] = []
-        self._calls: list[tuple[object, object]] = []
+        self._calls: list[tuple[Callable[[], object], concurrent.futures.Future]] = []
         self._cv = threading.Condition()
         self._stop = False
         self._outbox: dict[asyncio.AbstractEventLoop, list] = {}
         self._tick = 0
-        self.counters = collections.Counter()
+        self.counters: collections.Counter[str] = collections.Counter()
         self._thread = threading.Thread(target=self._run, name="lspilot-engine", daemon=True)
 
     def _packed_prefill(self, want: bool | None, graphs: bool):
@@ -181,7 +183,6 @@ class Scheduler:
 
     def call(self, fn):
         """Run ``fn()`` on the worker thread between steps; returns a concurrent Future."""
-        import concurrent.futures
 
         fut: concurrent.futures.Future = concurrent.futures.Future()
         with self._cv:
@@ -396,6 +397,7 @@ class Scheduler:
         chunks = [(r.slot, len(self.slots[r.slot].tokens), r.pending[:n]) for r, n in rows]
         fed = None
         if onboard:  # each on its unread token, at the position after its recorded ones
+            assert prev is not None  # the rows riding on its picks
             from .packed import Fed  # only with the packed prefill, which needs Triton
 
             src = {id(r): c for r, c in zip(prev.emitting, prev.chunks, strict=True)}
@@ -642,6 +644,7 @@ class Scheduler:
             steps = [TokenStep(ids[r.slot]) for r in rows]
         else:
             picks = [step.picks[i] for i in live]
+            assert step.logits is not None  # a step without a ticket keeps its logits
             steps = self._sample(step.logits, [r.slot for r in rows], picks)
         self._emit_tokens(rows, steps, fed=followed)
 

@@ -66,7 +66,8 @@ def layer_weights(em) -> list[LayerWeights]:
 
 
 def norm_of(mod) -> Norm:
-    eps = getattr(mod, "variance_epsilon", None) or getattr(mod, "eps", 1e-6)
+    # llama-like norms call it variance_epsilon, LayerNorm eps
+    eps = getattr(mod, "variance_epsilon", None) or getattr(mod, "eps", None) or 1e-6
     return mod.weight, getattr(mod, "bias", None), float(eps)
 
 

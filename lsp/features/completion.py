@@ -41,7 +41,8 @@ def register(server) -> None:
         text = outcome.texts[0] if outcome.texts else ""
         if not text.strip() or ls.workspace.get_text_document(snap.uri).version != snap.version:
             return types.CompletionList(is_incomplete=True, items=[])
-        word = _WORD_TAIL.search(snap.prefix.rsplit("\n", 1)[-1]).group(0)
+        tail = _WORD_TAIL.search(snap.prefix.rsplit("\n", 1)[-1])  # matches, maybe empty
+        word = tail.group(0) if tail else ""
         # The word is ASCII, so its length is the same in every position encoding.
         start = types.Position(
             line=snap.position.line, character=snap.position.character - len(word)
