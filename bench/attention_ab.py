@@ -134,9 +134,7 @@ def plot(res: dict, path: str) -> None:
         ax.set_xticks(range(len(shapes)), shapes, fontsize=8)
     axes[0][0].set_ylabel("TFLOP/s, the kernel alone (H200, bf16)")
     axes[0][0].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path}")
+    bench.save_figure(fig, path)
 
 
 def main() -> None:

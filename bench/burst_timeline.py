@@ -288,9 +288,7 @@ def plot(folder: Path, path: Path) -> None:
         ax.set_ylabel("ms from the arrivals to the 61st first token")
         ax.set_ylim(0, ax.get_ylim()[1] * 1.45)  # room for the legend above the bars
     axes[0][0].legend(fontsize=7, loc="upper left", ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path}")
+    bench.save_figure(fig, path)
 
 
 def main() -> None:

@@ -44,6 +44,12 @@ DEVICE = "cuda"
 BANDWIDTH = 4.3e12  # bytes/s, device-to-device copy measured on the H200 (KINDS.md)
 
 
+def save_figure(fig, path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
 def _import_lspilot():
     """Import lspilot.daemon from this checkout, installed or not (the GPU machine is bare)."""
     try:

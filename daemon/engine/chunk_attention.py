@@ -19,23 +19,13 @@ import torch
 import triton
 import triton.language as tl
 
+from .decode_attention import softmax_fold
 from .tile_math import dot
 
 BLOCK_M = 64  # queries per program; also the packing granule of the block table
 
 
 LOG2E = 1.4426950408889634  # scores in base 2: exp2 is the hardware's, exp one multiply more
-
-
-@triton.jit
-def _fold2(scores, v, m_i, l_i, acc):
-    # ``softmax_fold`` in base 2: scores [R, L] already scaled by log2(e).
-    m_new = tl.maximum(m_i, tl.max(scores, axis=1))
-    alpha = tl.exp2(m_i - m_new)
-    p = tl.exp2(scores - m_new[:, None])
-    l_i = l_i * alpha + tl.sum(p, axis=1)
-    acc = acc * alpha[:, None] + dot(p.to(v.dtype), v)
-    return m_new, l_i, acc
 
 
 @triton.jit
@@ -61,7 +51,7 @@ def _attend_keys(
         k = tl.load(k_ptr + offs)
         scores = dot(q, tl.trans(k)) * scale
         v = tl.load(v_ptr + offs)
-    return _fold2(scores, v, m_i, l_i, acc)
+    return softmax_fold(scores, v, m_i, l_i, acc, True)
 
 
 @triton.jit

@@ -19,12 +19,17 @@ from .tile_math import dot
 
 
 @triton.jit
-def softmax_fold(scores, v, m_i, l_i, acc):
+def softmax_fold(scores, v, m_i, l_i, acc, BASE2: tl.constexpr):
     # One step of online softmax: a block of (masked) scores [R, L] and its values [L, D] folded
-    # into the running row max, sum and output -> (m_i, l_i, acc).
+    # into the running row max, sum and output -> (m_i, l_i, acc). ``BASE2``: the scores are
+    # already scaled by log2(e) and exponentiate in base 2 (the chunk attention's form).
     m_new = tl.maximum(m_i, tl.max(scores, axis=1))
-    alpha = tl.exp(m_i - m_new)
-    p = tl.exp(scores - m_new[:, None])
+    if BASE2:
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(scores - m_new[:, None])
+    else:
+        alpha = tl.exp(m_i - m_new)
+        p = tl.exp(scores - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, axis=1)
     acc = acc * alpha[:, None] + dot(p.to(v.dtype), v)
     return m_new, l_i, acc
@@ -82,7 +87,7 @@ def _attn_split_kernel(
     l_i = tl.zeros([BLOCK_G], tl.float32)
     acc = tl.zeros([BLOCK_G, D], tl.float32)
     scores = tl.where(l_ok[None, :], dot(q, tl.trans(k)) * scale, float("-inf"))
-    m_i, l_i, acc = softmax_fold(scores, v, m_i, l_i, acc)
+    m_i, l_i, acc = softmax_fold(scores, v, m_i, l_i, acc, False)
     # The rest at a fixed trip count (masked past ``end``): splits past the row's length load
     # nothing.
     for l0 in range(BLOCK_L, SPLIT, BLOCK_L):
@@ -93,7 +98,7 @@ def _attn_split_kernel(
         scores = dot(q, tl.trans(k)) * scale  # [BLOCK_G, BLOCK_L]
         scores = tl.where(l_ok[None, :], scores, float("-inf"))
         v = tl.load(v_ptr + offs, mask=l_ok[:, None], other=0.0)
-        m_i, l_i, acc = softmax_fold(scores, v, m_i, l_i, acc)
+        m_i, l_i, acc = softmax_fold(scores, v, m_i, l_i, acc, False)
     release_next(PDL)
     lse = tl.where(l_i > 0, m_i + tl.log(l_i), float("-inf"))
     out = acc / tl.maximum(l_i, 1e-30)[:, None]
