@@ -9,8 +9,8 @@ launch, sampling, streaming). The window that decides the burst's p95 first toke
 first arrival to the 61st first token; inside it the script reports how much of the device's
 time was prefill, decode, and idle, and what the host was doing meanwhile. Each round runs
 the burst once per variant (``VARIANTS``: the scheduler's prefill lookahead always, only into
-full steps, and off, a
-shorter GIL switch interval), and with ``--sustained`` the 64 x 16 traffic after each.
+full steps, and off, a shorter GIL switch interval), and with ``--sustained`` the 64 x 16
+traffic after each.
 
 ``python3 bench/burst_timeline.py --out $OUT [--models qwen2.5-coder-0.5b starcoder-1b]``:
 a table per model and ``burst_timeline_<model>.json``; ``--out DIR --plot PNG`` draws that JSON

@@ -183,7 +183,6 @@ class Scheduler:
 
     def call(self, fn):
         """Run ``fn()`` on the worker thread between steps; returns a concurrent Future."""
-
         fut: concurrent.futures.Future = concurrent.futures.Future()
         with self._cv:
             self._calls.append((fn, fut))
@@ -364,15 +363,13 @@ class Scheduler:
         cfg = self.cfg
         feed = self.decode_feed_max
         prev, self._prefill_inflight = self._prefill_inflight, None
-        waiting = [r for r in self.active if len(r.pending) > feed]
+        waiting = self._waiting_prompts()
         can_ride = cfg.ride_prefill and self.packed is not None and self._inflight is None
         if prev is not None and not (waiting and can_ride):
             self._read_prefill(prev, fed=())  # its rows go on as decoders, or as riders below
             prev = None
         if not waiting:
             return False
-        if cfg.shortest_first:
-            waiting = prefill_order(waiting, time.monotonic(), cfg.prompt_wait_max_s)
         decoders = [r for r in self.active if 0 < len(r.pending) <= feed]
         onboard = [r for r in prev.emitting if self._rides_on_its_pick(r)] if prev else []
         riders: list[Request] = []
@@ -457,6 +454,14 @@ class Scheduler:
             self._emit_tokens(reqs, steps)
         return bool(riders) or bool(onboard)
 
+    def _waiting_prompts(self) -> list[Request]:
+        """The rows with more prompt tokens left than a decode step feeds, in prefill order."""
+        cfg = self.cfg
+        waiting = [r for r in self.active if len(r.pending) > self.decode_feed_max]
+        if cfg.shortest_first:
+            waiting = prefill_order(waiting, time.monotonic(), cfg.prompt_wait_max_s)
+        return waiting
+
     def _next_step_full(self, emitting: list[Request]) -> bool:
         """Whether the next prefill step is full of prompts already waiting, with ``emitting``
         riding in it on their picks (``prefill_lookahead_only_full``): when it is not, a prompt
@@ -465,9 +470,7 @@ class Scheduler:
         if not self.prefill_lookahead_only_full:
             return True
         cfg, feed = self.cfg, self.decode_feed_max
-        waiting = [r for r in self.active if len(r.pending) > feed]
-        if cfg.shortest_first:
-            waiting = prefill_order(waiting, time.monotonic(), cfg.prompt_wait_max_s)
+        waiting = self._waiting_prompts()
         riding = len(emitting) + sum(len(r.pending) for r in self.active if len(r.pending) <= feed)
         budget = cfg.prefill_token_budget - riding
         return fills_step(
