@@ -437,7 +437,8 @@ class Scheduler:
         # Only where the next step may take these rows on their picks: otherwise they would
         # wait for their tokens until the next iteration read them.
         ahead = self.prefill_lookahead and can_ride and self.packed is not None
-        if emitting and ahead and all(p.greedy for p in picks) and self._next_step_full(emitting):
+        greedy = bool(emitting) and all(p.greedy for p in picks)
+        if ahead and greedy and self._next_step_full(emitting, onboard):
             ids, ticket = self.packed.pick(logits)
             launched = _PrefillLaunched(emitting, at, ids, ticket)
             if prev is not None:  # read while the device runs the step just launched
@@ -462,30 +463,36 @@ class Scheduler:
             waiting = prefill_order(waiting, time.monotonic(), cfg.prompt_wait_max_s)
         return waiting
 
-    def _next_step_full(self, emitting: list[Request]) -> bool:
-        """Whether the next prefill step is full of prompts already waiting, with ``emitting``
-        riding in it on their picks (``prefill_lookahead_only_full``): when it is not, a prompt
-        arriving before this step ends may still get into it, which looking ahead would
-        prevent, as the next step's rows are chosen now."""
+    def _next_step_full(self, emitting: list[Request], onboard: list[Request]) -> bool:
+        """Whether the next prefill step is full of prompts already waiting, with the rows of
+        ``emitting`` that will ride in it on their picks (``prefill_lookahead_only_full``):
+        when it is not, a prompt arriving before this step ends may still get into it, which
+        looking ahead would prevent, as the next step's rows are chosen now. ``onboard``: the
+        rows of ``emitting`` fed on the device in this step, whose earlier token is unread
+        too; a row at its last token does not ride, and leaves room for a prompt."""
         if not self.prefill_lookahead_only_full:
             return True
         cfg, feed = self.cfg, self.decode_feed_max
         waiting = self._waiting_prompts()
-        riding = len(emitting) + sum(len(r.pending) for r in self.active if len(r.pending) <= feed)
+        fed_here = {id(r) for r in onboard}
+        riding = sum(self._rides_on_its_pick(r, 2 if id(r) in fed_here else 1) for r in emitting)
+        riding += sum(len(r.pending) for r in self.active if len(r.pending) <= feed)
         budget = cfg.prefill_token_budget - riding
         return fills_step(
             [len(r.pending) for r in waiting], budget=budget, max_rows=cfg.prefill_rows
         )
 
-    def _rides_on_its_pick(self, req: Request) -> bool:
-        """Whether ``req``, whose token from the step in flight is unread, may take one more
-        from the next step on that token: it goes on after it, whatever it is, as far as the
-        host can tell (a stop token it cannot: then the next step's token is dropped)."""
+    def _rides_on_its_pick(self, req: Request, unread: int = 1) -> bool:
+        """Whether ``req``, with ``unread`` tokens from steps launched that the host has not
+        recorded, may take one more from the next step on the last of them: it goes on after
+        them, whatever they are, as far as the host can tell (a stop token it cannot: then the
+        next step's token is dropped). Two are unread for a row fed on the device in a step
+        about to launch the next one."""
         if not self._owns(req) or not self._greedy_from_now(req):
             return False
-        if len(req.generated) + 1 >= req.seq.params.max_new_tokens:
+        if len(req.generated) + unread >= req.seq.params.max_new_tokens:
             return False
-        return len(self.slots[req.slot].tokens) + 1 < self.cfg.max_len
+        return len(self.slots[req.slot].tokens) + unread < self.cfg.max_len
 
     def _read_prefill(self, step: _PrefillLaunched, *, fed) -> None:
         """Read ``step``'s tokens and stream them; ``fed``: rows riding in the step launched
@@ -614,15 +621,8 @@ class Scheduler:
         # _inbox is read without the lock: a request missed here is seen at the next step.
         if (self.waiting or self._inbox) and len(self.active) < self.cfg.max_batch:
             return False
-        for req in step.rows:
-            params = req.seq.params
-            if not self._owns(req) or not self._greedy_from_now(req):
-                return False
-            if len(req.generated) + 1 >= params.max_new_tokens:
-                return False
-            if len(self.slots[req.slot].tokens) + 1 >= self.cfg.max_len:
-                return False
-        return True
+        # The bounds of riding on an unread pick: one more token after step's.
+        return all(self._rides_on_its_pick(req) for req in step.rows)
 
     def _launch_following(self, step: _Launched) -> _Launched:
         """The step after ``step``: the same rows, on the inputs ``step`` writes on the device."""

@@ -21,6 +21,9 @@ if os.environ.get("TRITON_INTERPRET") != "1":  # set by tests/conftest.py before
 
 from lspilot.daemon.backends.base import SamplingParams, Sequence  # noqa: E402
 from lspilot.daemon.engine import EngineBackend  # noqa: E402
+from lspilot.daemon.engine.model import EngineModel  # noqa: E402
+from lspilot.daemon.engine.policy import EngineConfig  # noqa: E402
+from lspilot.daemon.engine.scheduler import Request, Scheduler  # noqa: E402
 from tests.kernel_models import VOCAB, collect, greedy, tiny_decoder  # noqa: E402
 
 
@@ -85,48 +88,102 @@ def test_rows_riding_on_the_devices_picks_match_generate(model, ahead):
         assert stats["decode_rows_fed_on_device_total"] == 0
 
 
-@pytest.mark.parametrize("only_full", [True, False], ids=["into-full-steps", "every-step"])
-def test_looking_ahead_only_into_full_steps_leaves_room_for_arrivals(model, only_full):
-    """An 80-token prompt while two streams decode: 30 of its tokens fill each of two steps
-    with the streams' two rows, the last 20 do not. Only into full steps, just the second step
-    is launched ahead (no prompt arriving meanwhile could have joined it); every step, the
-    third too. The streams match ``generate`` either way."""
-    a, c, b = prompts(27, 12, 20, 80)
-    steps = []  # (tokens, fed on the device) per packed step
+class Driven:
+    """A scheduler stepped from the test instead of its thread: which step a prompt arrives
+    before is then exact, whatever the machine's speed. Its packed steps are recorded as
+    (tokens, fed on the device)."""
 
-    async def run():
-        be = engine(model, True, only_full=only_full)
-        packed = be._sched.packed
-        real_run = packed.run
+    def __init__(self, model, *, only_full: bool) -> None:
+        cfg = EngineConfig(
+            max_batch=3, max_len=192, prefill_chunk=16, prefill_token_budget=BUDGET,
+            prefill_rows=3, packed_prefill=True, prefill_lookahead=True,
+            prefill_lookahead_only_full=only_full, lookahead=False,
+        )  # fmt: skip
+        self.sched = Scheduler(EngineModel(model, cfg.max_len), cfg)
+        self.loop = asyncio.new_event_loop()  # never run: tokens are read off the requests
+        self.steps: list[tuple[int, bool]] = []
+        real_run = self.sched.packed.run
 
         def spy(chunks, fed=None):
-            steps.append((sum(len(t) for _, _, t in chunks), fed is not None))
+            self.steps.append((sum(len(t) for _, _, t in chunks), fed is not None))
             return real_run(chunks, fed)
 
-        packed.run = spy
-        try:
-            agen_a, got_a = await start(be, Sequence("a", a, SamplingParams(max_new_tokens=12)))
-            agen_c, got_c = await start(be, Sequence("c", c, SamplingParams(max_new_tokens=12)))
-            steps.clear()  # from the long prompt's first step on
-            got_b = asyncio.create_task(collect(be, Sequence("b", b, SamplingParams(5))))
-            got_a += [s.token_id async for s in agen_a]
-            got_c += [s.token_id async for s in agen_c]
-            return got_a, got_c, await got_b
-        finally:
-            await be.close()
+        self.sched.packed.run = spy
 
-    got_a, got_c, got_b = asyncio.run(run())
-    assert (got_a, got_c, got_b) == (
-        greedy(model, a, 12),
-        greedy(model, c, 12),
+    def submit(self, rid: str, prompt: list[int], max_new_tokens: int) -> Request:
+        req = Request(Sequence(rid, prompt, SamplingParams(max_new_tokens)), self.loop, None)
+        self.sched.submit(req)
+        return req
+
+    def step(self) -> None:
+        sched = self.sched
+        sched.waiting.extend(sched._inbox)
+        sched._inbox.clear()
+        with torch.inference_mode():
+            sched._iteration()
+
+    def run_until(self, done) -> None:
+        for _ in range(400):
+            if done():
+                return
+            self.step()
+        raise AssertionError("the scheduler did not get there in 400 steps")
+
+    def close(self) -> None:
+        self.sched._outbox.clear()
+        self.loop.close()
+
+
+# (prompt length, tokens stream a has left when it arrives, steps fed on the device with
+# lookahead only into full steps). BUDGET is 32 and the two streams ride in every step.
+ARRIVALS = {
+    # 30 of the prompt's tokens and the two rows fill each of its first two steps, its last 20
+    # do not: only the second step is launched ahead.
+    "80-tokens": (80, 50, [BUDGET]),
+    # The 31 tokens left after the first step fill the next with the two rows on their picks;
+    # the budget less the rows, not the whole budget.
+    "61-tokens": (61, 50, [BUDGET]),
+    # Stream a gets its last token from the first step, so only c rides in the next: 30 tokens
+    # left do not fill its 31 and a prompt arriving meanwhile may take the room.
+    "60-tokens-a-ending": (60, 1, []),
+    # Stream a's last token comes from the second step, which it rides on the device: both its
+    # tokens are unread when the third is chosen, which has room for a prompt again.
+    "90-tokens-a-ending-on-the-device": (90, 2, [BUDGET]),
+}
+
+
+@pytest.mark.parametrize("case", list(ARRIVALS))
+@pytest.mark.parametrize("only_full", [True, False], ids=["into-full-steps", "every-step"])
+def test_looking_ahead_only_into_full_steps_leaves_room_for_arrivals(model, only_full, case):
+    """A prompt arrives while two streams decode. Looking ahead only into full steps, just the
+    steps its waiting tokens fill with the rows riding on their picks are launched ahead;
+    every step, each of its steps after the first with rows to feed is. Every stream matches
+    ``generate`` either way."""
+    n, a_left, fed_when_full = ARRIVALS[case]
+    a, c, b = prompts(27, 12, 20, n)
+    a_new, c_new = 60, 80  # c still decodes after b's last step
+    drv = Driven(model, only_full=only_full)
+    try:
+        ra, rc = drv.submit("a", a, a_new), drv.submit("c", c, c_new)
+        drv.run_until(lambda: len(ra.generated) == a_new - a_left)
+        drv.steps.clear()
+        rb = drv.submit("b", b, 5)
+        drv.run_until(lambda: rb.generated)
+        steps = list(drv.steps)
+        drv.run_until(lambda: len(ra.generated) + len(rc.generated) == a_new + c_new)
+    finally:
+        drv.close()
+    assert (ra.generated, rc.generated, rb.generated) == (
+        greedy(model, a, a_new),
+        greedy(model, c, c_new),
         greedy(model, b, 5),
     )
     fed = [tokens for tokens, on_device in steps if on_device]
     assert steps[0] == (BUDGET, False)  # the prompt's first 30 tokens and the streams' rows
     if only_full:
-        assert fed == [BUDGET]
+        assert fed == fed_when_full
     else:
-        assert fed == [BUDGET, 22]  # the prompt's last 20 tokens and the two fed rows
+        assert fed == [t for t, _ in steps[1:]] and len(fed) == len(steps) - 1 >= 1
 
 
 def test_a_stop_token_the_host_had_not_read_ends_the_stream_and_its_kv_is_not_counted(model):
